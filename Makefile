@@ -1,0 +1,59 @@
+# memseg-lite: every command sets itself up (creates .venv and installs) on first use.
+#   make run    the whole workbook end to end on the demo data (CPU-friendly sizes)
+#   make test   package tests, notebooks under nbval, papermill runs (CI sizes)
+#   make lab    JupyterLab on the workbook
+#   make bench  speed / memory benchmarks
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+INSTALLED := $(VENV)/.installed
+DEMO_DATA := data/demo
+OUT ?= outputs/workbook
+# Notebook size profile: full (the paper's sizes), demo (CPU-friendly, make run / make lab), smoke (CI).
+PROFILE ?= demo
+PYTEST_ARGS ?=
+
+.PHONY: help install data run test test-package test-notebooks check-notebooks lab bench clean
+
+help:
+	@sed -n '2,6p' Makefile
+
+$(INSTALLED): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit("memseg-lite needs Python 3.11 or newer (found " + sys.version.split()[0] + "); run e.g. make PYTHON=python3.11 ...") if sys.version_info < (3, 11) else None'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	@touch $@
+
+install: $(INSTALLED)
+
+# The demo data is generated (deterministically, in seconds) when missing; the manifest marks a finished set.
+$(DEMO_DATA)/manifest.json: | $(INSTALLED)
+	$(BIN)/memseg-lite demo-data --out $(DEMO_DATA) --force
+
+data: $(DEMO_DATA)/manifest.json
+
+run: $(INSTALLED) data
+	MEMSEG_PROFILE=$(PROFILE) $(PY) scripts/run_workbook.py --profile $(PROFILE) --out $(OUT)
+
+test: test-package check-notebooks test-notebooks
+
+test-package: $(INSTALLED) data
+	MEMSEG_PROFILE=smoke $(PY) -m pytest tests $(PYTEST_ARGS)
+
+# Notebooks are stored without outputs; this fails if one was committed with outputs.
+check-notebooks: $(INSTALLED)
+	$(BIN)/nbstripout --verify notebooks/*.ipynb
+
+test-notebooks: $(INSTALLED) data
+	MEMSEG_PROFILE=smoke $(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks $(PYTEST_ARGS)
+
+lab: $(INSTALLED) data
+	MEMSEG_PROFILE=$(PROFILE) $(BIN)/jupyter lab notebooks
+
+bench: $(INSTALLED)
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) outputs runs .pytest_cache

@@ -1,0 +1,69 @@
+"""Checkpoints: written atomically, read with ``weights_only=True``.
+
+A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so it loads with
+``torch.load(..., weights_only=True)`` (no arbitrary code runs when a file is opened)::
+
+    {"format": "memseg-lite", "format_version": 1,
+     "model_config": {...}, "model": state_dict,          # always
+     "train_config": {...}, "step": int,                   # training checkpoints
+     "optimizer": ..., "scheduler": ..., "scaler": ..., "rng": {...}, "best": {...}}
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+FORMAT = "memseg-lite"
+FORMAT_VERSION = 1
+
+
+def save_checkpoint(payload: dict, path: str | os.PathLike) -> Path:
+    """Save ``payload`` to ``path`` atomically: a temporary file in the same folder, then rename.
+
+    An interruption (Ctrl-C, a full disk, a crash) leaves either the old file or the new one,
+    never a truncated mix.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **payload}
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        torch.save(payload, temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Load a memseg-lite checkpoint with ``weights_only=True``; clear errors for bad files."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"checkpoint {path} does not exist; train one with `memseg-lite train ... --out RUN_DIR` "
+            "(it writes RUN_DIR/checkpoint.pt and RUN_DIR/best.pt)"
+        )
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises several types for corrupt or foreign files
+        raise ValueError(
+            f"cannot read checkpoint {path}: {type(error).__name__}: {error}. "
+            "The file is corrupt, truncated or not a memseg-lite checkpoint"
+        ) from error
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a memseg-lite checkpoint (no 'format': '{FORMAT}' entry)")
+    if payload.get("format_version", 0) > FORMAT_VERSION:
+        raise ValueError(
+            f"{path} was written by a newer memseg-lite (format {payload['format_version']}); "
+            "upgrade memseg-lite to read it"
+        )
+    for key in ("model_config", "model"):
+        if key not in payload:
+            raise ValueError(f"checkpoint {path} has no {key!r} entry")
+    return payload

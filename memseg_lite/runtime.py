@@ -1,0 +1,47 @@
+"""Device selection and seeding, shared by the trainer, the CLI and the notebooks."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """Turn ``"auto"`` into the best available device (cuda, then mps, then cpu).
+
+    Any other value is passed to :class:`torch.device`; asking for CUDA on a machine
+    without it raises a ``ValueError`` that says so instead of failing later.
+    """
+    if isinstance(device, torch.device):
+        resolved = device
+    elif device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    else:
+        try:
+            resolved = torch.device(device)
+        except RuntimeError as error:
+            raise ValueError(
+                f"device={device!r} is not a device name; use 'auto', 'cpu', 'cuda', 'cuda:0' or 'mps'"
+            ) from error
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} was requested but CUDA is not available here; use device='auto' or 'cpu'")
+    if resolved.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"device={device!r} was requested but MPS is not available here; use device='auto' or 'cpu'")
+    return resolved
+
+
+def seed_everything(seed: int) -> np.random.Generator:
+    """Seed Python, numpy and torch (all devices); return a fresh numpy Generator for ``seed``."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    os.environ.setdefault("PYTHONHASHSEED", str(seed))
+    return np.random.default_rng(seed)

@@ -1,0 +1,212 @@
+"""The MVTec-layout reader: layout checks, clear errors, resizing rules, disjoint splits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from memseg_lite.data import (
+    EvaluationSet,
+    StepBatchSampler,
+    build_validation_set,
+    load_image,
+    load_mask,
+    sample_seed,
+    scan_category,
+    split_train_images,
+)
+from memseg_lite.io import read_image, write_image
+from memseg_lite.transforms import IMAGENET_MEAN, IMAGENET_STD, image_to_tensor, resize_mask, tensor_to_image
+
+
+def make_category(root: Path, name: str = "widget", n_train: int = 12, grey: bool = False, size: int = 40) -> Path:
+    """A tiny category in the MVTec AD layout, written by the test itself."""
+    rng = np.random.default_rng(0)
+    shape = (size, size) if grey else (size, size, 3)
+    category = root / name
+    for i in range(n_train):
+        write_image(category / "train" / "good" / f"{i:03d}.png", rng.integers(0, 255, shape, dtype=np.uint8))
+    for i in range(2):
+        write_image(category / "test" / "good" / f"{i:03d}.png", rng.integers(0, 255, shape, dtype=np.uint8))
+    for i in range(2):
+        write_image(category / "test" / "crack" / f"{i:03d}.png", rng.integers(0, 255, shape, dtype=np.uint8))
+        mask = np.zeros((size, size), np.uint8)
+        mask[5 : 15 + i, 8:20] = 255
+        write_image(category / "ground_truth" / "crack" / f"{i:03d}_mask.png", mask)
+    return category
+
+
+def test_scan_lists_files_and_labels(tmp_path):
+    make_category(tmp_path)
+    files = scan_category(tmp_path, "widget")
+    assert len(files.train_good) == 12
+    assert [item.defect for item in files.test] == ["crack", "crack", "good", "good"]
+    assert [item.label for item in files.test] == [1, 1, 0, 0]
+    assert files.defect_types == ["crack"]
+    assert all(item.mask is None for item in files.test if item.defect == "good")
+    assert files.test[0].mask == tmp_path / "widget" / "ground_truth" / "crack" / "000_mask.png"
+
+
+def test_missing_root_and_category_errors_name_paths(tmp_path):
+    with pytest.raises(FileNotFoundError, match="demo-data"):
+        scan_category(tmp_path / "nowhere", "widget")
+    make_category(tmp_path, "widget")
+    with pytest.raises(FileNotFoundError, match=r"categories found there: widget"):
+        scan_category(tmp_path, "gadget")
+
+
+def test_missing_or_empty_train_good(tmp_path):
+    (tmp_path / "empty" / "train" / "good").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match=r"no images .* in .*empty/train/good"):
+        scan_category(tmp_path, "empty")
+    (tmp_path / "bare").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"bare/train/good does not exist"):
+        scan_category(tmp_path, "bare")
+
+
+def test_missing_test_folder_only_matters_for_evaluation(tmp_path):
+    category = make_category(tmp_path)
+    import shutil
+
+    shutil.rmtree(category / "test")
+    assert len(scan_category(tmp_path, "widget", require_test=False).train_good) == 12
+    with pytest.raises(FileNotFoundError, match="test/good/ and test/<defect>/"):
+        scan_category(tmp_path, "widget")
+
+
+def test_defect_without_mask_names_the_expected_mask(tmp_path):
+    category = make_category(tmp_path)
+    (category / "ground_truth" / "crack" / "001_mask.png").unlink()
+    with pytest.raises(FileNotFoundError, match=r"001\.png has no ground-truth mask; expected .*001_mask\.png"):
+        scan_category(tmp_path, "widget")
+
+
+def test_corrupt_image_error_names_the_file(tmp_path):
+    category = make_category(tmp_path)
+    bad = category / "train" / "good" / "003.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    with pytest.raises(ValueError, match=r"cannot decode image file .*003\.png"):
+        load_image(bad, 32)
+
+
+def test_mask_size_mismatch_is_an_error(tmp_path):
+    mask_path = write_image(tmp_path / "m.png", np.zeros((20, 30), np.uint8))
+    with pytest.raises(ValueError, match=r"m\.png is 30x20 pixels but its image is 40x40"):
+        load_mask(mask_path, (40, 40), 32)
+
+
+def test_grey_images_become_three_channels(tmp_path):
+    make_category(tmp_path, grey=True)
+    files = scan_category(tmp_path, "widget")
+    assert read_image(files.train_good[0]).shape == (40, 40, 3)
+    image = load_image(files.train_good[0], 32)
+    assert image.shape == (32, 32, 3) and image.dtype == np.uint8
+    assert np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 1], image[..., 2])
+
+
+def test_masks_resize_with_nearest_neighbour(tmp_path):
+    rng = np.random.default_rng(3)
+    mask = (rng.random((40, 40)) > 0.7).astype(np.uint8) * 255
+    path = write_image(tmp_path / "mask.png", mask)
+    resized = load_mask(path, (40, 40), 64)
+    assert set(np.unique(resized)) <= {0, 1}
+    # Upsampling 40 -> 64 with nearest neighbour: each output pixel copies source pixel floor(i * 40 / 64).
+    source = (np.arange(64) * 40 / 64).astype(int)
+    np.testing.assert_array_equal(resized, (mask[np.ix_(source, source)] > 127).astype(np.uint8))
+    # A one-pixel line survives (bicubic + int cast would erode it).
+    line = np.zeros((40, 40), np.uint8)
+    line[20, 5:35] = 1
+    assert resize_mask(line, 80).sum() >= 2 * line.sum()
+
+
+def test_center_crop(tmp_path):
+    image = np.zeros((64, 64, 3), np.uint8)
+    image[16:48, 16:48] = 200
+    path = write_image(tmp_path / "img.png", image)
+    cropped = load_image(path, 64, center_crop=32)
+    assert cropped.shape == (32, 32, 3) and (cropped == 200).all()
+    with pytest.raises(ValueError, match="center_crop=96 is larger"):
+        load_image(path, 64, center_crop=96)
+
+
+def test_normalisation_round_trip():
+    image = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    tensor = image_to_tensor(image)
+    expected = (image[..., 0] / 255.0 - IMAGENET_MEAN[0]) / IMAGENET_STD[0]
+    np.testing.assert_allclose(tensor[0].numpy(), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(tensor_to_image(tensor), image)
+
+
+def test_split_is_disjoint_reproducible_and_checked():
+    paths = [Path(f"train/good/{i:03d}.png") for i in range(20)]
+    split = split_train_images(paths, memory_size=6, validation_size=4, seed=1)
+    assert len(split.memory) == 6 and len(split.validation) == 4 and len(split.train) == 10
+    assert set(split.memory).isdisjoint(split.train) and set(split.memory).isdisjoint(split.validation)
+    assert set(split.train).isdisjoint(split.validation)
+    assert set(split.memory) | set(split.train) | set(split.validation) == set(paths)
+    assert split == split_train_images(paths, 6, 4, seed=1)
+    assert split.memory != split_train_images(paths, 6, 4, seed=2).memory
+    with pytest.raises(ValueError, match="only 20 good training images"):
+        split_train_images(paths, memory_size=15, validation_size=5, seed=0)
+
+
+def test_step_batches_depend_only_on_seed_and_step():
+    full = list(StepBatchSampler(n_images=7, batch_size=3, total_steps=10, seed=5))
+    tail = list(StepBatchSampler(n_images=7, batch_size=3, total_steps=10, seed=5, start_step=6))
+    assert len(full) == 10 and tail == full[6:]
+    assert all(0 <= index < 7 for batch in full for index, _ in batch)
+    assert len({seed for batch in full for _, seed in batch}) == 30, "every sample gets its own seed"
+    assert full != list(StepBatchSampler(7, 3, 10, seed=6))
+    assert sample_seed(5, 3, 1) == full[3][1][1]
+
+
+class MarkingSynthesizer:
+    """A stand-in simulator with the real interface: paints a square, records which images it saw."""
+
+    def __init__(self):
+        self.seen = []
+
+    def sample(self, image, rng, kind=None, delta=None):
+        from types import SimpleNamespace
+
+        self.seen.append(image)
+        mask = np.zeros(image.shape[:2], np.float32)
+        top = int(rng.integers(0, image.shape[0] - 8))
+        mask[top : top + 8, 4:12] = 1
+        out = image.copy()
+        out[mask > 0] = 255
+        return SimpleNamespace(image=out, mask=mask, kind=kind)
+
+    def __call__(self, image, rng):
+        result = self.sample(image, rng)
+        return result.image, result.mask
+
+
+def test_validation_set_uses_only_train_good(tmp_path):
+    make_category(tmp_path, n_train=14)
+    files = scan_category(tmp_path, "widget")
+    split = split_train_images(files.train_good, memory_size=4, validation_size=3, seed=0)
+    pixels = np.stack([load_image(p, 32) for p in split.validation])
+    validation = build_validation_set(split.validation, pixels, MarkingSynthesizer(), seed=0, anomalies_per_image=2)
+    assert len(validation) == 9
+    assert validation.labels.tolist() == [0, 1, 1] * 3
+    assert validation.images.shape == (9, 3, 32, 32) and validation.masks.shape == (9, 32, 32)
+    assert all(torch.equal(validation.masks[i], torch.zeros(32, 32)) for i in (0, 3, 6))
+    for source in validation.sources:
+        assert "test" not in Path(source).relative_to(tmp_path).parts
+        assert source in split.validation and source not in split.train and source not in split.memory
+    again = build_validation_set(split.validation, pixels, MarkingSynthesizer(), seed=0, anomalies_per_image=2)
+    assert torch.equal(validation.masks, again.masks), "the validation set is fixed by the seed"
+
+
+def test_evaluation_set_items(tmp_path):
+    make_category(tmp_path, grey=True)
+    dataset = EvaluationSet(scan_category(tmp_path, "widget"), image_size=32)
+    item = dataset[0]
+    assert item["image"].shape == (3, 32, 32) and item["mask"].shape == (32, 32)
+    assert item["label"] == 1 and item["defect"] == "crack" and item["mask"].sum() > 0
+    good = dataset[3]
+    assert good["label"] == 0 and good["mask"].sum() == 0
