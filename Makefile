@@ -10,6 +10,7 @@ PY := $(BIN)/python
 INSTALLED := $(VENV)/.installed
 DEMO_DATA := data/demo
 OUT ?= outputs/workbook
+# Tests never touch the network (MEMSEG_OFFLINE=1: no ImageNet download attempt).
 # Notebook size profile: full (the paper's sizes), demo (CPU-friendly, make run / make lab), smoke (CI).
 PROFILE ?= demo
 PYTEST_ARGS ?=
@@ -40,14 +41,14 @@ run: $(INSTALLED) data
 test: test-package check-notebooks test-notebooks
 
 test-package: $(INSTALLED) data
-	MEMSEG_PROFILE=smoke $(PY) -m pytest tests $(PYTEST_ARGS)
+	MEMSEG_OFFLINE=1 MEMSEG_PROFILE=smoke $(PY) -m pytest tests $(PYTEST_ARGS)
 
 # Notebooks are stored without outputs; this fails if one was committed with outputs.
 check-notebooks: $(INSTALLED)
 	$(BIN)/nbstripout --verify notebooks/*.ipynb
 
 test-notebooks: $(INSTALLED) data
-	MEMSEG_PROFILE=smoke $(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks $(PYTEST_ARGS)
+	MEMSEG_OFFLINE=1 MEMSEG_PROFILE=smoke $(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks $(PYTEST_ARGS)
 
 lab: $(INSTALLED) data
 	MEMSEG_PROFILE=$(PROFILE) $(BIN)/jupyter lab notebooks

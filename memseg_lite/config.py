@@ -49,6 +49,7 @@ class TrainConfig:
     perlin_threshold: float = 0.5
     structure_grid: tuple[int, int] = (4, 8)
     foreground: str | None = None  # None: the category's settings; or "none" / "otsu" / a category name
+    max_tries: int = 50  # Perlin redraws before a sample on a tiny foreground gives up
     texture_root: str = "data/dtd"
     # runtime
     device: str = "auto"
@@ -100,6 +101,7 @@ class TrainConfig:
         need(self.top_k >= 1, f"top_k must be >= 1, got {self.top_k}")
         need(0 <= self.p_normal <= 1 and 0 <= self.p_texture <= 1, "p_normal and p_texture must be in [0, 1]")
         need(0 < self.delta_range[0] <= self.delta_range[1] <= 1, f"delta_range must satisfy 0 < lo <= hi <= 1, got {self.delta_range}")
+        need(self.max_tries >= 1, f"max_tries must be >= 1, got {self.max_tries}")
         need(self.amp in AMP_MODES, f"amp must be one of {AMP_MODES}, got {self.amp!r}")
         need(self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}")
         need(self.val_every >= 1 and self.checkpoint_every >= 1, "val_every and checkpoint_every must be >= 1")

@@ -1,0 +1,474 @@
+"""The trainer: simulated anomalies in, checkpoints out; resumable and reproducible.
+
+What one step does (notebook 08 writes it out by hand first)::
+
+    images, masks = next(batches)            # good images + simulated anomalies, masks M
+    logits = model(images)                   # [B, 2, H, W]
+    loss = 0.6 * L1(softmax(logits)[:, 1], M) + 0.4 * Focal(logits, M; gamma=4)
+    loss.backward(); optimizer.step(); scheduler.step()
+
+Files in the run folder:
+
+- ``config.json``   the :class:`TrainConfig` used
+- ``split.json``    which train/good files went to the memory bank, training and validation
+- ``log.jsonl``     one JSON line per step (loss parts, learning rate) and per validation
+- ``checkpoint.pt`` the latest state (model, optimiser, scheduler, memory bank, step, RNG);
+  ``--resume`` continues from it
+- ``best.pt``       the model with the best validation score (held-out good images with
+  synthetic anomalies; the test split is never used)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from memseg_lite.checkpoint import load_checkpoint, save_checkpoint
+from memseg_lite.config import TrainConfig
+from memseg_lite.data import (
+    StepBatchSampler,
+    SyntheticAnomalyDataset,
+    build_validation_set,
+    images_to_tensor,
+    load_images,
+    scan_category,
+    split_train_images,
+)
+from memseg_lite.runtime import resolve_device, seed_everything
+
+CHECKPOINT_NAME = "checkpoint.pt"
+BEST_NAME = "best.pt"
+LOG_NAME = "log.jsonl"
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    checkpoint: Path
+    best_checkpoint: Path | None
+    step: int
+    interrupted: bool
+    best: dict
+    history: list[dict] = field(default_factory=list)
+    validation: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def __str__(self) -> str:
+        state = "interrupted" if self.interrupted else "finished"
+        best = ", ".join(f"{k}={v:.4f}" for k, v in self.best.items() if isinstance(v, float))
+        return (
+            f"training {state} at step {self.step} in {self.seconds:.0f} s; run folder {self.out_dir}\n"
+            f"  latest: {self.checkpoint}\n  best:   {self.best_checkpoint} ({best})"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Building blocks (each usable on its own from a notebook)
+# --------------------------------------------------------------------------------------------
+def make_synthesizer(config: TrainConfig):
+    """The anomaly simulator configured from ``config`` (foreground settings per category)."""
+    from memseg_lite.synthesis import AnomalySynthesizer
+    from memseg_lite.textures import TextureSource
+
+    foreground = config.foreground if config.foreground is not None else config.category
+    return AnomalySynthesizer(
+        foreground=foreground,
+        texture_source=TextureSource(config.texture_root, seed=config.seed),
+        p_normal=config.p_normal,
+        p_texture=config.p_texture,
+        delta_range=config.delta_range,
+        perlin_scale_range=config.perlin_scale_range,
+        perlin_threshold=config.perlin_threshold,
+        structure_grid=config.structure_grid,
+        max_tries=config.max_tries,
+    )
+
+
+def make_loss(config: TrainConfig):
+    from memseg_lite.losses import MemSegLoss
+
+    return MemSegLoss(
+        l1_weight=config.l1_weight,
+        focal_weight=config.focal_weight,
+        gamma=config.focal_gamma,
+        alpha=config.focal_alpha,
+    )
+
+
+def warmup_cosine(step: int, total_steps: int, warmup_fraction: float) -> float:
+    """Learning-rate factor: linear warm-up to 1, then cosine decay to 0 at ``total_steps``."""
+    warmup = int(round(total_steps * warmup_fraction))
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total_steps - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def autocast_settings(device: torch.device, amp: str) -> tuple[torch.dtype | None, bool]:
+    """(autocast dtype or None, whether a gradient scaler is needed) for ``device`` and ``amp``."""
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return None, False
+    if amp == "bf16" or (amp == "auto" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16, False
+    return torch.float16, device.type == "cuda"
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class _StopRequest:
+    """Turns the first Ctrl-C into a polite request (the step finishes, a checkpoint is saved).
+
+    A second Ctrl-C interrupts at once, as usual.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> _StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.getsignal(signal.SIGINT)
+            signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nCtrl-C: finishing this step and saving a checkpoint (press again to abort at once)")
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def read_log(run_dir: str | Path) -> tuple[list[dict], list[dict]]:
+    """(per-step training records, validation records) from a run folder's ``log.jsonl``."""
+    path = Path(run_dir) / LOG_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"no training log at {path}")
+    steps, validations = [], []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            record = json.loads(line)
+            (validations if record.get("kind") == "validation" else steps).append(record)
+    return steps, validations
+
+
+# --------------------------------------------------------------------------------------------
+# The trainer
+# --------------------------------------------------------------------------------------------
+class Trainer:
+    """Trains MemSeg on one category; see the module docstring for the files it writes.
+
+    >>> result = Trainer(TrainConfig(category="button", steps=200, out_dir="runs/button")).fit()
+    """
+
+    def __init__(self, config: TrainConfig, progress: bool = True):
+        config.validate()
+        self.config = config
+        self.progress = progress
+        self.out_dir = Path(config.out_dir)
+        self.device = resolve_device(config.device)
+        self.autocast_dtype, needs_scaler = autocast_settings(self.device, config.amp)
+        self.scaler = torch.amp.GradScaler("cuda") if needs_scaler else None
+        self.channels_last = config.channels_last if config.channels_last is not None else self.device.type == "cuda"
+
+        seed_everything(config.seed)
+        files = scan_category(config.data_root, config.category, require_test=False)
+        self.split = split_train_images(files.train_good, config.memory_size, config.val_images, config.seed)
+        size, crop = config.image_size, config.center_crop
+        self.train_pixels = load_images(self.split.train, size, crop, progress=progress)
+        self.memory_pixels = load_images(self.split.memory, size, crop, progress=progress)
+        validation_pixels = load_images(self.split.validation, size, crop, progress=progress)
+
+        self.synthesizer = make_synthesizer(config)
+        self.validation = build_validation_set(
+            self.split.validation, validation_pixels, self.synthesizer, config.seed, config.val_anomalies_per_image
+        )
+        self.dataset = SyntheticAnomalyDataset(self.train_pixels, self.synthesizer)
+        self.criterion = make_loss(config)
+        self.model = None
+        self.step = 0
+        self.best: dict = {}
+
+    # ---- setup -------------------------------------------------------------------------------
+    def _build_model(self):
+        from memseg_lite.model import build_memseg
+
+        return build_memseg(
+            images_to_tensor(self.memory_pixels),
+            backbone_weights=self.config.backbone_weights,
+            selection_rule=self.config.selection_rule,
+            top_k=self.config.top_k,
+            device=self.device,
+            seed=self.config.seed,
+        )
+
+    def _restore_model(self, payload: dict):
+        from memseg_lite.model import memseg_from_state
+
+        return memseg_from_state(payload["model_config"], payload["model"]).to(self.device)
+
+    def _make_optimizer(self, model):
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=self.config.lr, weight_decay=self.config.weight_decay)
+        steps, warmup = self.config.steps, self.config.warmup_fraction
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, steps, warmup))
+        return optimizer, scheduler
+
+    def _check_resumable(self, payload: dict) -> None:
+        saved = TrainConfig.from_dict(payload["train_config"])
+        changed = [name for name in self.config.changed_fields(saved) if name not in TrainConfig.RESUMABLE_CHANGES]
+        if changed:
+            details = ", ".join(f"{n}: {getattr(saved, n)!r} -> {getattr(self.config, n)!r}" for n in changed)
+            raise ValueError(
+                f"cannot resume {self.out_dir / CHECKPOINT_NAME}: the run was started with other settings "
+                f"({details}). Resume with the original settings, or start a new run in another --out folder"
+            )
+
+    # ---- checkpoints -------------------------------------------------------------------------
+    def _payload(self, optimizer, scheduler) -> dict:
+        return {
+            "model_config": self.model.config(),
+            "model": self.model.state_dict(),
+            "train_config": self.config.to_dict(),
+            "step": self.step,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "rng": rng_state(),
+            "best": dict(self.best),
+        }
+
+    def _save_best(self, metrics: dict) -> None:
+        save_checkpoint(
+            {
+                "model_config": self.model.config(),
+                "model": self.model.state_dict(),
+                "train_config": self.config.to_dict(),
+                "step": self.step,
+                "validation": metrics,
+            },
+            self.out_dir / BEST_NAME,
+        )
+
+    def _rewrite_log(self, up_to_step: int) -> None:
+        """Drop log lines written after the checkpoint we resume from (they will be redone)."""
+        path = self.out_dir / LOG_NAME
+        if not path.is_file():
+            return
+        kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= up_to_step]
+        path.write_text("".join(line + "\n" for line in kept))
+
+    # ---- validation --------------------------------------------------------------------------
+    @torch.no_grad()
+    def validate(self, batch_size: int = 16) -> dict:
+        """Loss, image AUROC and pixel AUROC on the validation set (synthetic anomalies)."""
+        from memseg_lite.metrics import image_auroc, pixel_auroc
+
+        model = self.model
+        was_training = model.training
+        model.eval()
+        maps, losses = [], []
+        for start in range(0, len(self.validation), batch_size):
+            images = self.validation.images[start : start + batch_size].to(self.device)
+            masks = self.validation.masks[start : start + batch_size].to(self.device)
+            if self.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with self._autocast():
+                logits = model(images)
+            logits = logits.float()
+            losses.append(float(self.criterion(logits, masks).total) * len(images))
+            maps.append(torch.softmax(logits, dim=1)[:, 1].cpu())
+        model.train(was_training)
+        maps = torch.cat(maps)
+        scores = model.image_score(maps)
+        masks = self.validation.masks
+        metrics = {
+            "loss": sum(losses) / len(self.validation),
+            "image_auroc": float(image_auroc(scores.numpy(), self.validation.labels.numpy())),
+            "pixel_auroc": float(pixel_auroc(maps.numpy(), masks.numpy())),
+        }
+        metrics["score"] = 0.5 * (metrics["image_auroc"] + metrics["pixel_auroc"])
+        return metrics
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    # ---- the loop ----------------------------------------------------------------------------
+    def fit(self, resume: bool = False, stop_after: int | None = None) -> TrainResult:
+        """Train to ``config.steps``; ``resume=True`` continues ``out_dir/checkpoint.pt``.
+
+        ``stop_after`` ends this session after that many steps (saving a checkpoint), e.g. to
+        train in time-boxed sessions; a later ``fit(resume=True)`` continues exactly.
+        """
+        config = self.config
+        checkpoint_path = self.out_dir / CHECKPOINT_NAME
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+
+        if resume and checkpoint_path.is_file():
+            payload = load_checkpoint(checkpoint_path, map_location="cpu")
+            self._check_resumable(payload)
+            self.model = self._restore_model(payload)
+            optimizer, scheduler = self._make_optimizer(self.model)
+            optimizer.load_state_dict(payload["optimizer"])
+            scheduler.load_state_dict(payload["scheduler"])
+            if self.scaler is not None and payload.get("scaler"):
+                self.scaler.load_state_dict(payload["scaler"])
+            set_rng_state(payload["rng"])
+            self.step = int(payload["step"])
+            self.best = dict(payload.get("best", {}))
+            self._rewrite_log(self.step)
+            print(f"resuming {checkpoint_path} at step {self.step} of {config.steps}")
+        else:
+            if checkpoint_path.is_file() and not resume:
+                raise FileExistsError(
+                    f"{checkpoint_path} already exists; pass --resume (resume=True) to continue that run, "
+                    "or choose another --out folder"
+                )
+            self.model = self._build_model()
+            optimizer, scheduler = self._make_optimizer(self.model)
+            (self.out_dir / LOG_NAME).write_text("")
+            config.save(self.out_dir / "config.json")
+            split = {name: [str(p) for p in getattr(self.split, name)] for name in ("memory", "train", "validation")}
+            (self.out_dir / "split.json").write_text(json.dumps(split, indent=2) + "\n")
+
+        model = self.model
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        step_fn = torch.compile(model) if config.compile else model
+        model.train()
+
+        loader = DataLoader(
+            self.dataset,
+            batch_sampler=StepBatchSampler(len(self.dataset), config.batch_size, config.steps, config.seed, self.step),
+            num_workers=config.num_workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+        )
+        started = time.perf_counter()
+        first_step = self.step
+        interrupted = False
+        progress = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            progress = tqdm(total=config.steps, initial=self.step, desc=f"train {config.category}", unit="step")
+        log = (self.out_dir / LOG_NAME).open("a")
+        try:
+            with _StopRequest() as stop:
+                for images, masks in loader:
+                    images = images.to(self.device, non_blocking=True)
+                    masks = masks.to(self.device, non_blocking=True)
+                    if self.channels_last:
+                        images = images.contiguous(memory_format=torch.channels_last)
+                    with self._autocast():
+                        logits = step_fn(images)
+                    parts = self.criterion(logits.float(), masks)
+                    loss = parts.total
+                    if not torch.isfinite(loss):
+                        raise NonFiniteLossError(
+                            f"the loss became {float(loss.detach())} at step {self.step + 1}; training stopped. "
+                            f"The last good checkpoint ({checkpoint_path}, step {self._saved_step()}) is kept; "
+                            "try a lower --lr, or amp='off'"
+                        )
+                    optimizer.zero_grad(set_to_none=True)
+                    if self.scaler is not None:
+                        self.scaler.scale(loss).backward()
+                        self.scaler.step(optimizer)
+                        self.scaler.update()
+                    else:
+                        loss.backward()
+                        optimizer.step()
+                    learning_rate = optimizer.param_groups[0]["lr"]
+                    scheduler.step()
+                    self.step += 1
+
+                    record = {"kind": "train", "step": self.step, "lr": learning_rate}
+                    record.update({name: float(value.detach()) for name, value in parts._asdict().items()})
+                    record["loss"] = record.pop("total")
+                    log.write(json.dumps(record) + "\n")
+                    if progress is not None:
+                        progress.update(1)
+                        progress.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{learning_rate:.2e}")
+
+                    last = self.step == config.steps
+                    if self.step % config.val_every == 0 or last:
+                        metrics = self.validate()
+                        log.write(json.dumps({"kind": "validation", "step": self.step, **metrics}) + "\n")
+                        if not self.best or metrics["score"] > self.best["score"] or (
+                            metrics["score"] == self.best["score"] and metrics["loss"] < self.best["loss"]
+                        ):
+                            self.best = {"step": self.step, **metrics}
+                            self._save_best(metrics)
+                        if progress is not None:
+                            progress.write(
+                                f"step {self.step}: val loss {metrics['loss']:.4f}, image AUROC "
+                                f"{metrics['image_auroc']:.3f}, pixel AUROC {metrics['pixel_auroc']:.3f}"
+                            )
+                    if stop_after is not None and self.step - first_step >= stop_after and not last:
+                        stop.requested = True
+                    if self.step % config.checkpoint_every == 0 or last or stop.requested:
+                        log.flush()
+                        save_checkpoint(self._payload(optimizer, scheduler), checkpoint_path)
+                    if stop.requested:
+                        interrupted = True
+                        print(f"stopped at step {self.step}; continue with --resume (resume=True)")
+                        break
+        finally:
+            log.close()
+            if progress is not None:
+                progress.close()
+
+        history, validation = read_log(self.out_dir)
+        best_path = self.out_dir / BEST_NAME
+        return TrainResult(
+            out_dir=self.out_dir,
+            checkpoint=checkpoint_path,
+            best_checkpoint=best_path if best_path.is_file() else None,
+            step=self.step,
+            interrupted=interrupted,
+            best=dict(self.best),
+            history=history,
+            validation=validation,
+            seconds=time.perf_counter() - started,
+        )
+
+    def _saved_step(self) -> int | str:
+        path = self.out_dir / CHECKPOINT_NAME
+        if not path.is_file():
+            return "none yet"
+        return int(load_checkpoint(path)["step"])
+
+
+def train(config: TrainConfig, resume: bool = False, progress: bool = True, stop_after: int | None = None) -> TrainResult:
+    """Train with ``config`` (see :class:`Trainer`); ``resume=True`` continues ``out_dir/checkpoint.pt``."""
+    return Trainer(config, progress=progress).fit(resume=resume, stop_after=stop_after)
