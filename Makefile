@@ -35,8 +35,10 @@ $(DEMO_DATA)/manifest.json: memseg_lite/demo_data.py | $(INSTALLED)
 
 data: $(DEMO_DATA)/manifest.json
 
+# The main job is reproducible everywhere: no ImageNet download attempt (MEMSEG_OFFLINE=0 allows it).
+MEMSEG_OFFLINE ?= 1
 run: $(INSTALLED) data
-	MEMSEG_PROFILE=$(PROFILE) $(PY) scripts/run_workbook.py --profile $(PROFILE) --out $(OUT)
+	MEMSEG_OFFLINE=$(MEMSEG_OFFLINE) MEMSEG_PROFILE=$(PROFILE) $(PY) scripts/run_workbook.py --profile $(PROFILE) --out $(OUT)
 
 test: test-package check-notebooks test-notebooks
 

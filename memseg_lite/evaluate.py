@@ -147,7 +147,7 @@ def evaluate_checkpoint(
         "n_defective": int(predictions.labels.sum()),
         "image_size": int(center_crop or image_size),
         "training_steps": int(payload.get("step", 0)),
-        "backbone": payload["model_config"].get("backbone_weights", "unknown"),
+        "backbone": payload.get("backbone", train_config.get("backbone_weights", "unknown")),
         "seconds": round(predictions.seconds, 3),
         "images_per_second": round(predictions.images_per_second, 2),
         "device": str(next(model.parameters()).device),

@@ -214,6 +214,7 @@ class Trainer:
         self.dataset = SyntheticAnomalyDataset(self.train_pixels, self.synthesizer)
         self.criterion = make_loss(config)
         self.model = None
+        self.backbone = "unknown"
         self.step = 0
         self.best: dict = {}
 
@@ -257,6 +258,7 @@ class Trainer:
         return {
             "model_config": self.model.config(),
             "model": self.model.state_dict(),
+            "backbone": self.backbone,
             "train_config": self.config.to_dict(),
             "step": self.step,
             "optimizer": optimizer.state_dict(),
@@ -271,6 +273,7 @@ class Trainer:
             {
                 "model_config": self.model.config(),
                 "model": self.model.state_dict(),
+                "backbone": self.backbone,
                 "train_config": self.config.to_dict(),
                 "step": self.step,
                 "validation": metrics,
@@ -338,6 +341,7 @@ class Trainer:
             payload = load_checkpoint(checkpoint_path, map_location="cpu")
             self._check_resumable(payload)
             self.model = self._restore_model(payload)
+            self.backbone = payload.get("backbone", "unknown")
             optimizer, scheduler = self._make_optimizer(self.model)
             optimizer.load_state_dict(payload["optimizer"])
             scheduler.load_state_dict(payload["scheduler"])
@@ -355,6 +359,8 @@ class Trainer:
                     "or choose another --out folder"
                 )
             self.model = self._build_model()
+            # Where the frozen encoder's weights came from ("imagenet", "random", "file:<path>").
+            self.backbone = self.model.encoder.weights_source
             optimizer, scheduler = self._make_optimizer(self.model)
             (self.out_dir / LOG_NAME).write_text("")
             config.save(self.out_dir / "config.json")
@@ -382,7 +388,7 @@ class Trainer:
             from tqdm.auto import tqdm
 
             progress = tqdm(total=config.steps, initial=self.step, desc=f"train {config.category}", unit="step")
-        log = (self.out_dir / LOG_NAME).open("a")
+        log = (self.out_dir / LOG_NAME).open("a", buffering=1)  # line-buffered: tail -f works
         try:
             with _StopRequest() as stop:
                 for images, masks in loader:

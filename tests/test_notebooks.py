@@ -1,0 +1,62 @@
+"""Papermill runs of the parameterised notebooks (training, evaluation) and of the workbook runner.
+
+nbval (``make test-notebooks``) runs every notebook with its defaults; here papermill injects
+other parameters (another category, another run folder), as ``make run`` and users do.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+papermill = pytest.importorskip("papermill")
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+
+
+@pytest.fixture
+def smoke_profile(monkeypatch):
+    monkeypatch.setenv("MEMSEG_PROFILE", "smoke")
+
+
+def execute(name: str, output: Path, **parameters) -> None:
+    papermill.execute_notebook(
+        str(NOTEBOOKS / name), str(output), parameters=parameters, kernel_name="python3", cwd=str(NOTEBOOKS),
+        progress_bar=False,
+    )
+
+
+def test_training_then_evaluation_notebooks_on_another_category(tmp_path, smoke_profile):
+    runs = tmp_path / "runs"
+    data_root = str(ROOT / "data" / "demo")
+    execute("08_training.ipynb", tmp_path / "08.ipynb", category="mesh", run_dir=str(runs), data_root=data_root)
+    run = runs / "mesh"
+    assert (run / "best.pt").is_file() and (run / "checkpoint.pt").is_file()
+    config = json.loads((run / "config.json").read_text())
+    assert config["category"] == "mesh" and config["image_size"] == 64
+
+    execute("09_evaluation.ipynb", tmp_path / "09.ipynb", category="mesh", run_dir=str(runs), data_root=data_root,
+            checkpoint=str(run / "best.pt"))
+    metrics = json.loads((run / "evaluation" / "metrics.json").read_text())
+    assert metrics["category"] == "mesh"
+    assert all(0.0 <= metrics[key] <= 1.0 for key in ("image_auroc", "pixel_auroc", "aupro"))
+    assert (run / "evaluation" / "anomaly_maps.png").is_file()
+
+
+def test_workbook_runner_writes_executed_notebooks_and_summary(tmp_path):
+    out = tmp_path / "workbook"
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "run_workbook.py"), "--profile", "smoke", "--out", str(out),
+         "--only", "00"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert (out / "00_overview.ipynb").is_file()
+    summary = (out / "summary.md").read_text()
+    assert "| 00_overview.ipynb | ok |" in summary
+    assert str(out) in completed.stdout
