@@ -12,10 +12,11 @@ A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so i
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
+
+from memseg_lite.io import atomic_output
 
 FORMAT = "memseg-lite"
 FORMAT_VERSION = 1
@@ -28,16 +29,9 @@ def save_checkpoint(payload: dict, path: str | os.PathLike) -> Path:
     never a truncated mix.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **payload}
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
+    with atomic_output(path) as temporary:
         torch.save(payload, temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -170,8 +170,11 @@ def _run_predict(args: argparse.Namespace) -> int:
 
 def _add_download(subparsers) -> None:
     parser = subparsers.add_parser(
-        "download", help="download MVTec AD or DTD (resumable, checksum-verified)",
-        description="Download and unpack MVTec AD or DTD. Offline, it says how to get the archive by hand.",
+        "download", help="download MVTec AD or DTD (resumable, checksum-verified where a checksum is published)",
+        description="Download and unpack MVTec AD or DTD, resuming partial downloads and checking the sha256 of "
+                    "the full MVTec AD archive and of DTD (single MVTec categories have no published checksum: "
+                    "their folder layout is checked and their sha256 printed). Offline, it says how to get the "
+                    "archive by hand.",
     )
     parser.add_argument("dataset", choices=("mvtec", "dtd"))
     parser.add_argument("--dest", type=Path, help="destination folder [data/mvtec or data/dtd]")
@@ -245,10 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
+    """Errors whose message already says what went wrong and what to do: no traceback needed."""
     from memseg_lite.download import DownloadError
+    from memseg_lite.encoder import BackboneUnavailableError
+    from memseg_lite.synthesis import SimulationError
     from memseg_lite.train import NonFiniteLossError
 
-    return (NonFiniteLossError, DownloadError)
+    return (NonFiniteLossError, DownloadError, BackboneUnavailableError, SimulationError)
 
 
 def main(argv: list[str] | None = None) -> int:

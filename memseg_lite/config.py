@@ -12,7 +12,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SELECTION_RULES = ("paper", "official", "tootouch")
+from memseg_lite.memory import SELECTION_RULES
+
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 
 
@@ -62,10 +63,13 @@ class TrainConfig:
     checkpoint_every: int = 100
     extra: dict = field(default_factory=dict)  # free-form notes kept with the run
 
-    # Options that may change when a run is resumed (they do not change what is computed on CPU).
-    RESUMABLE_CHANGES = ("device", "num_workers", "compile", "out_dir", "data_root")
+    # Options that may differ when a run is resumed: where the files are (the trainer checks that
+    # the split and the texture source are the same) and how fast it runs.
+    RESUMABLE_CHANGES = ("device", "num_workers", "compile", "out_dir", "data_root", "texture_root")
 
     def __post_init__(self) -> None:
+        # Absolute, so the same config finds the same textures whatever the working folder.
+        self.texture_root = str(Path(self.texture_root).expanduser().resolve())
         self.delta_range = tuple(float(v) for v in self.delta_range)
         self.perlin_scale_range = tuple(int(v) for v in self.perlin_scale_range)
         self.structure_grid = tuple(int(v) for v in self.structure_grid)
@@ -126,12 +130,9 @@ class TrainConfig:
         return cls(**data)
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.tmp")
-        temporary.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        temporary.replace(path)
-        return path
+        from memseg_lite.io import write_text_atomic
+
+        return write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     def changed_fields(self, other: TrainConfig) -> list[str]:
         """Names of fields whose values differ between two configs."""

@@ -67,6 +67,12 @@ class CategoryFiles:
         )
 
 
+MVTEC_CATEGORIES = (
+    "bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut",
+    "pill", "screw", "tile", "toothbrush", "transistor", "wood", "zipper",
+)
+
+
 def list_categories(data_root: str | os.PathLike) -> list[str]:
     """Sub-folders of ``data_root`` that contain ``train/good``."""
     root = Path(data_root)
@@ -113,7 +119,8 @@ def scan_category(data_root: str | os.PathLike, category: str, require_test: boo
             )
         return files
 
-    for defect_dir in sorted(path for path in test_dir.iterdir() if path.is_dir()):
+    # Hidden folders (.ipynb_checkpoints, ...) are not defect types.
+    for defect_dir in sorted(path for path in test_dir.iterdir() if path.is_dir() and not path.name.startswith(".")):
         defect = defect_dir.name
         for image in list_images(defect_dir):
             mask = None
@@ -213,7 +220,7 @@ def images_to_tensor(images: np.ndarray) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 # Data sets
 # --------------------------------------------------------------------------------------------
-def sample_seed(seed: int, step: int, slot: int) -> int:
+def step_sample_seed(seed: int, step: int, slot: int) -> int:
     """The seed of one training sample: a pure function of (run seed, step, position in batch).
 
     This is what makes a resumed run draw exactly the batches an uninterrupted one would,
@@ -246,7 +253,7 @@ class StepBatchSampler(Sampler[list[tuple[int, int]]]):
             rng = np.random.default_rng([self.seed, step, 0xBA7C])
             replace = self.batch_size > self.n_images
             indices = rng.choice(self.n_images, size=self.batch_size, replace=replace)
-            yield [(int(index), sample_seed(self.seed, step, slot)) for slot, index in enumerate(indices)]
+            yield [(int(index), step_sample_seed(self.seed, step, slot)) for slot, index in enumerate(indices)]
 
 
 class SyntheticAnomalyDataset(Dataset):

@@ -923,8 +923,16 @@ def write_demo_dataset(
     seed = _check_int("seed", seed, minimum=0)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"out={out} is a file, not a folder; choose another --out")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise FileExistsError(f"{out} already exists and is not empty; pass --force (or force=True) to replace it")
+    if out.is_dir() and any(out.iterdir()):
+        if not force:
+            raise FileExistsError(f"{out} already exists and is not empty; pass --force (or force=True) to replace it")
+        if not _is_demo_folder(out):
+            # --force replaces demo data, never a folder of someone's own files.
+            raise FileExistsError(
+                f"{out} is not empty and holds no demo-data manifest.json, so it was not written by "
+                "`memseg-lite demo-data`; refusing to delete it even with --force. Choose another --out, "
+                "or empty the folder yourself"
+            )
     target = out.resolve()
     if target.parent == target:
         raise ValueError(f"out={out} is a filesystem root; choose a folder such as data/demo")
@@ -978,6 +986,15 @@ def write_demo_dataset(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return DemoDatasetSummary(root=out, seed=seed, size=size, counts=counts, seconds=time.perf_counter() - start)
+
+
+def _is_demo_folder(folder: Path) -> bool:
+    """True when ``folder`` holds a manifest written by this generator."""
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("generator") == "memseg_lite.demo_data"
 
 
 def _splits(spec: CategorySpec, n_train: int, n_test_good: int, n_per_defect: int):

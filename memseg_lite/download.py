@@ -19,11 +19,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from memseg_lite.data import MVTEC_CATEGORIES
+
 CHUNK = 1 << 20
-MVTEC_CATEGORIES = (
-    "bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut",
-    "pill", "screw", "tile", "toothbrush", "transistor", "wood", "zipper",
-)
 
 
 class DownloadError(RuntimeError):
@@ -281,20 +279,24 @@ def download_mvtec(
         print(f"{archive_path.name}: sha256 {sha256_of(archive_path)}")
     else:
         archive_path = _fetch(MVTEC, [url] if url else list(MVTEC.urls), archive_dir, sha256, dest, progress)
-    with tempfile.TemporaryDirectory(dir=dest.parent if dest.parent.exists() else None) as scratch:
+    dest.mkdir(parents=True, exist_ok=True)
+    # Unpack next to the destination (same file system: moves are renames), check, then move.
+    with tempfile.TemporaryDirectory(dir=dest, prefix=".unpack-") as scratch:
         extracted = Path(safe_extract(archive_path, scratch))
         # Unwrap a single wrapper folder (e.g. "mvtec_anomaly_detection/") that holds the categories.
         top = _single_top_folder(extracted)
         if top is not None and not (top / "train").is_dir() and any((c / "train").is_dir() for c in top.iterdir()):
             extracted = top
+        # Check the layout BEFORE touching dest, so a wrong archive never replaces existing data.
+        found = sorted(c.name for c in extracted.iterdir() if (c / "train" / "good").is_dir())
+        wanted = [category] if category else found
+        missing = [c for c in wanted if c not in found]
+        if missing or not wanted:
+            raise DownloadError(
+                f"{archive_path} is not in the MVTec AD layout: no <category>/train/good inside for "
+                f"{missing or 'any category'}; nothing in {dest} was changed"
+            )
         _move_children(extracted, dest)
-    expected = [category] if category else [c for c in MVTEC_CATEGORIES if (dest / c).exists()]
-    missing = [c for c in expected if not (dest / c / "train" / "good").is_dir()]
-    if missing or not expected:
-        raise DownloadError(
-            f"{archive_path} did not unpack into the MVTec AD layout: missing {dest}/<category>/train/good "
-            f"for {missing or 'every category'}"
-        )
     if not keep_archive and archive is None:
         archive_path.unlink(missing_ok=True)
     return dest
@@ -321,12 +323,15 @@ def download_dtd(
     else:
         archive_path = _fetch(DTD, [url] if url else list(DTD.urls), archive_dir, sha256, dest, progress)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=dest.parent) as scratch:
+    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}-unpack-") as scratch:
         extracted = Path(safe_extract(archive_path, scratch))
         top = _single_top_folder(extracted)  # the DTD archive holds one folder "dtd/"
-        _move_children(top if top is not None and (top / "images").is_dir() else extracted, dest)
-    if not (dest / "images").is_dir():
-        raise DownloadError(f"{archive_path} did not unpack into the DTD layout: {dest}/images/<class>/ is missing")
+        source = top if top is not None and (top / "images").is_dir() else extracted
+        if not (source / "images").is_dir():  # checked before dest is touched
+            raise DownloadError(
+                f"{archive_path} is not in the DTD layout (images/<class>/*.jpg); nothing in {dest} was changed"
+            )
+        _move_children(source, dest)
     if not keep_archive and archive is None:
         archive_path.unlink(missing_ok=True)
     return dest

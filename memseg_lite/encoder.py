@@ -86,6 +86,10 @@ def _random_resnet18(seed: int | None) -> torchvision.models.ResNet:
         return torchvision.models.resnet18(weights=None)
 
 
+class BackboneUnavailableError(RuntimeError):
+    """The ImageNet ResNet18 weights could not be loaded (offline, missing or corrupt file)."""
+
+
 def _imagenet_resnet18(allow_download: bool, seed: int | None) -> torchvision.models.ResNet:
     cache_file = imagenet_cache_path()
     allow_download = allow_download and not offline_requested()
@@ -100,14 +104,16 @@ def _imagenet_resnet18(allow_download: bool, seed: int | None) -> torchvision.mo
             previous_timeout = socket.getdefaulttimeout()
             socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
             try:
-                state = torch.hub.load_state_dict_from_url(IMAGENET_URL, map_location="cpu", progress=False, check_hash=True)
+                state = torch.hub.load_state_dict_from_url(
+                    IMAGENET_URL, map_location="cpu", progress=False, check_hash=True, weights_only=True
+                )
             finally:
                 socket.setdefaulttimeout(previous_timeout)
         model = _random_resnet18(seed)  # every weight is overwritten just below
         model.load_state_dict(state)
         return model
     except Exception as error:  # network errors, hash mismatch, corrupt or wrong file: all mean "not available"
-        raise RuntimeError(
+        raise BackboneUnavailableError(
             f"The ImageNet weights for ResNet18 could not be loaded ({type(error).__name__}: {error}).\n"
             f"  Put the file {IMAGENET_FILE} into the torch hub cache folder {cache_file.parent}/\n"
             f"  (full path {cache_file}); fetch it on a machine with internet from\n"
@@ -147,7 +153,7 @@ def _load_resnet18_with_source(
             return _random_resnet18(seed), "random"
         try:
             return _imagenet_resnet18(allow_download, seed), "imagenet"
-        except RuntimeError as error:
+        except BackboneUnavailableError as error:
             if choice == "imagenet":
                 raise
             message = (
@@ -243,10 +249,14 @@ class ResNet18Encoder(nn.Module):
         Args:
             images: ``float [B, 3, H, W]`` normalised with ImageNet statistics.
         """
-        stem = self.stem(images)
-        level1 = self.layer1(self.pool(stem))
-        level2 = self.layer2(level1)
-        level3 = self.layer3(level2)
+        # Always float32, also under autocast: the memory bank was built in float32, and features of
+        # another precision would make DI* non-zero even for an input identical to a memory image.
+        with torch.autocast(images.device.type, enabled=False):
+            images = images.float()
+            stem = self.stem(images)
+            level1 = self.layer1(self.pool(stem))
+            level2 = self.layer2(level1)
+            level3 = self.layer3(level2)
         return FrozenFeatures(stem, level1, level2, level3)
 
     def forward(self, images: torch.Tensor) -> EncoderFeatures:

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 
 from memseg_lite.checkpoint import load_checkpoint
 from memseg_lite.data import EvaluationSet, scan_category
+from memseg_lite.io import atomic_output, write_text_atomic
 from memseg_lite.runtime import resolve_device
 from memseg_lite.transforms import tensor_to_image
 
@@ -56,16 +57,28 @@ def load_model(checkpoint: str | Path | dict, device: str | torch.device = "auto
     return model, payload
 
 
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return contextlib.nullcontext()
+def input_size(payload: dict) -> tuple[int, int | None]:
+    """(resize side, center crop or None) the checkpoint's model was trained with."""
+    train_config = payload.get("train_config", {})
+    return int(train_config.get("image_size", 256)), train_config.get("center_crop")
+
+
+def autocast_for(payload: dict, device: torch.device):
+    """Autocast as in training (the checkpoint's ``amp`` setting), on this device."""
+    from memseg_lite.train import autocast_settings
+
+    dtype, _ = autocast_settings(device, payload.get("train_config", {}).get("amp", "auto"))
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
 @torch.no_grad()
-def predict_dataset(model, dataset, batch_size: int = 16, num_workers: int = 0, progress: bool = True) -> Predictions:
-    """Run ``model`` over an :class:`EvaluationSet`; maps and scores in float32 on the CPU."""
+def predict_dataset(
+    model, dataset, batch_size: int = 16, num_workers: int = 0, progress: bool = True, autocast=None
+) -> Predictions:
+    """Run ``model`` over an :class:`EvaluationSet`; maps and scores in float32 on the CPU.
+
+    ``autocast``: a context-manager factory for the forward pass (default: none).
+    """
     device = next(model.parameters()).device
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, pin_memory=device.type == "cuda")
     if progress:
@@ -76,7 +89,7 @@ def predict_dataset(model, dataset, batch_size: int = 16, num_workers: int = 0, 
     started = time.perf_counter()
     for batch in loader:
         images = batch["image"].to(device, non_blocking=True)
-        with _autocast(device):
+        with autocast() if autocast is not None else contextlib.nullcontext():
             logits = model(images)
         maps.append(torch.softmax(logits.float(), dim=1)[:, 1].cpu())
         masks.append(batch["mask"])
@@ -131,12 +144,19 @@ def evaluate_checkpoint(
 ) -> dict:
     """Evaluate ``checkpoint`` on ``data_root/category/test``; returns (and writes) the metrics."""
     model, payload = load_model(checkpoint, device)
-    train_config = payload.get("train_config", {})
-    image_size = int(train_config.get("image_size", 256))
-    center_crop = train_config.get("center_crop")
+    image_size, center_crop = input_size(payload)
     files = scan_category(data_root, category, require_test=True)
+    labels = {item.label for item in files.test}
+    if labels != {0, 1}:
+        missing = "test/good" if 0 not in labels else "a test/<defect> folder (with ground_truth masks)"
+        raise ValueError(
+            f"{files.root / category / 'test'} needs both good and defective images for the metrics; {missing} is missing"
+        )
     dataset = EvaluationSet(files, image_size, center_crop)
-    predictions = predict_dataset(model, dataset, batch_size=batch_size, progress=progress)
+    model_device = next(model.parameters()).device
+    predictions = predict_dataset(
+        model, dataset, batch_size=batch_size, progress=progress, autocast=lambda: autocast_for(payload, model_device)
+    )
 
     metrics = {
         "category": category,
@@ -147,7 +167,7 @@ def evaluate_checkpoint(
         "n_defective": int(predictions.labels.sum()),
         "image_size": int(center_crop or image_size),
         "training_steps": int(payload.get("step", 0)),
-        "backbone": payload.get("backbone", train_config.get("backbone_weights", "unknown")),
+        "backbone": payload.get("backbone", payload.get("train_config", {}).get("backbone_weights", "unknown")),
         "seconds": round(predictions.seconds, 3),
         "images_per_second": round(predictions.images_per_second, 2),
         "device": str(next(model.parameters()).device),
@@ -155,7 +175,7 @@ def evaluate_checkpoint(
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         write_scores_csv(out / "scores.csv", predictions)
         if figures:
             from memseg_lite import report
@@ -165,7 +185,7 @@ def evaluate_checkpoint(
 
 
 def write_scores_csv(path: Path, predictions: Predictions) -> None:
-    with path.open("w", newline="") as stream:
+    with atomic_output(path) as temporary, temporary.open("w", newline="") as stream:
         writer = csv.writer(stream)
         writer.writerow(["path", "defect", "label", "score"])
         for p, d, l, s in zip(predictions.paths, predictions.defects, predictions.labels, predictions.scores):

@@ -24,6 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
 
+from memseg_lite.data import MVTEC_CATEGORIES  # noqa: F401  (re-exported: the categories these settings cover)
+
 FOREGROUND_MODES = ("none", "threshold", "otsu")
 
 
@@ -106,10 +108,18 @@ FOREGROUND_SETTINGS: dict[str, ForegroundSettings] = {
     "mesh": NO_FOREGROUND,
 }
 
-MVTEC_CATEGORIES = (
-    "bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut",
-    "pill", "screw", "tile", "toothbrush", "transistor", "wood", "zipper",
-)
+
+
+class ForegroundWarning(UserWarning):
+    """A foreground mask was (nearly) empty and the whole image was used instead."""
+
+
+def _fallback_message(label: str, settings: ForegroundSettings, how_many: str = "an image") -> str:
+    return (
+        f"foreground mask for {label} covers less than min_fraction={settings.min_fraction} of {how_many}; "
+        "using the whole image instead. Check the threshold / invert for this category "
+        "(notebook 02 shows how) or use mode='none'."
+    )
 
 
 def resolve_foreground(settings: ForegroundSettings | str | None) -> tuple[ForegroundSettings, str]:
@@ -208,13 +218,8 @@ def foreground_mask(image: np.ndarray, settings: ForegroundSettings | str | None
     mask = clean_up(binarise(grey, settings), settings.kernel_size, settings.fill_holes)
     fraction = float(mask.mean())
     if fraction < settings.min_fraction or not math.isfinite(fraction):
-        warnings.warn(
-            # No per-image numbers in the text, so Python shows it once, not once per training image.
-            f"foreground mask for {label} covers less than min_fraction={settings.min_fraction} "
-            "of an image; using the whole image instead. Check the "
-            "threshold / invert for this category (notebook 02 shows how) or use mode='none'.",
-            stacklevel=2,
-        )
+        # No per-image numbers in the text, so Python shows it once, not once per training image.
+        warnings.warn(_fallback_message(label, settings), ForegroundWarning, stacklevel=2)
         return np.ones(grey.shape, dtype=bool)
     return mask
 
@@ -323,15 +328,15 @@ def foreground_mask_torch(
     if backend == "opencv" or (backend == "auto" and images.device.type == "cpu"):
         grey = to_grey_torch(images).cpu().numpy()
         with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+            warnings.simplefilter("always", ForegroundWarning)
             masks = np.stack([foreground_mask(picture, settings) for picture in grey]) if len(grey) else np.ones((0, *grey.shape[1:]), bool)
-        if caught:
-            warnings.warn(
-                f"foreground mask for {label} covers less than min_fraction={settings.min_fraction} of "
-                f"{len(caught)} of {len(grey)} images; using the whole image for those. Check "
-                "the threshold / invert for this category (notebook 02 shows how) or use mode='none'.",
-                stacklevel=2,
-            )
+        fallbacks = [w for w in caught if issubclass(w.category, ForegroundWarning)]
+        for other in caught:  # pass any unrelated warning on unchanged
+            if not issubclass(other.category, ForegroundWarning):
+                warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
+        if fallbacks:
+            how_many = f"{len(fallbacks)} of {len(grey)} images"
+            warnings.warn(_fallback_message(label, settings, how_many), ForegroundWarning, stacklevel=2)
         return torch.from_numpy(masks).to(images.device)
     grey = to_grey_torch(images)
     if settings.mode == "none":
@@ -356,11 +361,7 @@ def foreground_mask_torch(
     fraction = mask.float().mean((1, 2))
     too_small = fraction < settings.min_fraction
     if bool(too_small.any()):
-        warnings.warn(
-            f"foreground mask for {label} covers less than min_fraction={settings.min_fraction} of "
-            f"{int(too_small.sum())} of {len(too_small)} images; using the whole image for those. Check "
-            "the threshold / invert for this category (notebook 02 shows how) or use mode='none'.",
-            stacklevel=2,
-        )
+        how_many = f"{int(too_small.sum())} of {len(too_small)} images"
+        warnings.warn(_fallback_message(label, settings, how_many), ForegroundWarning, stacklevel=2)
         mask = mask | too_small.view(-1, 1, 1)
     return mask

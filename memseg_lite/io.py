@@ -2,14 +2,42 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success it replaces ``path`` in one rename.
+
+    An interruption (Ctrl-C, a crash, a full disk) leaves either the old file or the new one,
+    never a truncated mix; the temporary file is removed on failure.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        yield Path(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_output`)."""
+    with atomic_output(path) as temporary:
+        temporary.write_text(text)
+    return Path(path)
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
@@ -39,8 +67,10 @@ def read_image(path: str | os.PathLike, grayscale: bool = False) -> np.ndarray:
             f"cannot decode image file {path} (corrupt, truncated or not an image); "
             "replace or delete it and try again"
         )
-    if image.dtype != np.uint8:  # 16-bit PNG/TIFF
-        image = cv2.convertScaleAbs(image, alpha=255.0 / max(1, int(image.max())))
+    # IMREAD_COLOR / IMREAD_GRAYSCALE already give 8 bits: 16-bit files are shifted right by 8,
+    # the same scale for every image.
+    if image.dtype != np.uint8:
+        raise ValueError(f"unsupported pixel type {image.dtype} in {path}; convert it to an 8-bit or 16-bit PNG")
     if grayscale:
         return image
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
@@ -56,16 +86,9 @@ def write_image(path: str | os.PathLike, image: np.ndarray) -> Path:
         image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
     elif image.ndim != 2:
         raise ValueError(f"write_image expects H x W or H x W x 3, got shape {image.shape} for {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
     ok, encoded = cv2.imencode(path.suffix or ".png", image)
     if not ok:
         raise ValueError(f"opencv cannot encode an image with suffix {path.suffix!r} ({path})")
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(encoded.tobytes())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as temporary:
+        temporary.write_bytes(encoded.tobytes())
     return path

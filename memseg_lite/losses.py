@@ -4,10 +4,12 @@ Defects cover a few percent of the pixels at most, so plain cross-entropy is dom
 many easy background pixels. The focal loss (Lin et al., ICCV 2017) scales each pixel's
 cross-entropy by ``(1 - p_t)^gamma``, where ``p_t`` is the predicted probability of the true
 class: pixels that are already right (``p_t`` near 1) hardly count, the hard ones keep their
-weight. With ``gamma = 0`` it is cross-entropy. MemSeg uses ``gamma = 4``.
+weight. With ``gamma = 0`` it is cross-entropy. The authors' code and the TooTouch
+re-implementation use ``gamma = 4``.
 
 The L1 loss ``|p_anomalous - mask|`` is bounded and pushes the probabilities themselves to 0
-and 1, which gives sharp maps. MemSeg trains on ``0.6 * L1 + 0.4 * focal``.
+and 1, which gives sharp maps. The paper trains on L1 + focal; ``0.6 * L1 + 0.4 * focal`` are
+TooTouch's weights, the defaults here.
 """
 
 from __future__ import annotations
@@ -110,7 +112,7 @@ class LossParts(NamedTuple):
 
 
 class MemSegLoss(nn.Module):
-    """``l1_weight * L1 + focal_weight * focal``; the defaults are MemSeg's 0.6 / 0.4 with gamma 4.
+    """``l1_weight * L1 + focal_weight * focal``; defaults: TooTouch's 0.6 / 0.4 with gamma 4.
 
     ``forward(logits, target)`` returns :class:`LossParts` (``total``, ``l1``, ``focal``;
     ``parts._asdict()`` gives a dict for logging).

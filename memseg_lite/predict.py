@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from memseg_lite.evaluate import load_model
-from memseg_lite.io import read_image, write_image
+from memseg_lite.evaluate import autocast_for, input_size, load_model
+from memseg_lite.io import atomic_output, read_image, write_image
 from memseg_lite.plotting import heatmap_overlay
 from memseg_lite.transforms import ensure_rgb, image_to_tensor, resize_image
 
@@ -40,15 +40,16 @@ def predict_images(
     if not paths:
         raise ValueError("no images given; pass one or more image files")
     model, payload = load_model(checkpoint, device)
-    train_config = payload.get("train_config", {})
-    size, crop = int(train_config.get("image_size", 256)), train_config.get("center_crop")
+    size, crop = input_size(payload)
     device = next(model.parameters()).device
     pixels = [resize_image(ensure_rgb(read_image(path)), size, crop) for path in paths]
     predictions = []
     for start in range(0, len(pixels), batch_size):
         chunk = pixels[start : start + batch_size]
         batch = torch.stack([image_to_tensor(p) for p in chunk]).to(device)
-        maps = torch.softmax(model(batch).float(), dim=1)[:, 1].cpu()
+        with autocast_for(payload, device):
+            logits = model(batch)
+        maps = torch.softmax(logits.float(), dim=1)[:, 1].cpu()
         scores = model.image_score(maps)
         for offset, (image, anomaly_map, score) in enumerate(zip(chunk, maps, scores)):
             path = Path(paths[start + offset])
@@ -56,16 +57,17 @@ def predict_images(
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        used = set()
+        used: set[str] = set()
         for prediction in predictions:
-            name = f"{prediction.path.stem}_anomaly.png"
-            while name in used:  # same file name in different folders
-                name = f"{Path(name).stem}_{len(used)}.png"
+            name, copy = f"{prediction.path.stem}_anomaly.png", 1
+            while name in used:  # the same file name in different folders
+                copy += 1
+                name = f"{prediction.path.stem}_anomaly_{copy}.png"
             used.add(name)
             jet = heatmap_overlay(np.zeros_like(prediction.image), prediction.anomaly_map, alpha=1.0)
             panel = np.concatenate([prediction.image, jet, heatmap_overlay(prediction.image, prediction.anomaly_map)], axis=1)
             prediction.overlay_path = write_image(out / name, panel)
-        with (out / "scores.csv").open("w", newline="") as stream:
+        with atomic_output(out / "scores.csv") as temporary, temporary.open("w", newline="") as stream:
             writer = csv.writer(stream)
             writer.writerow(["path", "score", "overlay"])
             for prediction in predictions:

@@ -33,7 +33,7 @@ def pro_figure(predictions, metrics: dict):
     from memseg_lite.metrics import pro_curve
 
     limit = metrics.get("aupro_fpr_limit", 0.3)
-    fpr, pro, _ = pro_curve(predictions.maps, predictions.masks)
+    fpr, pro, _ = pro_curve(predictions.maps, predictions.masks, max_points=2000)
     figure, axis = plt.subplots(figsize=(5, 4))
     axis.plot(fpr, pro, lw=2)
     inside = fpr <= limit
@@ -84,8 +84,10 @@ def save_all_figures(out: Path, predictions, dataset, metrics: dict) -> list[Pat
 
     def save(figure, name: str) -> None:
         path = out / name
-        figure.savefig(path, dpi=110)
-        plt.close(figure)
+        try:
+            figure.savefig(path, dpi=110)
+        finally:
+            plt.close(figure)
         written.append(path)
 
     save(roc_figure(predictions, metrics), "roc.png")

@@ -12,9 +12,11 @@ import json
 import os
 from pathlib import Path
 
+from memseg_lite.checkpoint import load_checkpoint
 from memseg_lite.config import TrainConfig
 from memseg_lite.data import list_categories
 from memseg_lite.download import MVTEC_CATEGORIES
+from memseg_lite.io import atomic_output, write_text_atomic
 from memseg_lite.reference_numbers import REPORTED
 
 
@@ -50,14 +52,11 @@ def reproduce(
             print(f"[{category}] already evaluated, skipping ({metrics_path})")
         else:
             config = TrainConfig(data_root=str(data_root), category=category, out_dir=str(run_dir), **config_overrides)
-            finished = False
-            if (run_dir / CHECKPOINT_NAME).is_file():
-                from memseg_lite.checkpoint import load_checkpoint
-
-                finished = int(load_checkpoint(run_dir / CHECKPOINT_NAME)["step"]) >= config.steps
+            started = (run_dir / CHECKPOINT_NAME).is_file()
+            finished = started and int(load_checkpoint(run_dir / CHECKPOINT_NAME)["step"]) >= config.steps
             if not finished:
-                print(f"[{category}] training {config.steps} steps on {config.device}")
-                result = train(config, resume=True, progress=progress)
+                print(f"[{category}] {'resuming' if started else 'training'} {config.steps} steps on {config.device}")
+                result = train(config, resume=started, progress=progress)
                 if result.interrupted:
                     raise KeyboardInterrupt
             print(f"[{category}] evaluating")
@@ -81,7 +80,7 @@ def write_results(out: Path, rows: list[dict]) -> tuple[Path, Path]:
     mean = {"category": f"mean ({len(rows)} categories)", **{k: sum(r[k] for r in rows) / len(rows) for k in keys}}
     table = rows + [mean]
     csv_path = out / "results.csv"
-    with csv_path.open("w", newline="") as stream:
+    with atomic_output(csv_path) as temporary, temporary.open("w", newline="") as stream:
         writer = csv.DictWriter(stream, fieldnames=["category", *keys])
         writer.writeheader()
         for row in table:
@@ -98,6 +97,5 @@ def write_results(out: Path, rows: list[dict]) -> tuple[Path, Path]:
     lines += [f"| {r['source']} | {cell(r['image_auroc'])} | {cell(r['pixel_auroc'])} | {cell(r['aupro'])} |" for r in REPORTED]
     lines += ["", "Checkpoints here are selected on validation data made from held-out good training images "
               "with simulated anomalies, never on the test set."]
-    md_path = out / "results.md"
-    md_path.write_text("\n".join(lines) + "\n")
+    md_path = write_text_atomic(out / "results.md", "\n".join(lines) + "\n")
     return md_path, csv_path

@@ -36,6 +36,11 @@ from memseg_lite.runtime import resolve_device
 from memseg_lite.textures import TextureSource, augment_texture
 from memseg_lite.textures import texture_bank as build_texture_bank
 
+
+class SimulationError(RuntimeError):
+    """No usable anomaly mask could be drawn (e.g. the foreground is too small for the settings)."""
+
+
 ANOMALY_KINDS = ("normal", "texture", "structure")
 #: Range of the random colour-jitter factors (brightness, contrast, saturation) of structure anomalies.
 JITTER_RANGE = (0.7, 1.3)
@@ -306,7 +311,7 @@ class AnomalySynthesizer:
             mask = noise_mask & foreground
             if mask.any():
                 return mask, noise_mask
-        raise RuntimeError(
+        raise SimulationError(
             f"no non-empty anomaly mask in max_tries={self.max_tries} Perlin draws: the foreground "
             f"({self._foreground_label}) covers {foreground.mean():.1%} of the image, perlin_threshold="
             f"{self.perlin_threshold}, perlin_scale_range={self.perlin_scale_range}. Check the foreground "
@@ -574,7 +579,7 @@ class TorchAnomalySynthesizer:
             todo = todo & ~(noise_masks & foreground).flatten(1).any(1)
         if bool(todo.any()):
             coverage = foreground[todo].float().mean().item()
-            raise RuntimeError(
+            raise SimulationError(
                 f"no non-empty anomaly mask in max_tries={self.max_tries} Perlin draws for {int(todo.sum())} "
                 f"image(s): their foreground ({self._foreground_label}) covers {coverage:.1%} of the image, "
                 f"perlin_threshold={self.perlin_threshold}, perlin_scale_range={self.perlin_scale_range}. "

@@ -44,6 +44,7 @@ from memseg_lite.data import (
     scan_category,
     split_train_images,
 )
+from memseg_lite.io import write_text_atomic
 from memseg_lite.runtime import resolve_device, seed_everything
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -200,14 +201,13 @@ class Trainer:
         self.channels_last = config.channels_last if config.channels_last is not None else self.device.type == "cuda"
 
         seed_everything(config.seed)
+        self.synthesizer = make_synthesizer(config)  # before loading images: bad settings fail at once
         files = scan_category(config.data_root, config.category, require_test=False)
         self.split = split_train_images(files.train_good, config.memory_size, config.val_images, config.seed)
         size, crop = config.image_size, config.center_crop
         self.train_pixels = load_images(self.split.train, size, crop, progress=progress)
         self.memory_pixels = load_images(self.split.memory, size, crop, progress=progress)
         validation_pixels = load_images(self.split.validation, size, crop, progress=progress)
-
-        self.synthesizer = make_synthesizer(config)
         self.validation = build_validation_set(
             self.split.validation, validation_pixels, self.synthesizer, config.seed, config.val_anomalies_per_image
         )
@@ -243,7 +243,47 @@ class Trainer:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, steps, warmup))
         return optimizer, scheduler
 
+    def _split_names(self) -> dict[str, list[str]]:
+        """The split as file names (not paths), so a moved data folder still compares equal."""
+        return {name: [p.name for p in getattr(self.split, name)] for name in ("memory", "train", "validation")}
+
+    def _texture_summary(self) -> dict:
+        source = self.synthesizer.texture_source
+        return {"kind": source.kind, "count": len(source)}
+
+    def _best_on_disk(self, best: dict) -> dict:
+        """The best record to continue with: ``best.pt``'s, if it is newer than the checkpoint.
+
+        ``best.pt`` is written at validation steps, the checkpoint every ``checkpoint_every``
+        steps; after an interruption ``best.pt`` can be the newer of the two. It holds a real,
+        validated model, so the resumed run compares against it.
+        """
+        path = self.out_dir / BEST_NAME
+        if path.is_file():
+            stored = load_checkpoint(path)
+            if int(stored.get("step", 0)) > int(best.get("step", -1)):
+                return {"step": int(stored["step"]), **stored.get("validation", {})}
+        return best
+
     def _check_resumable(self, payload: dict) -> None:
+        where = self.out_dir / CHECKPOINT_NAME
+        split_file = self.out_dir / "split.json"
+        if split_file.is_file():
+            saved_split = json.loads(split_file.read_text())
+            saved_names = {k: [Path(p).name for p in v] for k, v in saved_split.items()}
+            if saved_names != self._split_names():
+                raise ValueError(
+                    f"cannot resume {where}: the good training images under {self.config.data_root} do not "
+                    f"give the split recorded in {split_file} (files were added, removed or renamed). "
+                    "Restore them, or start a new run in another --out folder"
+                )
+        textures = payload.get("textures")
+        if textures is not None and textures != self._texture_summary():
+            raise ValueError(
+                f"cannot resume {where}: it was trained with {textures['count']} {textures['kind']} textures, "
+                f"now {self._texture_summary()['count']} {self._texture_summary()['kind']} textures would be used "
+                f"(texture_root {self.config.texture_root}); point --texture-root at the original textures"
+            )
         saved = TrainConfig.from_dict(payload["train_config"])
         changed = [name for name in self.config.changed_fields(saved) if name not in TrainConfig.RESUMABLE_CHANGES]
         if changed:
@@ -259,6 +299,7 @@ class Trainer:
             "model_config": self.model.config(),
             "model": self.model.state_dict(),
             "backbone": self.backbone,
+            "textures": self._texture_summary(),
             "train_config": self.config.to_dict(),
             "step": self.step,
             "optimizer": optimizer.state_dict(),
@@ -287,7 +328,7 @@ class Trainer:
         if not path.is_file():
             return
         kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= up_to_step]
-        path.write_text("".join(line + "\n" for line in kept))
+        write_text_atomic(path, "".join(line + "\n" for line in kept))
 
     # ---- validation --------------------------------------------------------------------------
     @torch.no_grad()
@@ -299,17 +340,19 @@ class Trainer:
         was_training = model.training
         model.eval()
         maps, losses = [], []
-        for start in range(0, len(self.validation), batch_size):
-            images = self.validation.images[start : start + batch_size].to(self.device)
-            masks = self.validation.masks[start : start + batch_size].to(self.device)
-            if self.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            with self._autocast():
-                logits = model(images)
-            logits = logits.float()
-            losses.append(float(self.criterion(logits, masks).total) * len(images))
-            maps.append(torch.softmax(logits, dim=1)[:, 1].cpu())
-        model.train(was_training)
+        try:
+            for start in range(0, len(self.validation), batch_size):
+                images = self.validation.images[start : start + batch_size].to(self.device)
+                masks = self.validation.masks[start : start + batch_size].to(self.device)
+                if self.channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
+                with self._autocast():
+                    logits = model(images)
+                logits = logits.float()
+                losses.append(float(self.criterion(logits, masks).total) * len(images))
+                maps.append(torch.softmax(logits, dim=1)[:, 1].cpu())
+        finally:
+            model.train(was_training)
         maps = torch.cat(maps)
         scores = model.image_score(maps)
         masks = self.validation.masks
@@ -337,7 +380,12 @@ class Trainer:
         checkpoint_path = self.out_dir / CHECKPOINT_NAME
         self.out_dir.mkdir(parents=True, exist_ok=True)
 
-        if resume and checkpoint_path.is_file():
+        if resume and not checkpoint_path.is_file():
+            raise FileNotFoundError(
+                f"cannot resume: there is no checkpoint at {checkpoint_path}; "
+                "drop --resume (resume=False) to start a new run there"
+            )
+        if resume:
             payload = load_checkpoint(checkpoint_path, map_location="cpu")
             self._check_resumable(payload)
             self.model = self._restore_model(payload)
@@ -349,11 +397,11 @@ class Trainer:
                 self.scaler.load_state_dict(payload["scaler"])
             set_rng_state(payload["rng"])
             self.step = int(payload["step"])
-            self.best = dict(payload.get("best", {}))
+            self.best = self._best_on_disk(dict(payload.get("best", {})))
             self._rewrite_log(self.step)
             print(f"resuming {checkpoint_path} at step {self.step} of {config.steps}")
         else:
-            if checkpoint_path.is_file() and not resume:
+            if checkpoint_path.is_file():
                 raise FileExistsError(
                     f"{checkpoint_path} already exists; pass --resume (resume=True) to continue that run, "
                     "or choose another --out folder"
@@ -363,9 +411,9 @@ class Trainer:
             self.backbone = self.model.encoder.weights_source
             optimizer, scheduler = self._make_optimizer(self.model)
             (self.out_dir / LOG_NAME).write_text("")
+            (self.out_dir / BEST_NAME).unlink(missing_ok=True)  # a leftover from an unfinished earlier run
             config.save(self.out_dir / "config.json")
-            split = {name: [str(p) for p in getattr(self.split, name)] for name in ("memory", "train", "validation")}
-            (self.out_dir / "split.json").write_text(json.dumps(split, indent=2) + "\n")
+            write_text_atomic(self.out_dir / "split.json", json.dumps(self._split_names(), indent=2) + "\n")
 
         model = self.model
         if self.channels_last:

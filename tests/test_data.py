@@ -14,7 +14,7 @@ from memseg_lite.data import (
     build_validation_set,
     load_image,
     load_mask,
-    sample_seed,
+    step_sample_seed,
     scan_category,
     split_train_images,
 )
@@ -48,6 +48,23 @@ def test_scan_lists_files_and_labels(tmp_path):
     assert files.defect_types == ["crack"]
     assert all(item.mask is None for item in files.test if item.defect == "good")
     assert files.test[0].mask == tmp_path / "widget" / "ground_truth" / "crack" / "000_mask.png"
+
+
+def test_hidden_folders_are_not_defect_types(tmp_path):
+    category = make_category(tmp_path)
+    (category / "test" / ".ipynb_checkpoints").mkdir()
+    write_image(category / "test" / ".ipynb_checkpoints" / "000.png", np.zeros((40, 40, 3), np.uint8))
+    assert scan_category(tmp_path, "widget").defect_types == ["crack"]
+
+
+def test_sixteen_bit_images_keep_one_scale(tmp_path):
+    import cv2
+
+    for name, value in (("dark.png", 10_000), ("bright.png", 60_000)):
+        cv2.imwrite(str(tmp_path / name), np.full((4, 4), value, np.uint16))
+    # One fixed scale (the top 8 bits), not each image stretched by its own maximum.
+    assert read_image(tmp_path / "dark.png", grayscale=True)[0, 0] == 10_000 >> 8
+    assert read_image(tmp_path / "bright.png", grayscale=True)[0, 0] == 60_000 >> 8
 
 
 def test_missing_root_and_category_errors_name_paths(tmp_path):
@@ -160,7 +177,7 @@ def test_step_batches_depend_only_on_seed_and_step():
     assert all(0 <= index < 7 for batch in full for index, _ in batch)
     assert len({seed for batch in full for _, seed in batch}) == 30, "every sample gets its own seed"
     assert full != list(StepBatchSampler(7, 3, 10, seed=6))
-    assert sample_seed(5, 3, 1) == full[3][1][1]
+    assert step_sample_seed(5, 3, 1) == full[3][1][1]
 
 
 class MarkingSynthesizer:

@@ -281,16 +281,26 @@ def test_texture_images_differ_beyond_brightness(category: str):
 TINY = {"categories": ["wood"], "size": 32, "n_train": 1, "n_test_good": 1, "n_per_defect": 1}
 
 
-def test_refuses_a_non_empty_folder_without_force_and_replaces_it_with_force(tmp_path: Path):
+def test_refuses_a_non_empty_folder_without_force_and_replaces_demo_data_with_force(tmp_path: Path):
     out = tmp_path / "set"
-    out.mkdir()
-    (out / "notes.txt").write_text("keep me")
+    write_demo_dataset(out, seed=1, **TINY)
+    (out / "notes.txt").write_text("added later")
     with pytest.raises(FileExistsError, match="pass --force"):
         write_demo_dataset(out, **TINY)
-    assert (out / "notes.txt").read_text() == "keep me"
+    assert (out / "notes.txt").read_text() == "added later"
     write_demo_dataset(out, force=True, **TINY)
     assert not (out / "notes.txt").exists() and (out / "manifest.json").is_file()
+    assert json.loads((out / "manifest.json").read_text())["seed"] == 0
     assert [path.name for path in tmp_path.iterdir()] == ["set"]  # no staging or retired folders left
+
+
+def test_force_never_deletes_a_folder_that_is_not_demo_data(tmp_path: Path):
+    out = tmp_path / "data"
+    (out / "mvtec" / "bottle" / "train" / "good").mkdir(parents=True)
+    (out / "mvtec" / "bottle" / "train" / "good" / "000.png").write_bytes(b"precious")
+    with pytest.raises(FileExistsError, match="not written by `memseg-lite demo-data`"):
+        write_demo_dataset(out, force=True, **TINY)
+    assert (out / "mvtec" / "bottle" / "train" / "good" / "000.png").read_bytes() == b"precious"
 
 
 def test_an_empty_existing_folder_is_filled_without_force(tmp_path: Path):

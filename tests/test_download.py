@@ -31,6 +31,7 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
 
     fail_after: dict = {}
     requests_seen: list = []
+    ignore_range = False
 
     def log_message(self, *args):  # keep test output clean
         pass
@@ -43,7 +44,7 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
             return
         data = path.read_bytes()
         start = 0
-        range_header = self.headers.get("Range")
+        range_header = None if self.ignore_range else self.headers.get("Range")
         if range_header:
             start = int(range_header.removeprefix("bytes=").rstrip("-"))
             if start >= len(data):
@@ -72,6 +73,7 @@ def server(tmp_path):
     served.mkdir()
     RangeHandler.fail_after = {}
     RangeHandler.requests_seen = []
+    RangeHandler.ignore_range = False
     handler = lambda *a, **k: RangeHandler(*a, directory=str(served), **k)  # noqa: E731
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
@@ -218,3 +220,54 @@ def test_sha256_of_matches_hashlib(tmp_path):
     path = tmp_path / "x.bin"
     path.write_bytes(data)
     assert sha256_of(path) == hashlib.sha256(data).hexdigest()
+
+
+def test_a_server_that_ignores_range_makes_the_download_start_over(server, tmp_path):
+    served, base = server
+    payload = np.random.default_rng(2).bytes(50_000)
+    (served / "blob.bin").write_bytes(payload)
+    dest = tmp_path / "blob.bin"
+    dest.with_name("blob.bin.part").write_bytes(b"stale bytes from another file")
+    RangeHandler.ignore_range = True  # answers 200 with the whole file
+    download_file(f"{base}/blob.bin", dest, sha256=hashlib.sha256(payload).hexdigest(), progress=False)
+    assert dest.read_bytes() == payload
+
+
+def test_a_complete_partial_file_is_accepted_on_416(server, tmp_path):
+    served, base = server
+    payload = b"already complete"
+    (served / "blob.bin").write_bytes(payload)
+    dest = tmp_path / "blob.bin"
+    dest.with_name("blob.bin.part").write_bytes(payload)
+    download_file(f"{base}/blob.bin", dest, sha256=hashlib.sha256(payload).hexdigest(), progress=False)
+    assert dest.read_bytes() == payload
+    assert ("/blob.bin", f"bytes={len(payload)}-") in RangeHandler.requests_seen
+
+
+def test_safe_extract_refuses_hard_links_out_of_the_destination(tmp_path):
+    archive = tmp_path / "hard.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        info = tarfile.TarInfo("inside/hard")
+        info.type = tarfile.LNKTYPE
+        info.linkname = "../../etc/passwd"
+        tar.addfile(info)
+    with pytest.raises(UnsafeArchiveError, match="outside the destination"):
+        safe_extract(archive, tmp_path / "d")
+
+
+def test_a_wrong_archive_never_replaces_existing_data(tmp_path):
+    dest = tmp_path / "mvtec"
+    good = dest / "bottle" / "train" / "good"
+    good.mkdir(parents=True)
+    (good / "000.png").write_bytes(b"existing image")
+    archive = make_tar(tmp_path / "bottle.tar.gz", {"bottle/readme.txt": b"not a category"})
+    with pytest.raises(DownloadError, match="nothing in .* was changed"):
+        download_mvtec(dest, category="bottle", archive=archive)
+    assert (good / "000.png").read_bytes() == b"existing image"
+    assert not (dest / "bottle" / "readme.txt").exists()
+    assert [p.name for p in dest.iterdir()] == ["bottle"], "no scratch folder left behind"
+    dtd_archive = make_tar(tmp_path / "dtd.tar.gz", {"dtd/labels/x.txt": b"no images folder"})
+    (tmp_path / "dtd" / "images" / "banded").mkdir(parents=True)
+    with pytest.raises(DownloadError, match="not in the DTD layout"):
+        download_dtd(tmp_path / "dtd", archive=dtd_archive)
+    assert (tmp_path / "dtd" / "images" / "banded").is_dir()

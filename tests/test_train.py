@@ -85,10 +85,14 @@ def test_run_folder_contents_and_checkpoint_round_trip(tiny_demo, tmp_path):
 def test_training_never_reads_the_test_split(tiny_demo, tmp_path):
     train(tiny_config(tiny_demo, tmp_path / "run", steps=1, val_every=1), progress=False)
     split = json.loads((tmp_path / "run" / "split.json").read_text())
-    used = [Path(p) for part in split.values() for p in part]
+    used = [name for part in split.values() for name in part]
     assert len(used) == 16 and len(set(used)) == 16, "memory, train and validation are disjoint"
-    for path in used:
-        assert path.parent == tiny_demo / "button" / "train" / "good"
+    train_good = tiny_demo / "button" / "train" / "good"
+    assert sorted(used) == sorted(path.name for path in train_good.iterdir())
+    trainer = Trainer(tiny_config(tiny_demo, tmp_path / "again"), progress=False)
+    for part in ("memory", "train", "validation"):
+        assert all(path.parent == train_good for path in getattr(trainer.split, part))
+    assert all(path.parent == train_good for path in trainer.validation.sources)
 
 
 def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(tiny_demo, tmp_path):
@@ -193,3 +197,51 @@ def test_cli_resume_uses_the_saved_settings(tiny_demo, tmp_path):
     assert cli(["train", "--out", str(run), "--resume", "--no-progress"]) == 0
     assert [record["step"] for record in read_log(run)[0]] == [1, 2]
     assert np.isfinite(read_log(run)[0][-1]["loss"])
+
+
+def test_resume_without_a_checkpoint_is_an_error(tiny_demo, tmp_path, capsys):
+    with pytest.raises(FileNotFoundError, match="drop --resume"):
+        train(tiny_config(tiny_demo, tmp_path / "run"), resume=True, progress=False)
+    assert not (tmp_path / "run" / "config.json").exists(), "nothing is started"
+    code = cli(["train", "--out", str(tmp_path / "typo"), "--resume", "--no-progress"])
+    assert code == 1 and "no checkpoint" in capsys.readouterr().err
+
+
+def test_resume_detects_changed_training_images_and_textures(tiny_demo, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_demo, data)
+    run = tmp_path / "run"
+    train(tiny_config(data, run, steps=2, val_every=1), progress=False, stop_after=1)
+    (data / "button" / "train" / "good" / "015.png").unlink()
+    with pytest.raises(ValueError, match="do not give the split recorded"):
+        train(tiny_config(data, run, steps=2, val_every=1), resume=True, progress=False)
+    shutil.copy(tiny_demo / "button" / "train" / "good" / "015.png", data / "button" / "train" / "good")
+    textures = tmp_path / "textures"
+    textures.mkdir()
+    from memseg_lite.io import write_image
+
+    write_image(textures / "t.png", np.full((16, 16, 3), 120, np.uint8))
+    with pytest.raises(ValueError, match="procedural textures.*1 dtd textures"):
+        train(tiny_config(data, run, steps=2, val_every=1, texture_root=str(textures)), resume=True, progress=False)
+    result = train(tiny_config(data, run, steps=2, val_every=1), resume=True, progress=False)
+    assert result.step == 2
+
+
+def test_resume_keeps_a_best_checkpoint_newer_than_the_last_checkpoint(tiny_demo, tmp_path):
+    """best.pt written after the last checkpoint.pt (validation more often than checkpoints)."""
+    run = tmp_path / "run"
+    config = tiny_config(tiny_demo, run, steps=4, val_every=1, checkpoint_every=4)
+    train(config, progress=False, stop_after=2)  # stops at step 2: a checkpoint is written then
+    checkpoint = load_checkpoint(run / "checkpoint.pt")
+    best = load_checkpoint(run / "best.pt")
+    assert checkpoint["step"] == 2 and best["step"] <= 2
+    # Simulate a crash between a later validation and the next checkpoint: best.pt from step 3.
+    from memseg_lite.checkpoint import save_checkpoint
+
+    newer = {**best, "step": 3, "validation": {**best["validation"], "score": 2.0}}
+    save_checkpoint({k: v for k, v in newer.items() if k not in ("format", "format_version")}, run / "best.pt")
+    result = train(config, resume=True, progress=False)
+    assert result.best["step"] == 3 and result.best["score"] == 2.0, "the resumed run compares against best.pt"
+    assert load_checkpoint(run / "best.pt")["step"] == 3, "no validation beats it, so it stays"

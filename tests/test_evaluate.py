@@ -1,0 +1,97 @@
+"""Evaluation, prediction and the MVTec results table on tiny data the tests make."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_config
+from memseg_lite.checkpoint import save_checkpoint
+from memseg_lite.data import images_to_tensor, load_images, scan_category
+from memseg_lite.evaluate import evaluate_checkpoint
+from memseg_lite.metrics import image_auroc
+from memseg_lite.model import build_memseg
+from memseg_lite.predict import predict_images
+from memseg_lite.reference_numbers import REPORTED
+from memseg_lite.reproduce import reproduce, write_results
+
+
+@pytest.fixture(scope="module")
+def random_checkpoint(tiny_demo, tmp_path_factory):
+    """An untrained model saved like the trainer does (image size 64, center crop 64 of 96)."""
+    files = scan_category(tiny_demo, "button")
+    memory = images_to_tensor(load_images(files.train_good[:4], 96, center_crop=64))
+    model = build_memseg(memory, backbone_weights="none", top_k=5)
+    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
+    save_checkpoint({"model_config": model.config(), "model": model.state_dict(), "backbone": "random",
+                     "train_config": {"image_size": 96, "center_crop": 64, "amp": "off"}, "step": 0}, path)
+    return path
+
+
+def test_evaluate_with_center_crop_writes_consistent_files(tiny_demo, random_checkpoint, tmp_path):
+    out = tmp_path / "eval"
+    metrics = evaluate_checkpoint(random_checkpoint, tiny_demo, "button", out, device="cpu", progress=False)
+    assert metrics["image_size"] == 64 and metrics["backbone"] == "random"
+    assert metrics["n_good"] == 4 and metrics["n_defective"] == 8
+    assert set(metrics["image_auroc_per_defect"]) == {"scratch", "dent", "stain", "chip"}
+    assert json.loads((out / "metrics.json").read_text()) == metrics
+    rows = [line.split(",") for line in (out / "scores.csv").read_text().splitlines()[1:]]
+    scores = np.array([float(r[3]) for r in rows])
+    labels = np.array([int(r[2]) for r in rows])
+    assert image_auroc(scores, labels) == pytest.approx(metrics["image_auroc"], abs=1e-6)
+    assert not list(out.glob(".*.tmp")), "no temporary files left"
+
+
+def test_evaluate_needs_good_and_defective_test_images(tiny_demo, random_checkpoint, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_demo / "button", data / "button")
+    for defect in ("scratch", "dent", "stain", "chip"):
+        shutil.rmtree(data / "button" / "test" / defect)
+    with pytest.raises(ValueError, match="a test/<defect> folder"):
+        evaluate_checkpoint(random_checkpoint, data, "button", progress=False)
+
+
+def test_predict_without_output_folder_and_with_duplicate_names(tiny_demo, random_checkpoint, tmp_path):
+    first = tiny_demo / "button" / "test" / "dent" / "000.png"
+    second = tiny_demo / "button" / "test" / "stain" / "000.png"  # the same file name
+    predictions = predict_images([first, second], random_checkpoint, out_dir=None, device="cpu")
+    assert [p.overlay_path for p in predictions] == [None, None]
+    assert predictions[0].anomaly_map.shape == (64, 64) and 0 <= predictions[0].score <= 1
+    written = predict_images([first, second], random_checkpoint, out_dir=tmp_path, device="cpu")
+    assert sorted(p.overlay_path.name for p in written) == ["000_anomaly.png", "000_anomaly_2.png"]
+    torch.testing.assert_close(torch.tensor(written[1].score), torch.tensor(predictions[1].score))
+    with pytest.raises(ValueError, match="no images given"):
+        predict_images([], random_checkpoint)
+
+
+def test_write_results_table(tmp_path):
+    rows = [{"category": "bottle", "image_auroc": 99.0, "pixel_auroc": 97.0, "aupro": 90.0},
+            {"category": "cable", "image_auroc": 95.0, "pixel_auroc": 93.0, "aupro": 80.0}]
+    md, csv_path = write_results(tmp_path, rows)
+    lines = csv_path.read_text().splitlines()
+    assert lines[0] == "category,image_auroc,pixel_auroc,aupro"
+    assert lines[-1] == "mean (2 categories),97.00,95.00,85.00"
+    text = md.read_text()
+    assert "| bottle | 99.00 | 97.00 | 90.00 |" in text
+    for reported in REPORTED:
+        assert reported["source"] in text
+
+
+def test_reproduce_trains_evaluates_and_skips_finished_categories(tiny_demo, tmp_path, capsys):
+    out = tmp_path / "reproduce"
+    overrides = {k: v for k, v in tiny_config(tiny_demo, tmp_path / "unused", steps=2, val_every=1).to_dict().items()
+                 if k not in ("data_root", "category", "out_dir")}
+    rows = reproduce(tiny_demo, ["button"], out, progress=False, **overrides)
+    assert [r["category"] for r in rows] == ["button"]
+    assert (out / "button" / "evaluation" / "metrics.json").is_file()
+    assert "mean (1 categories)" in (out / "results.csv").read_text()
+    capsys.readouterr()
+    again = reproduce(tiny_demo, ["button"], out, progress=False, **overrides)
+    assert again == rows and "already evaluated, skipping" in capsys.readouterr().out
+    with pytest.raises(FileNotFoundError, match="not in"):
+        reproduce(tiny_demo, ["bottle"], out, progress=False, **overrides)
