@@ -34,16 +34,16 @@ def execute(name: str, output: Path, **parameters) -> None:
 def test_training_then_evaluation_notebooks_on_another_category(tmp_path, smoke_profile):
     runs = tmp_path / "runs"
     data_root = str(ROOT / "data" / "demo")
-    execute("08_training.ipynb", tmp_path / "08.ipynb", category="mesh", run_dir=str(runs), data_root=data_root)
-    run = runs / "mesh"
+    execute("08_training.ipynb", tmp_path / "08.ipynb", category="wood", run_dir=str(runs), data_root=data_root)
+    run = runs / "wood"
     assert (run / "best.pt").is_file() and (run / "checkpoint.pt").is_file()
     config = json.loads((run / "config.json").read_text())
-    assert config["category"] == "mesh" and config["image_size"] == 64
+    assert config["category"] == "wood" and config["image_size"] == 64
 
-    execute("09_evaluation.ipynb", tmp_path / "09.ipynb", category="mesh", run_dir=str(runs), data_root=data_root,
+    execute("09_evaluation.ipynb", tmp_path / "09.ipynb", category="wood", run_dir=str(runs), data_root=data_root,
             checkpoint=str(run / "best.pt"))
     metrics = json.loads((run / "evaluation" / "metrics.json").read_text())
-    assert metrics["category"] == "mesh"
+    assert metrics["category"] == "wood"
     assert all(0.0 <= metrics[key] <= 1.0 for key in ("image_auroc", "pixel_auroc", "aupro"))
     assert (run / "evaluation" / "anomaly_maps.png").is_file()
 
