@@ -69,7 +69,7 @@ def examples_figure(predictions, images: dict[int, np.ndarray], indices: list[in
         axes[row, 0].set_title(f"{title}\nscore {predictions.scores[index]:.3f}", fontsize=8)
         axes[row, 1].imshow(anomaly_map, cmap="jet", vmin=0, vmax=1)
         axes[row, 1].set_title("anomaly map", fontsize=8)
-        axes[row, 2].imshow(heatmap_overlay(image, anomaly_map))
+        axes[row, 2].imshow(draw_mask_outline(heatmap_overlay(image, anomaly_map), predictions.masks[index]))
         axes[row, 2].set_title("overlay (green: ground truth)", fontsize=8)
         for axis in axes[row]:
             axis.set_axis_off()

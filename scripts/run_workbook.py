@@ -12,6 +12,7 @@ executed notebooks. At the end ``summary.md`` gathers the metrics table and
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -33,6 +34,25 @@ def notebook_paths(selection: list[str] | None) -> list[Path]:
     return paths
 
 
+@contextlib.contextmanager
+def stderr_to(path: Path):
+    """Send this process's stderr (file descriptor 2, inherited by the kernels) to ``path``.
+
+    Kernels write start-up chatter there (e.g. ipykernel's warning about unencrypted local TCP);
+    it goes to a log file next to the executed notebook instead of the console.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, "ab") as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def declared_parameters(path: Path) -> set[str]:
     import papermill
 
@@ -45,6 +65,8 @@ def run(profile: str, out: Path, selection: list[str] | None, category: str | No
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     run_dir = out / "runs"
+    logs = out / "logs"
+    logs.mkdir(exist_ok=True)
     os.environ["MEMSEG_PROFILE"] = profile
     rows = []
     started = time.perf_counter()
@@ -59,20 +81,22 @@ def run(profile: str, out: Path, selection: list[str] | None, category: str | No
         target = out / path.name
         print(f"- {path.name} ...", end=" ", flush=True)
         tick = time.perf_counter()
+        log = logs / f"{path.stem}.stderr.txt"
         try:
-            papermill.execute_notebook(
-                str(path),
-                str(target),
-                parameters=parameters,
-                kernel_name=KERNEL,
-                cwd=str(NOTEBOOKS),
-                progress_bar=False,
-                log_output=False,
-            )
+            with stderr_to(log):
+                papermill.execute_notebook(
+                    str(path),
+                    str(target),
+                    parameters=parameters,
+                    kernel_name=KERNEL,
+                    cwd=str(NOTEBOOKS),
+                    progress_bar=False,
+                    log_output=False,
+                )
         except Exception as error:  # papermill raises PapermillExecutionError with the cell's traceback
             seconds = time.perf_counter() - tick
             print(f"FAILED after {seconds:.0f} s")
-            print(f"\n{error}\n\nThe partly executed notebook is {target}", file=sys.stderr)
+            print(f"\n{error}\n\nThe partly executed notebook is {target}; kernel messages in {log}", file=sys.stderr)
             rows.append((path.name, seconds, "failed"))
             write_summary(out, run_dir, rows, profile, time.perf_counter() - started)
             return 1

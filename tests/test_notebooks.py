@@ -60,3 +60,16 @@ def test_workbook_runner_writes_executed_notebooks_and_summary(tmp_path):
     summary = (out / "summary.md").read_text()
     assert "| 00_overview.ipynb | ok |" in summary
     assert str(out) in completed.stdout
+
+
+def test_every_parameters_cell_parses(caplog):
+    """papermill must see every name of each `parameters` cell (a line it cannot parse is silently
+    dropped, and the parameter can then no longer be overridden)."""
+    import logging
+
+    for path in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            parameters = papermill.inspect_notebook(str(path))
+        assert not [r for r in caplog.records if "Unable to parse" in r.getMessage()], path.name
+        assert {"profile", "seed"} <= set(parameters), f"{path.name}: profile and seed are parameters"
