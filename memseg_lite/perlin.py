@@ -19,8 +19,9 @@ empty corners, which rotating a finished noise image would leave behind.
 Conventions: ``shape = (height, width)``; ``res = (res_y, res_x)`` lattice cells across the
 image; gradients are ``(..., 2)`` arrays holding the (row, column) components.
 
-The numpy functions are the reference; the ``*_torch`` functions compute the same values for a
-batch on any device, so the training loop can make its masks where the model runs.
+The numpy functions are the reference, and what the trainer's data loader uses; the ``*_torch``
+functions compute the same values for a batch on any device (``TorchAnomalySynthesizer`` builds
+on them), so masks can be made where the model runs, e.g. on a GPU.
 """
 
 from __future__ import annotations
