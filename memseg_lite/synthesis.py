@@ -276,13 +276,9 @@ class AnomalySynthesizer:
             raise TypeError(f"texture_source must be a TextureSource or None, got {type(texture_source).__name__}")
         self._texture_source = texture_source
         config = _check_config(p_normal, p_texture, delta_range, perlin_scale_range, perlin_threshold, structure_grid, max_tries)
-        self.p_normal = config["p_normal"]
-        self.p_texture = config["p_texture"]
-        self.delta_range = config["delta_range"]
-        self.perlin_scale_range = config["perlin_scale_range"]
-        self.perlin_threshold = config["perlin_threshold"]
-        self.structure_grid = config["structure_grid"]
-        self.max_tries = config["max_tries"]
+        # p_normal, p_texture, delta_range, perlin_scale_range, perlin_threshold, structure_grid, max_tries
+        for name, value in config.items():
+            setattr(self, name, value)
 
     @property
     def texture_source(self) -> TextureSource:
@@ -511,13 +507,9 @@ class TorchAnomalySynthesizer:
     ):
         self.foreground, self._foreground_label = resolve_foreground(foreground)
         config = _check_config(p_normal, p_texture, delta_range, perlin_scale_range, perlin_threshold, structure_grid, max_tries)
-        self.p_normal = config["p_normal"]
-        self.p_texture = config["p_texture"]
-        self.delta_range = config["delta_range"]
-        self.perlin_scale_range = config["perlin_scale_range"]
-        self.perlin_threshold = config["perlin_threshold"]
-        self.structure_grid = config["structure_grid"]
-        self.max_tries = config["max_tries"]
+        # p_normal, p_texture, delta_range, perlin_scale_range, perlin_threshold, structure_grid, max_tries
+        for name, value in config.items():
+            setattr(self, name, value)
         self.device = resolve_device(device) if device is not None else None
         self.texture_bank = self._check_bank(texture_bank)
         if self.texture_bank is None and self.p_texture > 0:
