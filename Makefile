@@ -52,8 +52,10 @@ check-notebooks: $(INSTALLED)
 test-notebooks: $(INSTALLED) data
 	MEMSEG_OFFLINE=1 MEMSEG_PROFILE=smoke $(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks $(PYTEST_ARGS)
 
+# Containers often run as root, which JupyterLab refuses without --allow-root.
+LAB_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root,)
 lab: $(INSTALLED) data
-	MEMSEG_PROFILE=$(PROFILE) $(BIN)/jupyter lab notebooks
+	MEMSEG_PROFILE=$(PROFILE) $(BIN)/jupyter lab $(LAB_ARGS) notebooks
 
 bench: $(INSTALLED)
 	$(PY) benchmarks/run_all.py
