@@ -76,6 +76,8 @@ def _add_train(subparsers) -> None:
     option("--texture-root", dest="texture_root", help=f"DTD folder for texture anomalies [{defaults.texture_root}]")
     option("--foreground", help="foreground setting: a category name, 'otsu' or 'none' [the category's own]")
     option("--device", help="auto | cpu | cuda | cuda:N | mps [auto]")
+    option("--synthesis", choices=("loader", "device"),
+           help="simulate anomalies in the DataLoader (numpy) or batched on the training device [loader]")
     option("--amp", choices=AMP_MODES, help="autocast mode [auto: bf16/fp16 on CUDA, off on CPU]")
     option("--compile", action="store_true", default=None, help="use torch.compile")
     option("--workers", dest="num_workers", type=int, help="DataLoader worker processes [0]")
@@ -88,7 +90,7 @@ def _add_train(subparsers) -> None:
 TRAIN_OPTION_NAMES = (
     "data_root", "category", "out_dir", "steps", "batch_size", "image_size", "center_crop", "lr",
     "weight_decay", "memory_size", "val_images", "val_every", "checkpoint_every", "backbone_weights",
-    "selection_rule", "texture_root", "foreground", "device", "amp", "compile", "num_workers", "seed",
+    "selection_rule", "texture_root", "foreground", "device", "amp", "compile", "num_workers", "seed", "synthesis",
 )
 
 

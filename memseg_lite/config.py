@@ -15,6 +15,7 @@ from pathlib import Path
 from memseg_lite.memory import SELECTION_RULES
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
+SYNTHESIS_PLACES = ("loader", "device")
 
 
 @dataclass
@@ -52,6 +53,9 @@ class TrainConfig:
     foreground: str | None = None  # None: the category's settings; or "none" / "otsu" / a category name
     max_tries: int = 50  # Perlin redraws before a sample on a tiny foreground gives up
     texture_root: str = "data/dtd"
+    # Where anomalies are simulated: "loader" (numpy, in the DataLoader's worker processes) or
+    # "device" (batched torch on the training device, e.g. the GPU; memseg_lite.synthesis.TorchAnomalySynthesizer)
+    synthesis: str = "loader"
     # runtime
     device: str = "auto"
     amp: str = "auto"  # autocast: bf16 where supported on CUDA, else fp16 with a grad scaler; off on CPU
@@ -106,6 +110,7 @@ class TrainConfig:
         need(0 <= self.p_normal <= 1 and 0 <= self.p_texture <= 1, "p_normal and p_texture must be in [0, 1]")
         need(0 < self.delta_range[0] <= self.delta_range[1] <= 1, f"delta_range must satisfy 0 < lo <= hi <= 1, got {self.delta_range}")
         need(self.max_tries >= 1, f"max_tries must be >= 1, got {self.max_tries}")
+        need(self.synthesis in SYNTHESIS_PLACES, f"synthesis must be one of {SYNTHESIS_PLACES}, got {self.synthesis!r}")
         need(self.amp in AMP_MODES, f"amp must be one of {AMP_MODES}, got {self.amp!r}")
         need(self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}")
         need(self.val_every >= 1 and self.checkpoint_every >= 1, "val_every and checkpoint_every must be >= 1")

@@ -277,6 +277,25 @@ class SyntheticAnomalyDataset(Dataset):
         return image_to_tensor(image), torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))
 
 
+class GoodImageDataset(Dataset):
+    """Good images only, as uint8 ``[3, H, W]`` tensors, for anomalies simulated on the device.
+
+    Items are addressed like :class:`SyntheticAnomalyDataset`'s, by ``(index, sample_seed)``;
+    the seed is passed through so the trainer can seed the device-side simulation.
+    """
+
+    def __init__(self, images: np.ndarray):
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int]:
+        index, seed = key
+        pixels = torch.from_numpy(np.ascontiguousarray(self.images[index])).permute(2, 0, 1)
+        return pixels, seed
+
+
 @dataclass
 class ValidationSet:
     """Held-out good images with fixed synthetic anomalies (never the test split).

@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader
 from memseg_lite.checkpoint import load_checkpoint, save_checkpoint
 from memseg_lite.config import TrainConfig
 from memseg_lite.data import (
+    GoodImageDataset,
     StepBatchSampler,
     SyntheticAnomalyDataset,
     build_validation_set,
@@ -46,6 +47,7 @@ from memseg_lite.data import (
 )
 from memseg_lite.io import write_text_atomic
 from memseg_lite.runtime import resolve_device, seed_everything
+from memseg_lite.transforms import normalise_batch
 
 CHECKPOINT_NAME = "checkpoint.pt"
 BEST_NAME = "best.pt"
@@ -96,6 +98,29 @@ def make_synthesizer(config: TrainConfig):
         perlin_threshold=config.perlin_threshold,
         structure_grid=config.structure_grid,
         max_tries=config.max_tries,
+    )
+
+
+def make_device_synthesizer(config: TrainConfig, device: torch.device, bank_size: int = 64):
+    """The batched torch simulator on ``device``, with the same settings as :func:`make_synthesizer`."""
+    from memseg_lite.synthesis import TorchAnomalySynthesizer
+    from memseg_lite.textures import TextureSource
+
+    foreground = config.foreground if config.foreground is not None else config.category
+    return TorchAnomalySynthesizer.from_texture_source(
+        TextureSource(config.texture_root, seed=config.seed),
+        np.random.default_rng([config.seed, 0x7E47]),
+        bank_size=bank_size,
+        image_size=config.input_size,
+        foreground=foreground,
+        p_normal=config.p_normal,
+        p_texture=config.p_texture,
+        delta_range=config.delta_range,
+        perlin_scale_range=config.perlin_scale_range,
+        perlin_threshold=config.perlin_threshold,
+        structure_grid=config.structure_grid,
+        max_tries=config.max_tries,
+        device=device,
     )
 
 
@@ -211,7 +236,12 @@ class Trainer:
         self.validation = build_validation_set(
             self.split.validation, validation_pixels, self.synthesizer, config.seed, config.val_anomalies_per_image
         )
-        self.dataset = SyntheticAnomalyDataset(self.train_pixels, self.synthesizer)
+        if config.synthesis == "device":
+            self.device_synthesizer = make_device_synthesizer(config, self.device)
+            self.dataset = GoodImageDataset(self.train_pixels)
+        else:
+            self.device_synthesizer = None
+            self.dataset = SyntheticAnomalyDataset(self.train_pixels, self.synthesizer)
         self.criterion = make_loss(config)
         self.model = None
         self.backbone = "unknown"
@@ -440,8 +470,14 @@ class Trainer:
         try:
             with _StopRequest() as stop:
                 for images, masks in loader:
-                    images = images.to(self.device, non_blocking=True)
-                    masks = masks.to(self.device, non_blocking=True)
+                    if self.device_synthesizer is not None:
+                        # ``images`` are good uint8 pixels and ``masks`` the sample seeds: simulate here.
+                        generator = torch.Generator(device=self.device).manual_seed(int(masks[0]))
+                        pixels, masks = self.device_synthesizer(images.to(self.device, non_blocking=True), generator)
+                        images = normalise_batch(pixels)
+                    else:
+                        images = images.to(self.device, non_blocking=True)
+                        masks = masks.to(self.device, non_blocking=True)
                     if self.channels_last:
                         images = images.contiguous(memory_format=torch.channels_last)
                     with self._autocast():

@@ -75,3 +75,17 @@ def tensor_to_image(tensor: torch.Tensor) -> np.ndarray:
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
     pixels = (tensor * std + mean).clamp(0, 1).mul(255).round().byte()
     return pixels.permute(1, 2, 0).numpy()
+
+
+def normalise_batch(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 (or 0-255 float) ``[B, 3, H, W]`` -> float normalised with ImageNet statistics, on its device.
+
+    The batched counterpart of :func:`image_to_tensor`, for images simulated on the training device.
+    """
+    if pixels.ndim != 4 or pixels.shape[1] not in (1, 3):
+        raise ValueError(f"expected pixels [B, 3, H, W] (or [B, 1, H, W]), got {tuple(pixels.shape)}")
+    if pixels.shape[1] == 1:
+        pixels = pixels.expand(-1, 3, -1, -1)
+    mean = torch.tensor(IMAGENET_MEAN, device=pixels.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=pixels.device).view(1, 3, 1, 1)
+    return (pixels.float() / 255.0 - mean) / std

@@ -245,3 +245,26 @@ def test_resume_keeps_a_best_checkpoint_newer_than_the_last_checkpoint(tiny_demo
     result = train(config, resume=True, progress=False)
     assert result.best["step"] == 3 and result.best["score"] == 2.0, "the resumed run compares against best.pt"
     assert load_checkpoint(run / "best.pt")["step"] == 3, "no validation beats it, so it stays"
+
+
+def test_anomalies_simulated_on_the_training_device(tiny_demo, tmp_path):
+    """synthesis="device": the batched torch simulator runs where the model runs; resume stays exact."""
+    from memseg_lite.train import make_device_synthesizer
+
+    config = tiny_config(tiny_demo, tmp_path / "whole", synthesis="device")
+    trainer = Trainer(config, progress=False)
+    pixels = torch.stack([trainer.dataset[(i, 0)][0] for i in range(4)])
+    assert pixels.dtype == torch.uint8 and pixels.shape == (4, 3, 64, 64)
+    generator = torch.Generator().manual_seed(5)
+    simulated, masks = make_device_synthesizer(config, torch.device("cpu"))(pixels, generator)
+    anomalous = masks.flatten(1).amax(1) > 0
+    assert anomalous.any(), "some samples carry simulated anomalies"
+    assert torch.equal(simulated[~anomalous], pixels[~anomalous]), "normal samples are unchanged"
+
+    whole = train(config, progress=False)
+    split_config = tiny_config(tiny_demo, tmp_path / "split", synthesis="device")
+    train(split_config, progress=False, stop_after=3)
+    train(split_config, resume=True, progress=False)
+    assert [r["loss"] for r in whole.history] == [r["loss"] for r in read_log(tmp_path / "split")[0]]
+    loader_losses = [r["loss"] for r in train(tiny_config(tiny_demo, tmp_path / "loader"), progress=False).history]
+    assert loader_losses != [r["loss"] for r in whole.history], "the two simulators draw different anomalies"
