@@ -79,7 +79,7 @@ def _add_train(subparsers) -> None:
     option("--synthesis", choices=("loader", "device"),
            help="simulate anomalies in the DataLoader (numpy) or batched on the training device [loader]")
     option("--amp", choices=AMP_MODES, help="autocast mode [auto: bf16/fp16 on CUDA, off on CPU]")
-    option("--compile", action="store_true", default=None, help="use torch.compile")
+    option("--compile", action=argparse.BooleanOptionalAction, default=None, help="use torch.compile [off]")
     option("--workers", dest="num_workers", type=int, help="DataLoader worker processes [0]")
     option("--seed", type=int, help=f"random seed [{defaults.seed}]")
     option("--resume", action="store_true", help="continue RUN_DIR/checkpoint.pt")
