@@ -82,23 +82,24 @@ class TrainResult:
 # --------------------------------------------------------------------------------------------
 # Building blocks (each usable on its own from a notebook)
 # --------------------------------------------------------------------------------------------
+SIMULATION_OPTIONS = (
+    "p_normal", "p_texture", "delta_range", "perlin_scale_range", "perlin_threshold", "structure_grid", "max_tries",
+)
+
+
+def _simulation_settings(config: TrainConfig) -> dict:
+    """The settings both simulators share: the foreground (per category by default) and the options."""
+    foreground = config.foreground if config.foreground is not None else config.category
+    return {"foreground": foreground, **{name: getattr(config, name) for name in SIMULATION_OPTIONS}}
+
+
 def make_synthesizer(config: TrainConfig):
     """The anomaly simulator configured from ``config`` (foreground settings per category)."""
     from memseg_lite.synthesis import AnomalySynthesizer
     from memseg_lite.textures import TextureSource
 
-    foreground = config.foreground if config.foreground is not None else config.category
-    return AnomalySynthesizer(
-        foreground=foreground,
-        texture_source=TextureSource(config.texture_root, seed=config.seed),
-        p_normal=config.p_normal,
-        p_texture=config.p_texture,
-        delta_range=config.delta_range,
-        perlin_scale_range=config.perlin_scale_range,
-        perlin_threshold=config.perlin_threshold,
-        structure_grid=config.structure_grid,
-        max_tries=config.max_tries,
-    )
+    texture_source = TextureSource(config.texture_root, seed=config.seed)
+    return AnomalySynthesizer(texture_source=texture_source, **_simulation_settings(config))
 
 
 def make_device_synthesizer(config: TrainConfig, device: torch.device, bank_size: int = 64):
@@ -106,21 +107,13 @@ def make_device_synthesizer(config: TrainConfig, device: torch.device, bank_size
     from memseg_lite.synthesis import TorchAnomalySynthesizer
     from memseg_lite.textures import TextureSource
 
-    foreground = config.foreground if config.foreground is not None else config.category
     return TorchAnomalySynthesizer.from_texture_source(
         TextureSource(config.texture_root, seed=config.seed),
         np.random.default_rng([config.seed, 0x7E47]),
         bank_size=bank_size,
         image_size=config.input_size,
-        foreground=foreground,
-        p_normal=config.p_normal,
-        p_texture=config.p_texture,
-        delta_range=config.delta_range,
-        perlin_scale_range=config.perlin_scale_range,
-        perlin_threshold=config.perlin_threshold,
-        structure_grid=config.structure_grid,
-        max_tries=config.max_tries,
         device=device,
+        **_simulation_settings(config),
     )
 
 
