@@ -12,8 +12,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from memseg_lite.memory import SELECTION_RULES
-
+# Readings of "the closest memory sample" (memseg_lite.memory explains them).
+SELECTION_RULES = ("paper", "official", "tootouch")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 SYNTHESIS_PLACES = ("loader", "device")
 
@@ -139,7 +139,7 @@ class TrainConfig:
 
         return write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
-    def changed_fields(self, other: TrainConfig) -> list[str]:
-        """Names of fields whose values differ between two configs."""
-        mine, theirs = self.to_dict(), other.to_dict()
-        return [name for name in mine if mine[name] != theirs[name]]
+    def changes_blocking_resume(self, saved: TrainConfig) -> list[str]:
+        """Fields that differ from the config a run was started with and forbid resuming it."""
+        mine, theirs = self.to_dict(), saved.to_dict()
+        return [name for name in mine if mine[name] != theirs[name] and name not in self.RESUMABLE_CHANGES]

@@ -67,12 +67,6 @@ class CategoryFiles:
         )
 
 
-MVTEC_CATEGORIES = (
-    "bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut",
-    "pill", "screw", "tile", "toothbrush", "transistor", "wood", "zipper",
-)
-
-
 def list_categories(data_root: str | os.PathLike) -> list[str]:
     """Sub-folders of ``data_root`` that contain ``train/good``."""
     root = Path(data_root)

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 from memseg_lite.checkpoint import load_checkpoint
 from memseg_lite.data import EvaluationSet, scan_category
 from memseg_lite.io import atomic_output, write_text_atomic
-from memseg_lite.runtime import resolve_device
+from memseg_lite.runtime import autocast_settings, resolve_device
 from memseg_lite.transforms import tensor_to_image
 
 
@@ -65,8 +65,6 @@ def input_size(payload: dict) -> tuple[int, int | None]:
 
 def autocast_for(payload: dict, device: torch.device):
     """Autocast as in training (the checkpoint's ``amp`` setting), on this device."""
-    from memseg_lite.train import autocast_settings
-
     dtype, _ = autocast_settings(device, payload.get("train_config", {}).get("amp", "auto"))
     return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
 
-from memseg_lite.data import MVTEC_CATEGORIES  # noqa: F401  (re-exported: the categories these settings cover)
+from memseg_lite.download import MVTEC_CATEGORIES  # noqa: F401  (re-exported: the categories these settings cover)
 
 FOREGROUND_MODES = ("none", "threshold", "otsu")
 

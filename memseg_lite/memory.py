@@ -35,9 +35,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from memseg_lite.config import SELECTION_RULES
 from memseg_lite.encoder import ResNet18Encoder
 
-SELECTION_RULES = ("paper", "official", "tootouch")
 LEVEL_CHANNELS = (64, 128, 256)
 BUFFER_NAMES = ("level1", "level2", "level3")
 

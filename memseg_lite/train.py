@@ -46,7 +46,7 @@ from memseg_lite.data import (
     split_train_images,
 )
 from memseg_lite.io import write_text_atomic
-from memseg_lite.runtime import resolve_device, seed_everything
+from memseg_lite.runtime import autocast_settings, resolve_device, seed_everything
 from memseg_lite.transforms import normalise_batch
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -135,15 +135,6 @@ def warmup_cosine(step: int, total_steps: int, warmup_fraction: float) -> float:
         return (step + 1) / warmup
     progress = (step - warmup) / max(1, total_steps - warmup)
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
-def autocast_settings(device: torch.device, amp: str) -> tuple[torch.dtype | None, bool]:
-    """(autocast dtype or None, whether a gradient scaler is needed) for ``device`` and ``amp``."""
-    if amp == "off" or (amp == "auto" and device.type != "cuda"):
-        return None, False
-    if amp == "bf16" or (amp == "auto" and torch.cuda.is_bf16_supported()):
-        return torch.bfloat16, False
-    return torch.float16, device.type == "cuda"
 
 
 def rng_state() -> dict:
@@ -308,7 +299,7 @@ class Trainer:
                 f"(texture_root {self.config.texture_root}); point --texture-root at the original textures"
             )
         saved = TrainConfig.from_dict(payload["train_config"])
-        changed = [name for name in self.config.changed_fields(saved) if name not in TrainConfig.RESUMABLE_CHANGES]
+        changed = self.config.changes_blocking_resume(saved)
         if changed:
             details = ", ".join(f"{n}: {getattr(saved, n)!r} -> {getattr(self.config, n)!r}" for n in changed)
             raise ValueError(
