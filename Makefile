@@ -30,7 +30,7 @@ $(INSTALLED): pyproject.toml constraints.txt
 install: $(INSTALLED)
 
 # The demo data is generated (deterministically, in seconds) when missing; the manifest marks a finished set.
-$(DEMO_DATA)/manifest.json: memseg_lite/demo_data.py | $(INSTALLED)
+$(DEMO_DATA)/manifest.json: $(wildcard memseg_lite/datasets/demo/*.py) | $(INSTALLED)
 	$(BIN)/memseg-lite demo-data --out $(DEMO_DATA) --force
 
 data: $(DEMO_DATA)/manifest.json

@@ -1,6 +1,6 @@
 """Speed and memory of the metrics, against a baseline measured in the same run.
 
-1. AU-PRO on 100 maps of 256 x 256: ``memseg_lite.metrics.aupro`` (one sort, binary searches)
+1. AU-PRO on 100 maps of 256 x 256: ``memseg_lite.evaluation.metrics.aupro`` (one sort, binary searches)
    against ``naive_aupro`` (a loop over every distinct threshold). The maps are quantised to a
    few hundred levels so the naive loop is exact and finishes; its cost grows linearly with the
    number of levels, the fast one's does not (a run on unquantised maps is timed too).
@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import time_call, write_result  # noqa: E402
 
-from memseg_lite.metrics import aupro, naive_aupro, pixel_auroc  # noqa: E402
+from memseg_lite.evaluation.metrics import aupro, naive_aupro, pixel_auroc  # noqa: E402
 
 SIZE = 256
 AUPRO_MAPS = 100

@@ -26,10 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import time_call, write_result  # noqa: E402
 
-import memseg_lite.model as model_module  # noqa: E402
-from memseg_lite.losses import MemSegLoss  # noqa: E402
-from memseg_lite.memory import difference_information  # noqa: E402
-from memseg_lite.model import build_memseg, parameter_counts  # noqa: E402
+import memseg_lite.network.model as model_module  # noqa: E402
+from memseg_lite.network.losses import MemSegLoss  # noqa: E402
+from memseg_lite.network.memory import difference_information  # noqa: E402
+from memseg_lite.network.model import build_memseg, parameter_counts  # noqa: E402
 
 IMAGE_SIZE = 256
 MEMORY_SIZE = 30

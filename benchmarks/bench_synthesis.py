@@ -25,10 +25,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from _common import time_call, write_result  # noqa: E402
 
-from memseg_lite.foreground import foreground_mask  # noqa: E402
-from memseg_lite.perlin import perlin_mask  # noqa: E402
-from memseg_lite.synthesis import AnomalySynthesizer, TorchAnomalySynthesizer, structure_noise  # noqa: E402
-from memseg_lite.textures import TextureSource, augment_texture, texture_bank  # noqa: E402
+from memseg_lite.simulation.foreground import foreground_mask  # noqa: E402
+from memseg_lite.simulation.perlin import perlin_mask  # noqa: E402
+from memseg_lite.simulation.synthesis import AnomalySynthesizer, TorchAnomalySynthesizer, structure_noise  # noqa: E402
+from memseg_lite.simulation.textures import TextureSource, augment_texture, texture_bank  # noqa: E402
 
 SIZE = 256
 BATCH = 32

@@ -53,8 +53,8 @@ def child_training_memory() -> None:
     """Runs in a fresh process: the peak after importing torch, after building the model, after training."""
     import torch
 
-    from memseg_lite.losses import MemSegLoss
-    from memseg_lite.model import build_memseg
+    from memseg_lite.network.losses import MemSegLoss
+    from memseg_lite.network.model import build_memseg
 
     after_import = peak_rss_mib()
     torch.manual_seed(0)
@@ -76,8 +76,8 @@ def child_training_memory() -> None:
 def training_step_seconds(device) -> float:
     import torch
 
-    from memseg_lite.losses import MemSegLoss
-    from memseg_lite.model import build_memseg
+    from memseg_lite.network.losses import MemSegLoss
+    from memseg_lite.network.model import build_memseg
 
     torch.manual_seed(0)
     model = build_memseg(torch.randn(MEMORY, 3, IMAGE_SIZE, IMAGE_SIZE), backbone_weights="none", device=device).train()
@@ -106,9 +106,9 @@ def synthesis_seconds_per_sample(data_root: Path) -> float:
     import numpy as np
     import torch
 
-    from memseg_lite.data import load_images, scan_category
-    from memseg_lite.synthesis import AnomalySynthesizer
-    from memseg_lite.textures import TextureSource
+    from memseg_lite.datasets.mvtec import load_images, scan_category
+    from memseg_lite.simulation.synthesis import AnomalySynthesizer
+    from memseg_lite.simulation.textures import TextureSource
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -132,10 +132,10 @@ def synthesis_seconds_per_sample(data_root: Path) -> float:
 def evaluation_speed(data_root: Path) -> dict:
     import torch
 
-    from memseg_lite.checkpoint import save_checkpoint
-    from memseg_lite.data import images_to_tensor, load_images, scan_category
-    from memseg_lite.evaluate import evaluate_checkpoint
-    from memseg_lite.model import build_memseg
+    from memseg_lite.core.checkpoint import save_checkpoint
+    from memseg_lite.datasets.mvtec import images_to_tensor, load_images, scan_category
+    from memseg_lite.evaluation.evaluate import evaluate_checkpoint
+    from memseg_lite.network.model import build_memseg
 
     files = scan_category(data_root, "button")
     memory = images_to_tensor(load_images(files.train_good[:MEMORY], IMAGE_SIZE))
@@ -158,9 +158,9 @@ def evaluation_speed(data_root: Path) -> dict:
 def main() -> None:
     os.environ.setdefault("MEMSEG_OFFLINE", "1")
     import torch
-
     from _common import write_result
-    from memseg_lite.demo_data import ensure_demo_data
+
+    from memseg_lite.datasets.demo.writer import ensure_demo_data
 
     data_root = ensure_demo_data(ROOT / "data" / "demo")
     result: dict = {"image_size": IMAGE_SIZE, "batch_size": BATCH, "memory_size": MEMORY}

@@ -1,27 +1,19 @@
 """memseg-lite: MemSeg (memory-based surface-defect segmentation) rebuilt from scratch.
 
-The package is the single source of truth for the workbook in ``notebooks/``:
-each notebook builds one part by hand and checks it against the module here.
+The package is the single source of truth for the workbook in ``notebooks/``: each notebook builds
+one part by hand and checks it against the module here. Subpackages follow the method's stages,
+and imports flow one way, from the top of this list down (``tests/test_layout.py`` enforces it):
 
-Modules, in the order the workbook meets them:
-
-- ``demo_data``   procedural demo categories in the MVTec AD layout
-- ``perlin``      Perlin noise and Perlin masks (numpy and batched torch)
-- ``foreground``  foreground masks per category (fixed thresholds, Otsu)
-- ``textures``    the anomaly texture source (DTD or a procedural bank) and its augmentations
-- ``synthesis``   the anomaly simulator (texture and structure anomalies, blending)
-- ``widgets``     the interactive anomaly explorer
-- ``encoder``     the ResNet18 feature extractor (frozen stem..layer3)
-- ``memory``      the memory bank and the difference information
-- ``attention``   spatial attention maps and coordinate attention
-- ``msff``        multi-scale feature fusion
-- ``decoder``     the U-Net decoder
-- ``model``       the assembled MemSeg network
-- ``losses``      focal loss, L1 loss and their combination
-- ``data``        the MVTec-layout reader and the training / validation data sets
-- ``train``       the trainer (config, checkpoints, resume)
-- ``metrics``     image / pixel AUROC and AU-PRO
-- ``evaluate``    test-split evaluation with figures
+- ``cli``          the ``memseg-lite`` command (nothing imports it)
+- ``teaching``     exercise checks, the anomaly explorer widget, workbook figures
+- ``deployment``   prediction on new images
+- ``experiments``  studies over many runs (the MVTec AD reproduction)
+- ``training``     configuration, training data sets, the trainer
+- ``evaluation``   metrics (AUROC, AU-PRO) and test-split evaluation
+- ``network``      encoder, memory pool, attention, MSFF, decoder, the model, losses
+- ``simulation``   Perlin noise, foreground masks, textures, the anomaly simulator
+- ``datasets``     the MVTec AD layout reader, downloads, the procedural demo data
+- ``core``         files, transforms, devices and seeds, checkpoint files, overlays
 """
 
 __version__ = "0.1.0"

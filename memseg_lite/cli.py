@@ -25,7 +25,7 @@ def _add_demo_data(subparsers) -> None:
 
 
 def _run_demo_data(args: argparse.Namespace) -> int:
-    from memseg_lite.demo_data import write_demo_dataset
+    from memseg_lite.datasets.demo.writer import write_demo_dataset
 
     summary = write_demo_dataset(
         args.out,
@@ -42,7 +42,8 @@ def _run_demo_data(args: argparse.Namespace) -> int:
 
 
 def _add_train(subparsers) -> None:
-    from memseg_lite.config import AMP_MODES, SELECTION_RULES, TrainConfig
+    from memseg_lite.network.selection import SELECTION_RULES
+    from memseg_lite.training.config import AMP_MODES, TrainConfig
 
     defaults = TrainConfig()
     parser = subparsers.add_parser(
@@ -51,7 +52,7 @@ def _add_train(subparsers) -> None:
         description=(
             "Train MemSeg on the good images of one category. Writes RUN_DIR/checkpoint.pt (latest, "
             "resumable), RUN_DIR/best.pt (best on validation), RUN_DIR/log.jsonl and RUN_DIR/config.json. "
-            "Unset options take the defaults shown (from memseg_lite.config.TrainConfig), or, with --resume, "
+            "Unset options take the defaults shown (from memseg_lite.training.config.TrainConfig), or, with --resume, "
             "the values the run was started with."
         ),
     )
@@ -97,8 +98,8 @@ TRAIN_OPTION_NAMES = (
 def _run_train(args: argparse.Namespace) -> int:
     import json
 
-    from memseg_lite.config import TrainConfig
-    from memseg_lite.train import CHECKPOINT_NAME, train
+    from memseg_lite.training.config import TrainConfig
+    from memseg_lite.training.trainer import CHECKPOINT_NAME, train
 
     given = {name: getattr(args, name) for name in TRAIN_OPTION_NAMES if getattr(args, name) is not None}
     category = given.get("category", TrainConfig.category)
@@ -133,7 +134,7 @@ def _add_evaluate(subparsers) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from memseg_lite.evaluate import evaluate_checkpoint
+    from memseg_lite.evaluation.evaluate import evaluate_checkpoint
 
     out = args.out or args.checkpoint.parent / "evaluation"
     metrics = evaluate_checkpoint(
@@ -161,7 +162,7 @@ def _add_predict(subparsers) -> None:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
-    from memseg_lite.predict import predict_images
+    from memseg_lite.deployment.predict import predict_images
 
     predictions = predict_images(args.images, args.checkpoint, args.out, device=args.device)
     width = max(len(str(p.path)) for p in predictions)
@@ -189,7 +190,7 @@ def _add_download(subparsers) -> None:
 
 
 def _run_download(args: argparse.Namespace) -> int:
-    from memseg_lite.download import download_dtd, download_mvtec
+    from memseg_lite.datasets.download import download_dtd, download_mvtec
 
     checksum = {"sha256": args.sha256} if args.sha256 else {}
     if args.dataset == "mvtec":
@@ -221,7 +222,7 @@ def _add_reproduce(subparsers) -> None:
 
 
 def _run_reproduce(args: argparse.Namespace) -> int:
-    from memseg_lite.reproduce import reproduce
+    from memseg_lite.experiments.reproduce import reproduce
 
     overrides = {"device": args.device, "backbone_weights": args.backbone_weights, "num_workers": args.workers}
     if args.steps is not None:
@@ -251,10 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _user_errors() -> tuple[type[Exception], ...]:
     """Errors whose message already says what went wrong and what to do: no traceback needed."""
-    from memseg_lite.download import DownloadError
-    from memseg_lite.encoder import BackboneUnavailableError
-    from memseg_lite.synthesis import SimulationError
-    from memseg_lite.train import NonFiniteLossError
+    from memseg_lite.datasets.download import DownloadError
+    from memseg_lite.network.encoder import BackboneUnavailableError
+    from memseg_lite.simulation.synthesis import SimulationError
+    from memseg_lite.training.trainer import NonFiniteLossError
 
     return (NonFiniteLossError, DownloadError, BackboneUnavailableError, SimulationError)
 

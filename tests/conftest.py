@@ -14,7 +14,7 @@ def _offline(monkeypatch):
 @pytest.fixture(scope="session")
 def tiny_demo(tmp_path_factory):
     """Demo data at 64 x 64: 16 train/good, 4 test/good and 2 per defect type per category."""
-    from memseg_lite.demo_data import write_demo_dataset
+    from memseg_lite.datasets.demo.writer import write_demo_dataset
 
     root = tmp_path_factory.mktemp("demo") / "data"
     write_demo_dataset(root, categories=["button", "mesh"], size=64, n_train=16, n_test_good=4, n_per_defect=2, seed=0)
@@ -23,7 +23,7 @@ def tiny_demo(tmp_path_factory):
 
 def tiny_config(root, out_dir, **overrides):
     """A TrainConfig that trains in about a second per step on 2 CPU cores."""
-    from memseg_lite.config import TrainConfig
+    from memseg_lite.training.config import TrainConfig
 
     options = dict(
         data_root=str(root), category="button", out_dir=str(out_dir), image_size=64, steps=6, batch_size=4,

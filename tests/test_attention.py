@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from memseg_lite.attention import CoordinateAttention, spatial_attention_maps
+from memseg_lite.network.attention import CoordinateAttention, spatial_attention_maps
 
 
 def upsample_cv2(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -8,18 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from memseg_lite.data import (
-    EvaluationSet,
-    StepBatchSampler,
-    build_validation_set,
-    load_image,
-    load_mask,
-    step_sample_seed,
-    scan_category,
-    split_train_images,
-)
-from memseg_lite.io import read_image, write_image
-from memseg_lite.transforms import IMAGENET_MEAN, IMAGENET_STD, image_to_tensor, resize_mask, tensor_to_image
+from memseg_lite.core.io import read_image, write_image
+from memseg_lite.core.transforms import IMAGENET_MEAN, IMAGENET_STD, image_to_tensor, resize_mask, tensor_to_image
+from memseg_lite.datasets.mvtec import EvaluationSet, load_image, load_mask, scan_category
+from memseg_lite.training.data import StepBatchSampler, build_validation_set, split_train_images, step_sample_seed
 
 
 def make_category(root: Path, name: str = "widget", n_train: int = 12, grey: bool = False, size: int = 40) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from memseg_lite.decoder import UNetDecoder, UpBlock
+from memseg_lite.network.decoder import UNetDecoder, UpBlock
 
 
 def decoder_inputs(height: int, width: int, requires_grad: bool = False):

@@ -1,4 +1,4 @@
-"""Tests for the procedural demo data (memseg_lite.demo_data): layout, formats, ground truth, seeds, safety."""
+"""Tests for the procedural demo data (memseg_lite.datasets.demo): layout, formats, ground truth, seeds, safety."""
 
 from __future__ import annotations
 
@@ -9,15 +9,11 @@ import cv2
 import numpy as np
 import pytest
 
-from memseg_lite import cli, demo_data
-from memseg_lite.demo_data import (
-    CATEGORIES,
-    ensure_demo_data,
-    render_good,
-    render_sample,
-    sample_seed,
-    write_demo_dataset,
-)
+from memseg_lite import cli
+from memseg_lite.datasets.demo import writer as demo_writer
+from memseg_lite.datasets.demo.catalogue import CATEGORIES, sample_seed
+from memseg_lite.datasets.demo.render import render_good, render_sample
+from memseg_lite.datasets.demo.writer import ensure_demo_data, write_demo_dataset
 
 SIZE = 64
 SMALL = {"size": SIZE, "n_train": 2, "n_test_good": 2, "n_per_defect": 2}
@@ -323,8 +319,8 @@ def test_an_interrupted_write_leaves_nothing_half_written(tmp_path: Path, monkey
             raise KeyboardInterrupt  # like Ctrl-C in the middle of the run
         return real_write(path, image)
 
-    real_write = demo_data.write_image
-    monkeypatch.setattr(demo_data, "write_image", failing_write)
+    real_write = demo_writer.write_image
+    monkeypatch.setattr(demo_writer, "write_image", failing_write)
     with pytest.raises(KeyboardInterrupt):
         write_demo_dataset(out, force=True, seed=1, **TINY)
     assert all_files(out) == before  # the old set is untouched
@@ -390,7 +386,7 @@ def test_ensure_demo_data_generates_once_then_reuses(tmp_path: Path, monkeypatch
     def must_not_write(*args, **kwargs):
         raise AssertionError("ensure_demo_data rewrote a finished set")
 
-    monkeypatch.setattr(demo_data, "write_demo_dataset", must_not_write)
+    monkeypatch.setattr(demo_writer, "write_demo_dataset", must_not_write)
     assert ensure_demo_data(root, **TINY) == root
     with pytest.raises(ValueError, match="lacks categories button"):
         ensure_demo_data(root, categories=["button"])

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from memseg_lite.cli import main as cli
-from memseg_lite.download import (
+from memseg_lite.core.io import write_image
+from memseg_lite.datasets.download import (
     DownloadError,
     UnsafeArchiveError,
     download_dtd,
@@ -23,7 +24,6 @@ from memseg_lite.download import (
     safe_extract,
     sha256_of,
 )
-from memseg_lite.io import write_image
 
 
 class RangeHandler(http.server.SimpleHTTPRequestHandler):

@@ -9,14 +9,8 @@ import pytest
 import torch
 import torchvision
 
-from memseg_lite import encoder as encoder_module
-from memseg_lite.encoder import (
-    IMAGENET_FILE,
-    IMAGENET_URL,
-    ResNet18Encoder,
-    calibrate_batchnorm,
-    load_resnet18,
-)
+from memseg_lite.network import encoder as encoder_module
+from memseg_lite.network.encoder import IMAGENET_FILE, IMAGENET_URL, ResNet18Encoder, calibrate_batchnorm, load_resnet18
 
 
 @pytest.fixture(autouse=True)

@@ -7,16 +7,16 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from conftest import tiny_config
-from memseg_lite.checkpoint import save_checkpoint
-from memseg_lite.data import images_to_tensor, load_images, scan_category
-from memseg_lite.evaluate import evaluate_checkpoint
-from memseg_lite.metrics import image_auroc
-from memseg_lite.model import build_memseg
-from memseg_lite.predict import predict_images
-from memseg_lite.reference_numbers import REPORTED
-from memseg_lite.reproduce import reproduce, write_results
+
+from memseg_lite.core.checkpoint import save_checkpoint
+from memseg_lite.datasets.mvtec import images_to_tensor, load_images, scan_category
+from memseg_lite.deployment.predict import predict_images
+from memseg_lite.evaluation.evaluate import evaluate_checkpoint
+from memseg_lite.evaluation.metrics import image_auroc
+from memseg_lite.experiments.reference_numbers import REPORTED
+from memseg_lite.experiments.reproduce import reproduce, write_results
+from memseg_lite.network.model import build_memseg
 
 
 @pytest.fixture(scope="module")

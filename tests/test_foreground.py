@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from memseg_lite.foreground import (
+from memseg_lite.datasets.mvtec import MVTEC_CATEGORIES
+from memseg_lite.simulation.foreground import (
     FOREGROUND_SETTINGS,
-    MVTEC_CATEGORIES,
     ForegroundSettings,
     fill_holes,
     fill_holes_torch,

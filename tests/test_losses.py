@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from memseg_lite.losses import MemSegLoss, focal_loss, l1_loss
+from memseg_lite.network.losses import MemSegLoss, focal_loss, l1_loss
 
 
 def example(seed: int = 0, scale: float = 3.0):

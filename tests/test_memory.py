@@ -6,13 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from memseg_lite.encoder import ResNet18Encoder
-from memseg_lite.memory import (
-    MemoryBank,
-    difference_information,
-    memory_distances,
-    select_indices,
-)
+from memseg_lite.network.encoder import ResNet18Encoder
+from memseg_lite.network.memory import MemoryBank, difference_information, memory_distances, select_indices
 
 SHAPES = [(4, 8, 8), (8, 4, 4), (16, 2, 2)]  # small stand-ins for (64, H/4), (128, H/8), (256, H/16)
 

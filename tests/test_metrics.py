@@ -1,4 +1,4 @@
-"""Tests for memseg_lite.metrics: AUROC against scikit-learn, AU-PRO against the slow reference
+"""Tests for memseg_lite.evaluation.metrics: AUROC against scikit-learn, AU-PRO against the slow reference
 and against values worked out by hand."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from sklearn.metrics import auc as sklearn_trapezoid_area
 from sklearn.metrics import roc_auc_score as sklearn_roc_auc_score
 from sklearn.metrics import roc_curve as sklearn_roc_curve
 
-from memseg_lite import metrics
-from memseg_lite.metrics import (
+from memseg_lite.evaluation import metrics
+from memseg_lite.evaluation.metrics import (
     area_up_to,
     aupro,
     compute_all,

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from memseg_lite.losses import MemSegLoss
-from memseg_lite.model import MemSeg, build_memseg, memseg_from_state, parameter_counts, top_k_mean
+from memseg_lite.network.losses import MemSegLoss
+from memseg_lite.network.model import MemSeg, build_memseg, memseg_from_state, parameter_counts, top_k_mean
 
 
 def images(count: int, size: int | tuple[int, int] = 64, seed: int = 0) -> torch.Tensor:

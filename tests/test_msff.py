@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from memseg_lite.msff import MSFF, MSFFBlock
+from memseg_lite.network.msff import MSFF, MSFFBlock
 
 
 def concatenated_inputs(batch: int, height: int, width: int, generator: torch.Generator) -> list[torch.Tensor]:

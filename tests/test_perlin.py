@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from memseg_lite.perlin import (
+from memseg_lite.simulation.perlin import (
     NOISE_BOUND,
     draw_mask_parameters,
     fade,

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from memseg_lite.foreground import ForegroundSettings, foreground_mask
-from memseg_lite.synthesis import (
+from memseg_lite.simulation.foreground import ForegroundSettings, foreground_mask
+from memseg_lite.simulation.synthesis import (
     ANOMALY_KINDS,
     AnomalySynthesizer,
     SynthesisResult,
@@ -20,7 +20,7 @@ from memseg_lite.synthesis import (
     shuffle_grid_torch,
     structure_noise,
 )
-from memseg_lite.textures import TextureSource, texture_bank
+from memseg_lite.simulation.textures import TextureSource, texture_bank
 
 HEIGHT, WIDTH = 40, 56  # not square, not a multiple of the 4 x 8 grid's cells
 

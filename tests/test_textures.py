@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from memseg_lite.io import write_image
-from memseg_lite.textures import (
+from memseg_lite.core.io import write_image
+from memseg_lite.simulation.textures import (
     AUGMENTATIONS,
     PROCEDURAL_FAMILIES,
     TextureSource,

@@ -13,12 +13,12 @@ import time
 import numpy as np
 import pytest
 import torch
-
 from conftest import tiny_config
-from memseg_lite.checkpoint import load_checkpoint
+
 from memseg_lite.cli import main as cli
-from memseg_lite.config import TrainConfig
-from memseg_lite.train import NonFiniteLossError, Trainer, read_log, train, warmup_cosine
+from memseg_lite.core.checkpoint import load_checkpoint
+from memseg_lite.training.config import TrainConfig
+from memseg_lite.training.trainer import NonFiniteLossError, Trainer, read_log, train, warmup_cosine
 
 
 def test_one_step_lowers_the_loss_on_a_fixed_batch(tiny_demo, tmp_path):
@@ -57,7 +57,7 @@ def test_resume_reproduces_an_uninterrupted_run_exactly(tiny_demo, tmp_path):
 
 
 def test_run_folder_contents_and_checkpoint_round_trip(tiny_demo, tmp_path):
-    from memseg_lite.evaluate import load_model
+    from memseg_lite.evaluation.evaluate import load_model
 
     result = train(tiny_config(tiny_demo, tmp_path / "run"), progress=False)
     run = tmp_path / "run"
@@ -219,7 +219,7 @@ def test_resume_detects_changed_training_images_and_textures(tiny_demo, tmp_path
     shutil.copy(tiny_demo / "button" / "train" / "good" / "015.png", data / "button" / "train" / "good")
     textures = tmp_path / "textures"
     textures.mkdir()
-    from memseg_lite.io import write_image
+    from memseg_lite.core.io import write_image
 
     write_image(textures / "t.png", np.full((16, 16, 3), 120, np.uint8))
     with pytest.raises(ValueError, match="procedural textures.*1 dtd textures"):
@@ -237,7 +237,7 @@ def test_resume_keeps_a_best_checkpoint_newer_than_the_last_checkpoint(tiny_demo
     best = load_checkpoint(run / "best.pt")
     assert checkpoint["step"] == 2 and best["step"] <= 2
     # Simulate a crash between a later validation and the next checkpoint: best.pt from step 3.
-    from memseg_lite.checkpoint import save_checkpoint
+    from memseg_lite.core.checkpoint import save_checkpoint
 
     newer = {**best, "step": 3, "validation": {**best["validation"], "score": 2.0}}
     save_checkpoint({k: v for k, v in newer.items() if k not in ("format", "format_version")}, run / "best.pt")
@@ -248,7 +248,7 @@ def test_resume_keeps_a_best_checkpoint_newer_than_the_last_checkpoint(tiny_demo
 
 def test_anomalies_simulated_on_the_training_device(tiny_demo, tmp_path):
     """synthesis="device": the batched torch simulator runs where the model runs; resume stays exact."""
-    from memseg_lite.train import make_device_synthesizer
+    from memseg_lite.training.trainer import make_device_synthesizer
 
     config = tiny_config(tiny_demo, tmp_path / "whole", synthesis="device")
     trainer = Trainer(config, progress=False)

@@ -9,9 +9,9 @@ matplotlib.use("Agg")  # no display in tests
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from memseg_lite.foreground import ForegroundSettings  # noqa: E402
-from memseg_lite.textures import TextureSource  # noqa: E402
-from memseg_lite.widgets import anomaly_explorer, result_figure  # noqa: E402
+from memseg_lite.simulation.foreground import ForegroundSettings  # noqa: E402
+from memseg_lite.simulation.textures import TextureSource  # noqa: E402
+from memseg_lite.teaching.widgets import anomaly_explorer, result_figure  # noqa: E402
 
 
 def images() -> dict[str, np.ndarray]:

@@ -25,8 +25,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from memseg_lite.attention import upsample_to
-from memseg_lite.msff import conv_bn_relu
+from memseg_lite.network.attention import upsample_to
+from memseg_lite.network.msff import conv_bn_relu
 
 
 class UpBlock(nn.Module):

@@ -27,9 +27,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from memseg_lite.foreground import ForegroundSettings
-from memseg_lite.synthesis import AnomalySynthesizer, SynthesisResult
-from memseg_lite.textures import TextureSource
+from memseg_lite.simulation.foreground import ForegroundSettings
+from memseg_lite.simulation.synthesis import AnomalySynthesizer, SynthesisResult
+from memseg_lite.simulation.textures import TextureSource
 
 
 def result_figure(result: SynthesisResult, title: str = "") -> Figure:

@@ -1,4 +1,4 @@
-"""One reader for the MVTec AD folder layout, and the data sets built on it.
+"""One reader for the MVTec AD folder layout: the categories, their files and their pixels.
 
 The same code reads MVTec AD itself, the demo data and a user's own product images, as long as
 they follow the layout::
@@ -7,25 +7,27 @@ they follow the layout::
     <data_root>/<category>/test/good/*.png
     <data_root>/<category>/test/<defect>/*.png
     <data_root>/<category>/ground_truth/<defect>/<image stem>_mask.png
-
-Training never reads ``test/``: the memory images, the training images and the validation
-images are three disjoint parts of ``train/good`` (see :func:`split_train_images`).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
-from memseg_lite.io import list_images, read_image
-from memseg_lite.transforms import ensure_rgb, image_to_tensor, resize_image, resize_mask
+from memseg_lite.core.io import list_images, read_image
+from memseg_lite.core.transforms import ensure_rgb, image_to_tensor, resize_image, resize_mask
 
+# The 15 categories of MVTec AD (Bergmann et al., CVPR 2019); grid, screw and zipper are grey-level.
+MVTEC_CATEGORIES = (
+    "bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut",
+    "pill", "screw", "tile", "toothbrush", "transistor", "wood", "zipper",
+)
 GOOD = "good"
 MASK_SUFFIX = "_mask"
 
@@ -132,45 +134,6 @@ def scan_category(data_root: str | os.PathLike, category: str, require_test: boo
 
 
 # --------------------------------------------------------------------------------------------
-# Splitting train/good: memory | train | validation
-# --------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class TrainSplit:
-    memory: list[Path]
-    train: list[Path]
-    validation: list[Path]
-
-
-def split_train_images(
-    paths: Sequence[Path], memory_size: int, validation_size: int, seed: int
-) -> TrainSplit:
-    """Split the good training images, reproducibly, into three disjoint parts.
-
-    The memory images only fill the memory bank: the network never trains on them, so the
-    difference information it sees at training time is as large as it will be on new images.
-    The validation images (plus synthetic anomalies) select checkpoints without the test set.
-    """
-    paths = list(paths)
-    if memory_size < 1:
-        raise ValueError(f"memory_size must be at least 1, got {memory_size}")
-    if validation_size < 0:
-        raise ValueError(f"validation_size must be >= 0, got {validation_size}")
-    needed = memory_size + validation_size + 1
-    if len(paths) < needed:
-        raise ValueError(
-            f"only {len(paths)} good training images, but memory_size={memory_size} + "
-            f"validation_size={validation_size} + at least 1 training image are needed; "
-            "lower --memory-size / --val-images or add images"
-        )
-    order = np.random.default_rng([seed, 0x5EED]).permutation(len(paths))
-    shuffled = [paths[i] for i in order]
-    memory = sorted(shuffled[:memory_size])
-    validation = sorted(shuffled[memory_size : memory_size + validation_size])
-    train = sorted(shuffled[memory_size + validation_size :])
-    return TrainSplit(memory=memory, train=train, validation=validation)
-
-
-# --------------------------------------------------------------------------------------------
 # Loading pixels
 # --------------------------------------------------------------------------------------------
 def load_image(path: Path, image_size: int, center_crop: int | None = None) -> np.ndarray:
@@ -209,141 +172,6 @@ def load_images(paths: Sequence[Path], image_size: int, center_crop: int | None 
 def images_to_tensor(images: np.ndarray) -> torch.Tensor:
     """uint8 ``[N, H, W, 3]`` -> normalised float ``[N, 3, H, W]``."""
     return torch.stack([image_to_tensor(image) for image in images])
-
-
-# --------------------------------------------------------------------------------------------
-# Data sets
-# --------------------------------------------------------------------------------------------
-def step_sample_seed(seed: int, step: int, slot: int) -> int:
-    """The seed of one training sample: a pure function of (run seed, step, position in batch).
-
-    This is what makes a resumed run draw exactly the batches an uninterrupted one would,
-    whatever the number of DataLoader workers.
-    """
-    return int(np.random.SeedSequence([seed, step, slot]).generate_state(1)[0])
-
-
-class StepBatchSampler(Sampler[list[tuple[int, int]]]):
-    """Yields, for each step from ``start_step`` to ``total_steps``, a batch of (index, sample seed).
-
-    The images of step ``s`` are drawn with a generator seeded by ``(seed, s)``, so batches do not
-    depend on epochs, workers or where a run was resumed.
-    """
-
-    def __init__(self, n_images: int, batch_size: int, total_steps: int, seed: int, start_step: int = 0):
-        if n_images < 1:
-            raise ValueError("StepBatchSampler needs at least one image")
-        self.n_images = n_images
-        self.batch_size = batch_size
-        self.total_steps = total_steps
-        self.seed = seed
-        self.start_step = start_step
-
-    def __len__(self) -> int:
-        return max(0, self.total_steps - self.start_step)
-
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        for step in range(self.start_step, self.total_steps):
-            rng = np.random.default_rng([self.seed, step, 0xBA7C])
-            replace = self.batch_size > self.n_images
-            indices = rng.choice(self.n_images, size=self.batch_size, replace=replace)
-            yield [(int(index), step_sample_seed(self.seed, step, slot)) for slot, index in enumerate(indices)]
-
-
-class SyntheticAnomalyDataset(Dataset):
-    """Good images + the anomaly simulator: items are (image tensor, mask tensor).
-
-    ``images`` is a uint8 array ``[N, H, W, 3]`` already resized. An item is addressed by
-    ``(index, sample_seed)``: the seed drives the simulator, so the same pair always gives the
-    same sample.
-    """
-
-    def __init__(self, images: np.ndarray, synthesizer):
-        self.images = images
-        self.synthesizer = synthesizer
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        index, seed = key
-        image, mask = self.synthesizer(self.images[index], np.random.default_rng(seed))
-        return image_to_tensor(image), torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))
-
-
-class GoodImageDataset(Dataset):
-    """Good images only, as uint8 ``[3, H, W]`` tensors, for anomalies simulated on the device.
-
-    Items are addressed like :class:`SyntheticAnomalyDataset`'s, by ``(index, sample_seed)``;
-    the seed is passed through so the trainer can seed the device-side simulation.
-    """
-
-    def __init__(self, images: np.ndarray):
-        self.images = images
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int]:
-        index, seed = key
-        pixels = torch.from_numpy(np.ascontiguousarray(self.images[index])).permute(2, 0, 1)
-        return pixels, seed
-
-
-@dataclass
-class ValidationSet:
-    """Held-out good images with fixed synthetic anomalies (never the test split).
-
-    ``images``: normalised ``[M, 3, H, W]``; ``masks``: ``[M, H, W]`` in {0, 1}; ``labels``: ``[M]``
-    (1 where the mask is non-empty); ``sources``: the train/good file each sample came from.
-    """
-
-    images: torch.Tensor
-    masks: torch.Tensor
-    labels: torch.Tensor
-    sources: list[Path]
-    pixels: np.ndarray  # uint8 [M, H, W, 3], for pictures
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-
-def build_validation_set(
-    paths: Sequence[Path],
-    images: np.ndarray,
-    synthesizer,
-    seed: int,
-    anomalies_per_image: int = 2,
-) -> ValidationSet:
-    """For each held-out good image: the image itself, plus ``anomalies_per_image`` simulated anomalies.
-
-    The anomalies alternate between texture and structure kinds and use fixed seeds, so the
-    validation set is identical for every run with the same seed.
-    """
-    pixels, masks, labels, sources = [], [], [], []
-    kinds = ("texture", "structure")
-    for number, (path, image) in enumerate(zip(paths, images)):
-        pixels.append(image)
-        masks.append(np.zeros(image.shape[:2], dtype=np.float32))
-        labels.append(0)
-        sources.append(path)
-        for variant in range(anomalies_per_image):
-            rng = np.random.default_rng([seed, number, variant, 0x7A1])
-            result = synthesizer.sample(image, rng, kind=kinds[variant % 2])
-            pixels.append(result.image)
-            masks.append(result.mask.astype(np.float32))
-            labels.append(1)
-            sources.append(path)
-    if not pixels:
-        raise ValueError("the validation set is empty; use at least one validation image")
-    pixels_array = np.stack(pixels)
-    return ValidationSet(
-        images=images_to_tensor(pixels_array),
-        masks=torch.from_numpy(np.stack(masks)),
-        labels=torch.tensor(labels),
-        sources=sources,
-        pixels=pixels_array,
-    )
 
 
 class EvaluationSet(Dataset):

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from memseg_lite.evaluate import autocast_for, input_size, load_model
-from memseg_lite.io import atomic_output, read_image, write_image
-from memseg_lite.plotting import heatmap_overlay
-from memseg_lite.transforms import ensure_rgb, image_to_tensor, resize_image
+from memseg_lite.core.io import atomic_output, read_image, write_image
+from memseg_lite.core.overlays import heatmap_overlay
+from memseg_lite.core.transforms import ensure_rgb, image_to_tensor, resize_image
+from memseg_lite.evaluation.evaluate import autocast_for, input_size, load_model
 
 
 @dataclass

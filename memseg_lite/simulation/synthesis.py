@@ -30,11 +30,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
 
-from memseg_lite.foreground import ForegroundSettings, foreground_mask, foreground_mask_torch, resolve_foreground
-from memseg_lite.perlin import perlin_mask, perlin_mask_torch
-from memseg_lite.runtime import resolve_device
-from memseg_lite.textures import TextureSource, augment_texture
-from memseg_lite.textures import texture_bank as build_texture_bank
+from memseg_lite.core.runtime import resolve_device
+from memseg_lite.simulation.foreground import (
+    ForegroundSettings,
+    foreground_mask,
+    foreground_mask_torch,
+    resolve_foreground,
+)
+from memseg_lite.simulation.perlin import perlin_mask, perlin_mask_torch
+from memseg_lite.simulation.textures import TextureSource, augment_texture
+from memseg_lite.simulation.textures import texture_bank as build_texture_bank
 
 
 class SimulationError(RuntimeError):
@@ -254,7 +259,7 @@ class AnomalySynthesizer:
     - ``p_normal``: probability of a normal sample (image unchanged, empty mask).
     - ``p_texture``: probability of a texture (rather than structure) anomaly.
     - ``delta_range``: ``delta ~ U[low, high]``.
-    - ``perlin_scale_range``, ``perlin_threshold``: see :func:`memseg_lite.perlin.perlin_mask`.
+    - ``perlin_scale_range``, ``perlin_threshold``: see :func:`memseg_lite.simulation.perlin.perlin_mask`.
     - ``structure_grid``: ``(rows, cols)`` of the structure shuffle (paper 4 x 8; tootouch 8 x 8).
     - ``max_tries``: Perlin masks drawn before giving up on an empty ``M_P * M_I``.
     """
@@ -482,12 +487,12 @@ class TorchAnomalySynthesizer:
     """MemSeg's anomaly simulation for a whole batch on one device (CPU, CUDA, MPS).
 
     The same recipe as :class:`AnomalySynthesizer`, vectorised: Perlin masks from
-    :func:`~memseg_lite.perlin.perlin_mask_torch`, foreground masks from
-    :func:`~memseg_lite.foreground.foreground_mask_torch`, texture anomalies from a bank of
+    :func:`~memseg_lite.simulation.perlin.perlin_mask_torch`, foreground masks from
+    :func:`~memseg_lite.simulation.foreground.foreground_mask_torch`, texture anomalies from a bank of
     pre-augmented textures kept on the device (each use randomly mirrored), structure anomalies by
     flips / quarter turns / small rotations / colour jitter and a grid shuffle, then the same blend.
 
-    ``texture_bank``: uint8 ``[N, H, W, 3]`` (numpy, e.g. from :func:`memseg_lite.textures.texture_bank`)
+    ``texture_bank``: uint8 ``[N, H, W, 3]`` (numpy, e.g. from :func:`memseg_lite.simulation.textures.texture_bank`)
     or ``[N, 3, H, W]`` (tensor); required when ``p_texture > 0``. The other arguments are those of
     :class:`AnomalySynthesizer`; ``device=None`` keeps each batch where it is.
     """
@@ -515,7 +520,7 @@ class TorchAnomalySynthesizer:
         if self.texture_bank is None and self.p_texture > 0:
             raise ValueError(
                 "texture_bank is required when p_texture > 0: build one with "
-                "memseg_lite.textures.texture_bank(TextureSource(...), rng, count, size), "
+                "memseg_lite.simulation.textures.texture_bank(TextureSource(...), rng, count, size), "
                 "or use TorchAnomalySynthesizer.from_texture_source(...)"
             )
 

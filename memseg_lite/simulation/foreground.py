@@ -24,8 +24,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
 
-from memseg_lite.download import MVTEC_CATEGORIES  # noqa: F401  (re-exported: the categories these settings cover)
-
 FOREGROUND_MODES = ("none", "threshold", "otsu")
 
 
@@ -103,7 +101,7 @@ FOREGROUND_SETTINGS: dict[str, ForegroundSettings] = {
     "capsule": ForegroundSettings(mode="otsu", invert=None),
     "toothbrush": ForegroundSettings(mode="otsu", invert=None),
     "transistor": ForegroundSettings(mode="otsu", invert=None),
-    # Demo categories (memseg_lite.demo_data): a button on a plain background, and two textures.
+    # Demo categories (memseg_lite.datasets.demo): a button on a plain background, and two textures.
     "button": ForegroundSettings(mode="otsu", invert=None),
     "mesh": NO_FOREGROUND,
 }

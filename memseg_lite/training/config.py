@@ -12,8 +12,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# Readings of "the closest memory sample" (memseg_lite.memory explains them).
-SELECTION_RULES = ("paper", "official", "tootouch")
+from memseg_lite.network.selection import SELECTION_RULES
+
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 SYNTHESIS_PLACES = ("loader", "device")
 
@@ -54,7 +54,7 @@ class TrainConfig:
     max_tries: int = 50  # Perlin redraws before a sample on a tiny foreground gives up
     texture_root: str = "data/dtd"
     # Where anomalies are simulated: "loader" (numpy, in the DataLoader's worker processes) or
-    # "device" (batched torch on the training device, e.g. the GPU; memseg_lite.synthesis.TorchAnomalySynthesizer)
+    # "device" (batched torch on the training device, e.g. the GPU; memseg_lite.simulation.synthesis.TorchAnomalySynthesizer)
     synthesis: str = "loader"
     # runtime
     device: str = "auto"
@@ -135,7 +135,7 @@ class TrainConfig:
         return cls(**data)
 
     def save(self, path: str | Path) -> Path:
-        from memseg_lite.io import write_text_atomic
+        from memseg_lite.core.io import write_text_atomic
 
         return write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
 

@@ -11,7 +11,7 @@ channels at ``H/4``, ``H/8`` and ``H/16``. Per level:
 Then top-down fusion, as in a feature pyramid: the coarser fused level is upsampled x2,
 convolved to the finer level's channels and added to it (level 3 -> 2 -> 1), so the fine
 levels get the context of the coarse ones. Finally each level is multiplied by its spatial
-attention map ``M_l`` (:func:`memseg_lite.attention.spatial_attention_maps`).
+attention map ``M_l`` (:func:`memseg_lite.network.attention.spatial_attention_maps`).
 
 Where the CA block sits is read differently in the implementations: here it gates the output
 of the 3x3 convolution (its attention computed from that output, the usual way to insert CA
@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from memseg_lite.attention import CoordinateAttention, upsample_to
+from memseg_lite.network.attention import CoordinateAttention, upsample_to
 
 
 def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 3) -> nn.Sequential:

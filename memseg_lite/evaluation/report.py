@@ -7,11 +7,12 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from memseg_lite.plotting import draw_mask_outline, heatmap_overlay
+from memseg_lite.core.overlays import draw_mask_outline, heatmap_overlay
+from memseg_lite.core.transforms import tensor_to_image
 
 
 def roc_figure(predictions, metrics: dict):
-    from memseg_lite.metrics import roc_curve
+    from memseg_lite.evaluation.metrics import roc_curve
 
     figure, axes = plt.subplots(1, 2, figsize=(9, 4))
     fpr, tpr, _ = roc_curve(predictions.scores, predictions.labels)
@@ -30,7 +31,7 @@ def roc_figure(predictions, metrics: dict):
 
 
 def pro_figure(predictions, metrics: dict):
-    from memseg_lite.metrics import pro_curve
+    from memseg_lite.evaluation.metrics import pro_curve
 
     limit = metrics.get("aupro_fpr_limit", 0.3)
     fpr, pro, _ = pro_curve(predictions.maps, predictions.masks, max_points=2000)
@@ -49,7 +50,7 @@ def pro_figure(predictions, metrics: dict):
 
 def per_image_pixel_auroc(predictions) -> dict[int, float]:
     """Pixel AUROC of each defective image (ranks how well each defect was found)."""
-    from memseg_lite.metrics import pixel_auroc
+    from memseg_lite.evaluation.metrics import pixel_auroc
 
     result = {}
     for index in np.flatnonzero(predictions.labels == 1):
@@ -78,7 +79,6 @@ def examples_figure(predictions, images: dict[int, np.ndarray], indices: list[in
 
 
 def save_all_figures(out: Path, predictions, dataset, metrics: dict) -> list[Path]:
-    from memseg_lite.evaluate import display_image
 
     written = []
 
@@ -116,3 +116,9 @@ def save_all_figures(out: Path, predictions, dataset, metrics: dict) -> list[Pat
         ]
         save(examples_figure(predictions, picture, picks, titles), "best_worst.png")
     return written
+
+
+def display_image(dataset, index: int) -> np.ndarray:
+    """The test image at ``index`` of an :class:`~memseg_lite.datasets.mvtec.EvaluationSet` as uint8 RGB at
+    network resolution (for figures)."""
+    return tensor_to_image(dataset[index]["image"])

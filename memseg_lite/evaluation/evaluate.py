@@ -23,11 +23,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from memseg_lite.checkpoint import load_checkpoint
-from memseg_lite.data import EvaluationSet, scan_category
-from memseg_lite.io import atomic_output, write_text_atomic
-from memseg_lite.runtime import autocast_settings, resolve_device
-from memseg_lite.transforms import tensor_to_image
+from memseg_lite.core.checkpoint import load_checkpoint
+from memseg_lite.core.io import atomic_output, write_text_atomic
+from memseg_lite.core.runtime import autocast_settings, resolve_device
+from memseg_lite.datasets.mvtec import EvaluationSet, scan_category
 
 
 @dataclass
@@ -49,7 +48,7 @@ class Predictions:
 
 def load_model(checkpoint: str | Path | dict, device: str | torch.device = "auto"):
     """(model in eval mode on ``device``, checkpoint payload) from a checkpoint path or payload."""
-    from memseg_lite.model import memseg_from_state
+    from memseg_lite.network.model import memseg_from_state
 
     payload = load_checkpoint(checkpoint) if not isinstance(checkpoint, dict) else checkpoint
     model = memseg_from_state(payload["model_config"], payload["model"])
@@ -110,7 +109,7 @@ def predict_dataset(
 
 
 def compute_metrics(predictions: Predictions, fpr_limit: float = 0.3) -> dict:
-    from memseg_lite.metrics import compute_all, image_auroc
+    from memseg_lite.evaluation.metrics import compute_all, image_auroc
 
     # One sort of all test pixels serves both pixel AUROC and AU-PRO.
     result = {
@@ -176,7 +175,7 @@ def evaluate_checkpoint(
         write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         write_scores_csv(out / "scores.csv", predictions)
         if figures:
-            from memseg_lite import report
+            from memseg_lite.evaluation import report
 
             report.save_all_figures(out, predictions, dataset, metrics)
     return metrics
@@ -188,8 +187,3 @@ def write_scores_csv(path: Path, predictions: Predictions) -> None:
         writer.writerow(["path", "defect", "label", "score"])
         for p, d, l, s in zip(predictions.paths, predictions.defects, predictions.labels, predictions.scores):
             writer.writerow([p, d, int(l), f"{float(s):.6f}"])
-
-
-def display_image(dataset: EvaluationSet, index: int) -> np.ndarray:
-    """The test image at ``index`` as uint8 RGB at network resolution (for figures)."""
-    return tensor_to_image(dataset[index]["image"])

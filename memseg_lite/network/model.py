@@ -22,12 +22,12 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from memseg_lite.attention import spatial_attention_maps
-from memseg_lite.decoder import UNetDecoder
-from memseg_lite.encoder import EncoderFeatures, ResNet18Encoder, calibrate_batchnorm
-from memseg_lite.memory import SELECTION_RULES, MemoryBank, difference_information
-from memseg_lite.msff import MSFF
-from memseg_lite.runtime import resolve_device
+from memseg_lite.core.runtime import resolve_device
+from memseg_lite.network.attention import spatial_attention_maps
+from memseg_lite.network.decoder import UNetDecoder
+from memseg_lite.network.encoder import EncoderFeatures, ResNet18Encoder, calibrate_batchnorm
+from memseg_lite.network.memory import SELECTION_RULES, MemoryBank, difference_information
+from memseg_lite.network.msff import MSFF
 
 DEFAULT_DECODER_CHANNELS = (256, 128, 64, 48, 32)
 ENCODER_CHANNELS = (64, 64, 128, 256, 512)  # stem, level1..level4
@@ -55,7 +55,7 @@ def check_images(images: torch.Tensor, name: str = "images") -> None:
     if not images.is_floating_point():
         raise TypeError(
             f"{name} must be a float tensor normalised with ImageNet statistics "
-            f"(memseg_lite.transforms.image_to_tensor), got {images.dtype}"
+            f"(memseg_lite.core.transforms.image_to_tensor), got {images.dtype}"
         )
     height, width = images.shape[-2:]
     if height % 32 or width % 32 or height == 0 or width == 0:
@@ -95,7 +95,7 @@ class MemSeg(nn.Module):
 
     Args:
         selection_rule: how the closest memory sample is chosen: ``"paper"``, ``"official"``
-            or ``"tootouch"`` (see :mod:`memseg_lite.memory`).
+            or ``"tootouch"`` (see :mod:`memseg_lite.network.memory`).
         top_k: pixels averaged for the image score.
         ca_reduction: coordinate-attention reduction in MSFF.
         decoder_channels: widths of the five decoder up steps.
@@ -201,17 +201,17 @@ def build_memseg(
             statistics (N = 30 in the official code and tootouch). Inputs must later have the
             same ``H x W``.
         backbone_weights: ``"auto"``, ``"imagenet"``, ``"none"`` or a state-dict path
-            (see :func:`memseg_lite.encoder.load_resnet18`).
+            (see :func:`memseg_lite.network.encoder.load_resnet18`).
         selection_rule: ``"paper"``, ``"official"`` or ``"tootouch"``.
         top_k: pixels averaged for the image score.
         calibrate_bn: re-estimate the encoder's batch-norm statistics on ``memory_images``
-            (:func:`memseg_lite.encoder.calibrate_batchnorm`). ``"auto"``: only when the backbone
+            (:func:`memseg_lite.network.encoder.calibrate_batchnorm`). ``"auto"``: only when the backbone
             is randomly initialised. Not in the paper, which always uses ImageNet weights; without
             it a random frozen encoder has features whose scale is set by the depth (it grows
             about tenfold from the stem to layer4), not by the data.
         device: where the model lives (``"auto"``, ``"cpu"``, ``"cuda"``, ...); ``None``: the
             device of ``memory_images``.
-        allow_download: passed to :func:`memseg_lite.encoder.load_resnet18`.
+        allow_download: passed to :func:`memseg_lite.network.encoder.load_resnet18`.
         seed: seed for every random initialisation (backbone if random, MSFF, decoder).
         batch_size: images per encoder pass while calibrating and building the bank.
         **options: further :class:`MemSeg` options (``ca_reduction``, ``decoder_channels``).

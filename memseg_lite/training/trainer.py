@@ -33,21 +33,19 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from memseg_lite.checkpoint import load_checkpoint, save_checkpoint
-from memseg_lite.config import TrainConfig
-from memseg_lite.data import (
+from memseg_lite.core.checkpoint import load_checkpoint, save_checkpoint
+from memseg_lite.core.io import write_text_atomic
+from memseg_lite.core.runtime import autocast_settings, resolve_device, seed_everything
+from memseg_lite.core.transforms import normalise_batch
+from memseg_lite.datasets.mvtec import images_to_tensor, load_images, scan_category
+from memseg_lite.training.config import TrainConfig
+from memseg_lite.training.data import (
     GoodImageDataset,
     StepBatchSampler,
     SyntheticAnomalyDataset,
     build_validation_set,
-    images_to_tensor,
-    load_images,
-    scan_category,
     split_train_images,
 )
-from memseg_lite.io import write_text_atomic
-from memseg_lite.runtime import autocast_settings, resolve_device, seed_everything
-from memseg_lite.transforms import normalise_batch
 
 CHECKPOINT_NAME = "checkpoint.pt"
 BEST_NAME = "best.pt"
@@ -95,8 +93,8 @@ def _simulation_settings(config: TrainConfig) -> dict:
 
 def make_synthesizer(config: TrainConfig):
     """The anomaly simulator configured from ``config`` (foreground settings per category)."""
-    from memseg_lite.synthesis import AnomalySynthesizer
-    from memseg_lite.textures import TextureSource
+    from memseg_lite.simulation.synthesis import AnomalySynthesizer
+    from memseg_lite.simulation.textures import TextureSource
 
     texture_source = TextureSource(config.texture_root, seed=config.seed)
     return AnomalySynthesizer(texture_source=texture_source, **_simulation_settings(config))
@@ -104,8 +102,8 @@ def make_synthesizer(config: TrainConfig):
 
 def make_device_synthesizer(config: TrainConfig, device: torch.device, bank_size: int = 64):
     """The batched torch simulator on ``device``, with the same settings as :func:`make_synthesizer`."""
-    from memseg_lite.synthesis import TorchAnomalySynthesizer
-    from memseg_lite.textures import TextureSource
+    from memseg_lite.simulation.synthesis import TorchAnomalySynthesizer
+    from memseg_lite.simulation.textures import TextureSource
 
     return TorchAnomalySynthesizer.from_texture_source(
         TextureSource(config.texture_root, seed=config.seed),
@@ -118,7 +116,7 @@ def make_device_synthesizer(config: TrainConfig, device: torch.device, bank_size
 
 
 def make_loss(config: TrainConfig):
-    from memseg_lite.losses import MemSegLoss
+    from memseg_lite.network.losses import MemSegLoss
 
     return MemSegLoss(
         l1_weight=config.l1_weight,
@@ -234,7 +232,7 @@ class Trainer:
 
     # ---- setup -------------------------------------------------------------------------------
     def _build_model(self):
-        from memseg_lite.model import build_memseg
+        from memseg_lite.network.model import build_memseg
 
         return build_memseg(
             images_to_tensor(self.memory_pixels),
@@ -246,7 +244,7 @@ class Trainer:
         )
 
     def _restore_model(self, payload: dict):
-        from memseg_lite.model import memseg_from_state
+        from memseg_lite.network.model import memseg_from_state
 
         return memseg_from_state(payload["model_config"], payload["model"]).to(self.device)
 
@@ -348,7 +346,7 @@ class Trainer:
     @torch.no_grad()
     def validate(self, batch_size: int = 16) -> dict:
         """Loss, image AUROC and pixel AUROC on the validation set (synthetic anomalies)."""
-        from memseg_lite.metrics import image_auroc, pixel_auroc
+        from memseg_lite.evaluation.metrics import image_auroc, pixel_auroc
 
         model = self.model
         was_training = model.training
@@ -383,6 +381,111 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
+    # ---- starting or resuming a run ----------------------------------------------------------
+    def _resume_run(self, checkpoint_path: Path):
+        """Restore model, optimiser, scheduler, scaler, RNG and step from ``checkpoint_path``."""
+        payload = load_checkpoint(checkpoint_path, map_location="cpu")
+        self._check_resumable(payload)
+        self.model = self._restore_model(payload)
+        self.backbone = payload.get("backbone", "unknown")
+        optimizer, scheduler = self._make_optimizer(self.model)
+        optimizer.load_state_dict(payload["optimizer"])
+        scheduler.load_state_dict(payload["scheduler"])
+        if self.scaler is not None and payload.get("scaler"):
+            self.scaler.load_state_dict(payload["scaler"])
+        set_rng_state(payload["rng"])
+        self.step = int(payload["step"])
+        self.best = self._best_on_disk(dict(payload.get("best", {})))
+        self._rewrite_log(self.step)
+        print(f"resuming {checkpoint_path} at step {self.step} of {self.config.steps}")
+        return optimizer, scheduler
+
+    def _start_run(self, checkpoint_path: Path):
+        """Build the model (and its memory bank) and write the run's config, split and empty log."""
+        if checkpoint_path.is_file():
+            raise FileExistsError(
+                f"{checkpoint_path} already exists; pass --resume (resume=True) to continue that run, "
+                "or choose another --out folder"
+            )
+        self.model = self._build_model()
+        # Where the frozen encoder's weights came from ("imagenet", "random", "file:<path>").
+        self.backbone = self.model.encoder.weights_source
+        optimizer, scheduler = self._make_optimizer(self.model)
+        (self.out_dir / LOG_NAME).write_text("")
+        (self.out_dir / BEST_NAME).unlink(missing_ok=True)  # a leftover from an unfinished earlier run
+        self.config.save(self.out_dir / "config.json")
+        write_text_atomic(self.out_dir / "split.json", json.dumps(self._split_names(), indent=2) + "\n")
+        return optimizer, scheduler
+
+    def _batches(self) -> DataLoader:
+        """The remaining steps' batches: a pure function of (seed, step), whatever the workers."""
+        config = self.config
+        return DataLoader(
+            self.dataset,
+            batch_sampler=StepBatchSampler(len(self.dataset), config.batch_size, config.steps, config.seed, self.step),
+            num_workers=config.num_workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+        )
+
+    # ---- one step ----------------------------------------------------------------------------
+    def _to_device(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Move a batch to the device; with ``synthesis="device"`` simulate its anomalies there."""
+        if self.device_synthesizer is not None:
+            # ``images`` are good uint8 pixels and ``masks`` the sample seeds: simulate here.
+            generator = torch.Generator(device=self.device).manual_seed(int(masks[0]))
+            pixels, masks = self.device_synthesizer(images.to(self.device, non_blocking=True), generator)
+            images = normalise_batch(pixels)
+        else:
+            images = images.to(self.device, non_blocking=True)
+            masks = masks.to(self.device, non_blocking=True)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images, masks
+
+    def _optimisation_step(self, step_fn, optimizer, scheduler, images: torch.Tensor, masks: torch.Tensor) -> dict:
+        """Forward, loss, backward, optimiser and scheduler step; returns the step's log record."""
+        with self._autocast():
+            logits = step_fn(images)
+        parts = self.criterion(logits.float(), masks)
+        loss = parts.total
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"the loss became {float(loss.detach())} at step {self.step + 1}; training stopped. "
+                f"The last good checkpoint ({self.out_dir / CHECKPOINT_NAME}, step {self._saved_step()}) is kept; "
+                "try a lower --lr, or amp='off'"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        learning_rate = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+        self.step += 1
+        record = {"kind": "train", "step": self.step, "lr": learning_rate}
+        record.update({name: float(value.detach()) for name, value in parts._asdict().items()})
+        record["loss"] = record.pop("total")
+        return record
+
+    def _validate_and_keep_best(self, log, progress) -> None:
+        """Validate, log the result, and save ``best.pt`` when the score improved (ties: lower loss)."""
+        metrics = self.validate()
+        log.write(json.dumps({"kind": "validation", "step": self.step, **metrics}) + "\n")
+        if not self.best or metrics["score"] > self.best["score"] or (
+            metrics["score"] == self.best["score"] and metrics["loss"] < self.best["loss"]
+        ):
+            self.best = {"step": self.step, **metrics}
+            self._save_best(metrics)
+        if progress is not None:
+            progress.write(
+                f"step {self.step}: val loss {metrics['loss']:.4f}, image AUROC "
+                f"{metrics['image_auroc']:.3f}, pixel AUROC {metrics['pixel_auroc']:.3f}"
+            )
+
     # ---- the loop ----------------------------------------------------------------------------
     def fit(self, resume: bool = False, stop_after: int | None = None) -> TrainResult:
         """Train to ``config.steps``; ``resume=True`` continues ``out_dir/checkpoint.pt``.
@@ -393,41 +496,12 @@ class Trainer:
         config = self.config
         checkpoint_path = self.out_dir / CHECKPOINT_NAME
         self.out_dir.mkdir(parents=True, exist_ok=True)
-
         if resume and not checkpoint_path.is_file():
             raise FileNotFoundError(
                 f"cannot resume: there is no checkpoint at {checkpoint_path}; "
                 "drop --resume (resume=False) to start a new run there"
             )
-        if resume:
-            payload = load_checkpoint(checkpoint_path, map_location="cpu")
-            self._check_resumable(payload)
-            self.model = self._restore_model(payload)
-            self.backbone = payload.get("backbone", "unknown")
-            optimizer, scheduler = self._make_optimizer(self.model)
-            optimizer.load_state_dict(payload["optimizer"])
-            scheduler.load_state_dict(payload["scheduler"])
-            if self.scaler is not None and payload.get("scaler"):
-                self.scaler.load_state_dict(payload["scaler"])
-            set_rng_state(payload["rng"])
-            self.step = int(payload["step"])
-            self.best = self._best_on_disk(dict(payload.get("best", {})))
-            self._rewrite_log(self.step)
-            print(f"resuming {checkpoint_path} at step {self.step} of {config.steps}")
-        else:
-            if checkpoint_path.is_file():
-                raise FileExistsError(
-                    f"{checkpoint_path} already exists; pass --resume (resume=True) to continue that run, "
-                    "or choose another --out folder"
-                )
-            self.model = self._build_model()
-            # Where the frozen encoder's weights came from ("imagenet", "random", "file:<path>").
-            self.backbone = self.model.encoder.weights_source
-            optimizer, scheduler = self._make_optimizer(self.model)
-            (self.out_dir / LOG_NAME).write_text("")
-            (self.out_dir / BEST_NAME).unlink(missing_ok=True)  # a leftover from an unfinished earlier run
-            config.save(self.out_dir / "config.json")
-            write_text_atomic(self.out_dir / "split.json", json.dumps(self._split_names(), indent=2) + "\n")
+        optimizer, scheduler = self._resume_run(checkpoint_path) if resume else self._start_run(checkpoint_path)
 
         model = self.model
         if self.channels_last:
@@ -435,13 +509,6 @@ class Trainer:
         step_fn = torch.compile(model) if config.compile else model
         model.train()
 
-        loader = DataLoader(
-            self.dataset,
-            batch_sampler=StepBatchSampler(len(self.dataset), config.batch_size, config.steps, config.seed, self.step),
-            num_workers=config.num_workers,
-            pin_memory=self.device.type == "cuda",
-            persistent_workers=False,
-        )
         started = time.perf_counter()
         first_step = self.step
         interrupted = False
@@ -453,61 +520,17 @@ class Trainer:
         log = (self.out_dir / LOG_NAME).open("a", buffering=1)  # line-buffered: tail -f works
         try:
             with _StopRequest() as stop:
-                for images, masks in loader:
-                    if self.device_synthesizer is not None:
-                        # ``images`` are good uint8 pixels and ``masks`` the sample seeds: simulate here.
-                        generator = torch.Generator(device=self.device).manual_seed(int(masks[0]))
-                        pixels, masks = self.device_synthesizer(images.to(self.device, non_blocking=True), generator)
-                        images = normalise_batch(pixels)
-                    else:
-                        images = images.to(self.device, non_blocking=True)
-                        masks = masks.to(self.device, non_blocking=True)
-                    if self.channels_last:
-                        images = images.contiguous(memory_format=torch.channels_last)
-                    with self._autocast():
-                        logits = step_fn(images)
-                    parts = self.criterion(logits.float(), masks)
-                    loss = parts.total
-                    if not torch.isfinite(loss):
-                        raise NonFiniteLossError(
-                            f"the loss became {float(loss.detach())} at step {self.step + 1}; training stopped. "
-                            f"The last good checkpoint ({checkpoint_path}, step {self._saved_step()}) is kept; "
-                            "try a lower --lr, or amp='off'"
-                        )
-                    optimizer.zero_grad(set_to_none=True)
-                    if self.scaler is not None:
-                        self.scaler.scale(loss).backward()
-                        self.scaler.step(optimizer)
-                        self.scaler.update()
-                    else:
-                        loss.backward()
-                        optimizer.step()
-                    learning_rate = optimizer.param_groups[0]["lr"]
-                    scheduler.step()
-                    self.step += 1
-
-                    record = {"kind": "train", "step": self.step, "lr": learning_rate}
-                    record.update({name: float(value.detach()) for name, value in parts._asdict().items()})
-                    record["loss"] = record.pop("total")
+                for images, masks in self._batches():
+                    images, masks = self._to_device(images, masks)
+                    record = self._optimisation_step(step_fn, optimizer, scheduler, images, masks)
                     log.write(json.dumps(record) + "\n")
                     if progress is not None:
                         progress.update(1)
-                        progress.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{learning_rate:.2e}")
+                        progress.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
 
                     last = self.step == config.steps
                     if self.step % config.val_every == 0 or last:
-                        metrics = self.validate()
-                        log.write(json.dumps({"kind": "validation", "step": self.step, **metrics}) + "\n")
-                        if not self.best or metrics["score"] > self.best["score"] or (
-                            metrics["score"] == self.best["score"] and metrics["loss"] < self.best["loss"]
-                        ):
-                            self.best = {"step": self.step, **metrics}
-                            self._save_best(metrics)
-                        if progress is not None:
-                            progress.write(
-                                f"step {self.step}: val loss {metrics['loss']:.4f}, image AUROC "
-                                f"{metrics['image_auroc']:.3f}, pixel AUROC {metrics['pixel_auroc']:.3f}"
-                            )
+                        self._validate_and_keep_best(log, progress)
                     if stop_after is not None and self.step - first_step >= stop_after and not last:
                         stop.requested = True
                     if self.step % config.checkpoint_every == 0 or last or stop.requested:
@@ -521,19 +544,21 @@ class Trainer:
             log.close()
             if progress is not None:
                 progress.close()
+        return self._result(interrupted, time.perf_counter() - started)
 
+    def _result(self, interrupted: bool, seconds: float) -> TrainResult:
         history, validation = read_log(self.out_dir)
         best_path = self.out_dir / BEST_NAME
         return TrainResult(
             out_dir=self.out_dir,
-            checkpoint=checkpoint_path,
+            checkpoint=self.out_dir / CHECKPOINT_NAME,
             best_checkpoint=best_path if best_path.is_file() else None,
             step=self.step,
             interrupted=interrupted,
             best=dict(self.best),
             history=history,
             validation=validation,
-            seconds=time.perf_counter() - started,
+            seconds=seconds,
         )
 
     def _saved_step(self) -> int | str:

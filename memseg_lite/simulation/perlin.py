@@ -32,7 +32,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from memseg_lite.runtime import resolve_device
+from memseg_lite.core.runtime import resolve_device
 
 #: The largest value 2-D Perlin noise with unit gradients can take: sqrt(2) / 2.
 NOISE_BOUND = math.sqrt(2.0) / 2.0

@@ -35,8 +35,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from memseg_lite.config import SELECTION_RULES
-from memseg_lite.encoder import ResNet18Encoder
+from memseg_lite.network.encoder import ResNet18Encoder
+from memseg_lite.network.selection import SELECTION_RULES
 
 LEVEL_CHANNELS = (64, 128, 256)
 BUFFER_NAMES = ("level1", "level2", "level3")

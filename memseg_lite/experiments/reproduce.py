@@ -12,12 +12,11 @@ import json
 import os
 from pathlib import Path
 
-from memseg_lite.checkpoint import load_checkpoint
-from memseg_lite.config import TrainConfig
-from memseg_lite.data import list_categories
-from memseg_lite.download import MVTEC_CATEGORIES
-from memseg_lite.io import atomic_output, write_text_atomic
-from memseg_lite.reference_numbers import REPORTED
+from memseg_lite.core.checkpoint import load_checkpoint
+from memseg_lite.core.io import atomic_output, write_text_atomic
+from memseg_lite.datasets.mvtec import MVTEC_CATEGORIES, list_categories
+from memseg_lite.experiments.reference_numbers import REPORTED
+from memseg_lite.training.config import TrainConfig
 
 
 def reproduce(
@@ -28,8 +27,8 @@ def reproduce(
     **config_overrides,
 ) -> list[dict]:
     """Train + evaluate each category (skipping finished ones); write results.md and results.csv."""
-    from memseg_lite.evaluate import evaluate_checkpoint
-    from memseg_lite.train import BEST_NAME, CHECKPOINT_NAME, train
+    from memseg_lite.evaluation.evaluate import evaluate_checkpoint
+    from memseg_lite.training.trainer import BEST_NAME, CHECKPOINT_NAME, train
 
     data_root, out = Path(data_root), Path(out_dir)
     present = list_categories(data_root)

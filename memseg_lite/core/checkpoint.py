@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from memseg_lite.io import atomic_output
+from memseg_lite.core.io import atomic_output
 
 FORMAT = "memseg-lite"
 FORMAT_VERSION = 1

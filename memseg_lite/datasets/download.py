@@ -19,11 +19,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from memseg_lite.datasets.mvtec import MVTEC_CATEGORIES
+
 CHUNK = 1 << 20
-MVTEC_CATEGORIES = (
-    "bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut",
-    "pill", "screw", "tile", "toothbrush", "transistor", "wood", "zipper",
-)
 
 
 class DownloadError(RuntimeError):

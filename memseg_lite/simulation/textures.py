@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torchvision.transforms.v2 import functional as tvf
 
-from memseg_lite.io import list_images, read_image
-from memseg_lite.perlin import perlin_noise
+from memseg_lite.core.io import list_images, read_image
+from memseg_lite.simulation.perlin import perlin_noise
 
 DEFAULT_TEXTURE_ROOT = "data/dtd"
 PROCEDURAL_FAMILIES = ("fractal", "stripes", "checks", "cells", "marble", "speckle")
