@@ -3,6 +3,7 @@
 #   make test   package tests, notebooks under nbval, papermill runs (CI sizes)
 #   make lab    JupyterLab on the workbook
 #   make bench  speed / memory benchmarks
+#   make book   the executed notebooks as a static HTML site (outputs/book/index.html; make run builds it too)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -10,15 +11,16 @@ PY := $(BIN)/python
 INSTALLED := $(VENV)/.installed
 DEMO_DATA := data/demo
 OUT ?= outputs/workbook
+BOOK ?= outputs/book
 # Tests never touch the network (MEMSEG_OFFLINE=1: no ImageNet download attempt).
 # Notebook size profile: full (the paper's sizes), demo (CPU-friendly, make run / make lab), smoke (CI).
 PROFILE ?= demo
 PYTEST_ARGS ?=
 
-.PHONY: help install data run test test-package test-notebooks check-notebooks lab bench clean
+.PHONY: help install data run book browser test test-package test-notebooks check-notebooks lab bench clean
 
 help:
-	@sed -n '2,6p' Makefile
+	@sed -n '2,7p' Makefile
 
 $(INSTALLED): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit("memseg-lite needs Python 3.11 or newer (found " + sys.version.split()[0] + "); run e.g. make PYTHON=python3.11 ...") if sys.version_info < (3, 11) else None'
@@ -39,18 +41,36 @@ data: $(DEMO_DATA)/manifest.json
 MEMSEG_OFFLINE ?= 1
 run: $(INSTALLED) data
 	MEMSEG_OFFLINE=$(MEMSEG_OFFLINE) MEMSEG_PROFILE=$(PROFILE) $(PY) scripts/run_workbook.py --profile $(PROFILE) --out $(OUT)
+	$(PY) scripts/build_book.py --notebooks $(OUT) --out $(BOOK)
+
+# The rendered workbook from the notebooks the last `make run` executed (run that first).
+book: $(INSTALLED)
+	$(PY) scripts/build_book.py --notebooks $(OUT) --out $(BOOK)
 
 test: test-package check-notebooks test-notebooks
 
-test-package: $(INSTALLED) data
+# The browser tests (tests/test_book.py, tests/test_widget_browser.py) drive Debian's chromium through
+# chromedriver. As root they are installed when missing; otherwise (or when apt fails) those tests skip.
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium and chromium-driver for the browser tests (apt-get, a minute or two) ..."; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; } >/dev/null 2>&1 \
+	      || echo "could not install chromium: the browser tests will skip"; \
+	  else \
+	    echo "no /usr/bin/chromium or /usr/bin/chromedriver and not root: the browser tests will skip"; \
+	  fi; \
+	fi
+
+test-package: $(INSTALLED) data browser
 	MEMSEG_OFFLINE=1 MEMSEG_PROFILE=smoke $(PY) -m pytest tests $(PYTEST_ARGS)
 
 # Notebooks are stored without outputs; this fails if one was committed with outputs.
 check-notebooks: $(INSTALLED)
-	$(BIN)/nbstripout --verify notebooks/*.ipynb
+	$(BIN)/nbstripout --verify notebooks/*.ipynb solutions/*.ipynb
 
 test-notebooks: $(INSTALLED) data
-	MEMSEG_OFFLINE=1 MEMSEG_PROFILE=smoke $(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks $(PYTEST_ARGS)
+	MEMSEG_OFFLINE=1 MEMSEG_PROFILE=smoke $(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks solutions $(PYTEST_ARGS)
 
 # Containers often run as root, which JupyterLab refuses without --allow-root.
 LAB_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root,)

@@ -1,8 +1,16 @@
-"""The ``memseg-lite`` command line: one sub-command per job, each a thin wrapper over the package."""
+"""The ``memseg-lite`` command line: one sub-command per job, each a thin wrapper over the package.
+
+Errors a user can fix (a bad path or option, a full disk, a read-only or busy folder, a corrupt
+file) print one line, ``memseg-lite COMMAND: error: ...``, naming the path, the cause and the
+remedy; ``--debug`` (or ``MEMSEG_DEBUG=1``) adds the full traceback. Exit codes: 0 done, 1 such
+an error, 2 a usage error (unknown option, from argparse), 130 stopped by Ctrl-C, 143 stopped by
+SIGTERM (training saves a checkpoint first in both cases).
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -20,7 +28,8 @@ def _add_demo_data(subparsers) -> None:
     parser.add_argument("--test-good", type=int, default=20, dest="n_test_good", help="test/good images per category")
     parser.add_argument("--per-defect", type=int, default=10, dest="n_per_defect", help="test images per defect type")
     parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same files)")
-    parser.add_argument("--force", action="store_true", help="replace a non-empty output folder")
+    parser.add_argument("--force", action="store_true",
+                        help="replace an existing demo set (refused if it holds files you added)")
     parser.set_defaults(handler=_run_demo_data)
 
 
@@ -63,8 +72,16 @@ def _add_train(subparsers) -> None:
     option("--out", dest="out_dir", type=str, help="run folder [runs/<category>]")
     option("--steps", type=int, help=f"optimisation steps [{defaults.steps}]")
     option("--batch-size", dest="batch_size", type=int, help=f"images per step [{defaults.batch_size}]")
-    option("--image-size", dest="image_size", type=int, help=f"resize images to this side [{defaults.image_size}]")
+    option("--image-size", dest="image_size", type=str,
+           help=f"network input: S or HxW, multiples of 32, e.g. 256 or 256x512 [{defaults.image_size}]")
+    option("--resize", choices=("letterbox", "stretch"),
+           help="images of another aspect ratio: letterbox (keep it, black borders) or stretch [letterbox]")
     option("--center-crop", dest="center_crop", type=int, help="then center-crop to this side [off]")
+    option("--good", dest="good_dir", help="a plain folder of good images to train on, instead of --data-root/--category")
+    option("--test-good", dest="test_good_dir", help="with --good: good test images (for evaluate / calibrate)")
+    option("--test-defect", dest="test_defect_dir",
+           help="with --good: defective test images (sub-folders = defect types)")
+    option("--masks", dest="mask_dir", help="with --test-defect: masks <stem>_mask.png or <stem>.png")
     option("--lr", type=float, help=f"peak learning rate (AdamW) [{defaults.lr}]")
     option("--weight-decay", dest="weight_decay", type=float, help=f"AdamW weight decay [{defaults.weight_decay}]")
     option("--memory-size", dest="memory_size", type=int, help=f"good images in the memory bank [{defaults.memory_size}]")
@@ -74,16 +91,44 @@ def _add_train(subparsers) -> None:
     option("--backbone-weights", dest="backbone_weights",
            help="auto | imagenet | none | PATH to a ResNet18 state dict [auto]")
     option("--selection-rule", dest="selection_rule", choices=SELECTION_RULES, help="memory selection rule [paper]")
+    # Ablation switches (memseg_lite.network.model) and the authors' code's variant.
+    option("--memory", dest="use_memory", action=argparse.BooleanOptionalAction, default=None,
+           help="--no-memory: no memory bank, no DI (CI = II, attention maps all ones) [on]")
+    option("--attention", dest="use_attention", action=argparse.BooleanOptionalAction, default=None,
+           help="--no-attention: spatial attention maps all ones [on]")
+    option("--fusion", choices=("msff", "plain"), help="msff, or plain (a 1x1 conv per level: no MSFF) [msff]")
+    option("--feature-smoothing", dest="feature_smoothing", choices=("none", "avgpool3"),
+           help="avgpool3: 3x3 average pooling of levels 1-3 before the memory comparison (authors' code) [none]")
+    option("--di-scale", dest="di_scale", type=float, help="multiply DI* before the decoder (authors' code: 100) [1]")
+    option("--feature-scale", dest="feature_scale", type=float,
+           help="multiply the features in CI before the decoder (authors' code: 100) [1]")
+    option("--p-texture", dest="p_texture", type=float,
+           help=f"share of texture (else structure) anomalies: 1 texture only, 0 structure only [{defaults.p_texture}]")
+    option("--variant", choices=("paper", "authors_code"),
+           help="authors_code: the authors' released code's settings for the category (memory size, avgpool3, "
+                "scales, selection rule; memseg_lite.experiments.ablate.authors_code_options); options you set win [paper]")
     option("--texture-root", dest="texture_root", help=f"DTD folder for texture anomalies [{defaults.texture_root}]")
     option("--foreground", help="foreground setting: a category name, 'otsu' or 'none' [the category's own]")
+    option("--simulation", dest="simulation_file",
+           help="simulation settings file (JSON/YAML, e.g. saved by the anomaly explorer): foreground and "
+                "anomaly-simulation options [off]")
     option("--device", help="auto | cpu | cuda | cuda:N | mps [auto]")
     option("--synthesis", choices=("loader", "device"),
            help="simulate anomalies in the DataLoader (numpy) or batched on the training device [loader]")
     option("--amp", choices=AMP_MODES, help="autocast mode [auto: bf16/fp16 on CUDA, off on CPU]")
     option("--compile", action=argparse.BooleanOptionalAction, default=None, help="use torch.compile [off]")
     option("--workers", dest="num_workers", type=int, help="DataLoader worker processes [0]")
+    option("--nproc", type=int, default=1,
+           help="data-parallel processes on this machine (one per GPU; gloo on the CPU); --batch-size is the "
+                "global batch, split evenly. Several machines: torchrun --nnodes ... -m memseg_lite.cli train [1]")
+    option("--sync-batchnorm", dest="sync_batchnorm", action=argparse.BooleanOptionalAction, default=None,
+           help="with several processes: batch norm over the global batch [off]")
     option("--seed", type=int, help=f"random seed [{defaults.seed}]")
     option("--resume", action="store_true", help="continue RUN_DIR/checkpoint.pt")
+    option("--restart", action="store_true",
+           help="start over in a RUN_DIR that holds a run: deletes its run files (checkpoint.pt, best.pt, "
+                "log.jsonl, config.json, split.json, thresholds.json), nothing else; without --resume or "
+                "--restart a RUN_DIR holding any of them is refused")
     option("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(handler=_run_train)
 
@@ -92,40 +137,89 @@ TRAIN_OPTION_NAMES = (
     "data_root", "category", "out_dir", "steps", "batch_size", "image_size", "center_crop", "lr",
     "weight_decay", "memory_size", "val_images", "val_every", "checkpoint_every", "backbone_weights",
     "selection_rule", "texture_root", "foreground", "device", "amp", "compile", "num_workers", "seed", "synthesis",
+    "resize", "good_dir", "test_good_dir", "test_defect_dir", "mask_dir", "sync_batchnorm",
+    "simulation_file", "use_memory", "use_attention", "fusion", "feature_smoothing", "di_scale", "feature_scale",
+    "p_texture",
 )
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    import json
-
     from memseg_lite.training.config import TrainConfig
-    from memseg_lite.training.trainer import CHECKPOINT_NAME, train
+    from memseg_lite.training.trainer import CHECKPOINT_NAME, CONFIG_NAME, check_run_folder, train
 
     given = {name: getattr(args, name) for name in TRAIN_OPTION_NAMES if getattr(args, name) is not None}
+    if "good_dir" in given and "category" not in given:
+        # A plain folder: the product is named after it (photos/good -> "photos").
+        good = Path(given["good_dir"]).expanduser().resolve()
+        given["category"] = good.parent.name if good.name.lower() == "good" and good.parent.name else good.name
     category = given.get("category", TrainConfig.category)
+    if args.variant == "authors_code":  # the category's settings from the authors' code, under what was given
+        from memseg_lite.experiments.ablate import authors_code_options
+
+        given = {**authors_code_options(category), **given}
     out_dir = Path(given.get("out_dir", f"runs/{category}"))
     given["out_dir"] = str(out_dir)
-    saved_config = out_dir / "config.json"
+    # The run folder first, before any data is read: --resume needs a run there, a run is never
+    # overwritten without --restart, and a folder another process trains in is refused.
+    from memseg_lite.training.distributed import launched_world
+
+    if launched_world()[0] == 0:  # under torchrun, rank 0 alone checks (and later owns) the folder
+        check_run_folder(out_dir, resume=args.resume, restart=args.restart)
+        _check_output_folder(out_dir, "--out")
+    saved_config = out_dir / CONFIG_NAME
     if args.resume and (out_dir / CHECKPOINT_NAME).is_file() and saved_config.is_file():
         # Start from the settings the run was made with; explicit options must not contradict them.
-        base = json.loads(saved_config.read_text())
+        base = TrainConfig.load(saved_config).to_dict()
         config = TrainConfig.from_dict({**base, **given})
     else:
         config = TrainConfig(**given)
-    result = train(config, resume=args.resume, progress=not args.no_progress)
+    if args.nproc < 1:
+        raise ValueError(f"--nproc must be at least 1, got {args.nproc}")
+    if args.nproc > 1 or launched_world()[1] > 1:
+        return _run_train_distributed(args, config)
+    result = train(config, resume=args.resume, progress=not args.no_progress, restart=args.restart)
     print(result)
+    if result.interrupted and result.stop_signal == "SIGTERM":
+        return 143
     return 130 if result.interrupted else 0
+
+
+def _run_train_distributed(args: argparse.Namespace, config) -> int:
+    """``--nproc N`` (N local workers through torchrun's launcher) or this process as one rank under torchrun."""
+    from memseg_lite.training.distributed import LaunchStopped, fit_on_rank, launch_training, launched_world
+    from memseg_lite.training.trainer import Trainer
+
+    progress = not args.no_progress
+    if launched_world()[1] > 1:
+        if args.nproc > 1:
+            raise ValueError("--nproc starts its own processes; under torchrun use --nproc_per_node instead")
+        summaries = [fit_on_rank(Trainer, config.to_dict(), args.resume, None, progress, None, args.restart)]
+    else:
+        try:
+            summaries = launch_training(Trainer, config, args.nproc, resume=args.resume, progress=progress,
+                                        restart=args.restart)
+        except LaunchStopped as stopped:
+            print(stopped, file=sys.stderr)
+            return 143 if stopped.signal_name == "SIGTERM" else 130
+    mine = summaries[0]
+    if mine["rank"] == 0:
+        state = "interrupted" if mine["interrupted"] else "finished"
+        print(f"training {state} at step {mine['step']} in {mine['seconds']:.0f} s on {mine['world_size']} "
+              f"processes; run folder {mine['out_dir']}")
+    if mine["interrupted"]:
+        return 143 if mine.get("stop_signal") == "SIGTERM" else 130
+    return 0
 
 
 def _add_evaluate(subparsers) -> None:
     parser = subparsers.add_parser(
         "evaluate",
         help="evaluate a checkpoint on a category's test split",
-        description="Image AUROC, pixel AUROC and AU-PRO on DATA_ROOT/CATEGORY/test, with per-image scores and figures.",
+        description="Image AUROC, pixel AUROC and AU-PRO, and precision, recall and F1 at the checkpoint's "
+                    "thresholds, on DATA_ROOT/CATEGORY/test, on --test-good/--test-defect folders, or (neither "
+                    "given) on the test images the run was trained with; per-image scores and figures.",
     )
-    parser.add_argument("--checkpoint", type=Path, required=True, help="checkpoint file (RUN_DIR/best.pt or checkpoint.pt)")
-    parser.add_argument("--data-root", type=Path, default=Path("data/demo"), help="data folder in the MVTec AD layout")
-    parser.add_argument("--category", required=True, help="category folder name")
+    _add_test_data_options(parser)
     parser.add_argument("--out", type=Path, help="output folder [next to the checkpoint: RUN_DIR/evaluation]")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -137,38 +231,111 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from memseg_lite.evaluation.evaluate import evaluate_checkpoint
 
     out = args.out or args.checkpoint.parent / "evaluation"
+    _check_output_folder(out, "--out")  # before the evaluation runs, not after
     metrics = evaluate_checkpoint(
         args.checkpoint, args.data_root, args.category, out, device=args.device,
-        batch_size=args.batch_size, figures=not args.no_figures,
+        batch_size=args.batch_size, figures=not args.no_figures, folders=_test_folders(args),
     )
+
+    def number(key: str) -> str:
+        return "n/a" if metrics.get(key) is None else f"{metrics[key]:.4f}"
+
     print(
-        f"{args.category}: image AUROC {metrics['image_auroc']:.4f}, pixel AUROC {metrics['pixel_auroc']:.4f}, "
-        f"AU-PRO {metrics['aupro']:.4f} ({metrics['n_images']} images, {metrics['images_per_second']:.1f} images/s)"
+        f"{metrics['category']}: image AUROC {number('image_auroc')}, pixel AUROC {number('pixel_auroc')}, "
+        f"AU-PRO {number('aupro')} ({metrics['n_images']} images, {metrics['images_per_second']:.1f} images/s)"
     )
+    if metrics.get("threshold_source"):
+        print(
+            f"at the {metrics['threshold_source']} threshold {metrics['image_threshold']:.4f}: precision "
+            f"{number('image_precision')}, recall {number('image_recall')}, F1 {number('image_f1')}"
+            + (f"; pixel F1 {number('pixel_f1')}" if metrics.get("pixel_f1") is not None else "")
+        )
     print(f"written to {out}")
+    return 0
+
+
+def _add_test_data_options(parser) -> None:
+    """The checkpoint and the labelled images of evaluate and calibrate."""
+    parser.add_argument("--checkpoint", type=Path, required=True, help="checkpoint file (RUN_DIR/best.pt or checkpoint.pt)")
+    parser.add_argument("--data-root", type=Path, help="data folder in the MVTec AD layout [the run's]")
+    parser.add_argument("--category", help="category folder name [the run's]")
+    parser.add_argument("--test-good", dest="test_good_dir", type=Path, help="a plain folder of good test images")
+    parser.add_argument("--test-defect", dest="test_defect_dir", type=Path,
+                        help="a plain folder of defective test images (sub-folders = defect types)")
+    parser.add_argument("--masks", dest="mask_dir", type=Path, help="masks of the defective images [none: image level only]")
+
+
+def _test_folders(args: argparse.Namespace) -> dict | None:
+    folders = {name: getattr(args, name) for name in ("test_good_dir", "test_defect_dir", "mask_dir")}
+    return folders if any(folders.values()) else None
+
+
+def _add_calibrate(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "calibrate", help="F1-optimal decision thresholds from labelled good and defective images",
+        description="Choose the image threshold (and the pixel threshold, when there are masks) with the best F1 "
+                    "on labelled images, and store them in the checkpoint, in checkpoint.pt beside it and in "
+                    "thresholds.json. Numbers evaluated afterwards on the same images are optimistic: calibrate "
+                    "on images you do not report on.",
+    )
+    _add_test_data_options(parser)
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.set_defaults(handler=_run_calibrate)
+
+
+def _run_calibrate(args: argparse.Namespace) -> int:
+    from memseg_lite.evaluation.evaluate import calibrate_checkpoint
+
+    thresholds = calibrate_checkpoint(args.checkpoint, args.data_root, args.category, device=args.device,
+                                      batch_size=args.batch_size, folders=_test_folders(args))
+    details = thresholds.details
+    print(
+        f"image threshold {thresholds.image:.4f} (precision {details['image_precision']:.3f}, recall "
+        f"{details['image_recall']:.3f}, F1 {details['image_f1']:.3f} on {details['n_good']} good + "
+        f"{details['n_defective']} defective images), pixel threshold {thresholds.pixel:.4f}"
+    )
+    print(f"stored in {args.checkpoint} and {args.checkpoint.parent / 'thresholds.json'}")
     return 0
 
 
 def _add_predict(subparsers) -> None:
     parser = subparsers.add_parser(
-        "predict", help="anomaly maps and scores for any images",
-        description="Score images with a trained checkpoint; writes overlays and scores.csv to --out.",
+        "predict", help="verdicts, scores, defect masks and overlays for image files, folders and globs",
+        description="Predict images with a trained checkpoint: per image a verdict (normal / defective), score, "
+                    "normalised score (threshold at 0.5), a binary mask PNG and an overlay, in --out with "
+                    "predictions.jsonl and predictions.csv. --out is replaced as a whole (no stale files). "
+                    "Unreadable images are reported and skipped. Exit code: 0 all predicted, 3 some images "
+                    "failed (the rest written), 1 none could be predicted.",
     )
-    parser.add_argument("images", nargs="+", type=Path, help="image files")
+    parser.add_argument("images", nargs="+", help="image files, folders or glob patterns (quote them: 'photos/*.jpg')")
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--out", type=Path, default=Path("outputs/predictions"), help="output folder")
+    parser.add_argument("--recursive", action="store_true", help="also the images in sub-folders of a folder")
+    parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--backend", default="fast", choices=("fast", "torch", "folded", "onnx", "eager"),
+                        help="fast (default): ONNX Runtime when `memseg-lite export` wrote CHECKPOINT.onnx next to the "
+                             "checkpoint, else the model with folded batch norms; on GPUs the eager model. "
+                             "torch: the eager model as trained")
     parser.set_defaults(handler=_run_predict)
 
 
 def _run_predict(args: argparse.Namespace) -> int:
     from memseg_lite.deployment.predict import predict_images
 
-    predictions = predict_images(args.images, args.checkpoint, args.out, device=args.device)
-    width = max(len(str(p.path)) for p in predictions)
-    for prediction in predictions:
-        print(f"{str(prediction.path):<{width}}  score {prediction.score:.4f}  -> {prediction.overlay_path}")
-    return 0
+    report = predict_images(args.images, args.checkpoint, args.out, device=args.device, batch_size=args.batch_size,
+                            recursive=args.recursive, backend=args.backend)
+    width = max(len(str(r.path)) for r in report.results)
+    for result in report.results:
+        verdict = result.verdict or "(no thresholds)"
+        extra = f"  normalised {result.normalised_score:.3f}" if result.normalised_score is not None else ""
+        print(f"{str(result.path):<{width}}  {verdict:<10} score {result.score:.4f}{extra}")
+    defective = sum(r.verdict == "defective" for r in report.results)
+    print(f"{len(report.results)} predicted ({defective} defective), {len(report.failed)} failed; written to {args.out}")
+    if report.results and report.results[0].verdict is None:
+        print("the checkpoint has no thresholds: retrain, or run memseg-lite calibrate", file=sys.stderr)
+    return report.exit_code
 
 
 def _add_download(subparsers) -> None:
@@ -186,6 +353,8 @@ def _add_download(subparsers) -> None:
     parser.add_argument("--url", help="download from this URL (a mirror) instead of the known ones")
     parser.add_argument("--sha256", help="expected checksum when --url points at a repackaged archive")
     parser.add_argument("--keep-archive", action="store_true", help="keep the downloaded archive")
+    parser.add_argument("--force", action="store_true",
+                        help="replace a category (MVTec AD) or DTD's folders that already exist; nothing else is touched")
     parser.set_defaults(handler=_run_download)
 
 
@@ -195,12 +364,12 @@ def _run_download(args: argparse.Namespace) -> int:
     checksum = {"sha256": args.sha256} if args.sha256 else {}
     if args.dataset == "mvtec":
         dest = download_mvtec(args.dest or Path("data/mvtec"), category=args.category, archive=args.archive,
-                              url=args.url, keep_archive=args.keep_archive, **checksum)
+                              url=args.url, keep_archive=args.keep_archive, force=args.force, **checksum)
     else:
         if args.category:
             raise ValueError("--category only applies to mvtec")
         dest = download_dtd(args.dest or Path("data/dtd"), archive=args.archive, url=args.url,
-                            keep_archive=args.keep_archive, **checksum)
+                            keep_archive=args.keep_archive, force=args.force, **checksum)
     print(f"ready: {dest}")
     return 0
 
@@ -218,6 +387,9 @@ def _add_reproduce(subparsers) -> None:
     parser.add_argument("--steps", type=int, help="training steps per category [5000]")
     parser.add_argument("--backbone-weights", default="auto", help="auto | imagenet | none | PATH")
     parser.add_argument("--workers", type=int, default=4, help="DataLoader workers [4]")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="categories trained at the same time: one per GPU, or processes sharing the CPU "
+                             "cores; under torchrun each rank takes its share instead [1]")
     parser.set_defaults(handler=_run_reproduce)
 
 
@@ -227,8 +399,100 @@ def _run_reproduce(args: argparse.Namespace) -> int:
     overrides = {"device": args.device, "backbone_weights": args.backbone_weights, "num_workers": args.workers}
     if args.steps is not None:
         overrides["steps"] = args.steps
-    reproduce(args.data_root, args.categories, args.out, **overrides)
+    rows = reproduce(args.data_root, args.categories, args.out, jobs=args.jobs, **overrides)
+    if rows:  # under torchrun only rank 0 writes the table
+        print(f"results: {args.out / 'results.md'}")
+    return 0
+
+
+def _add_ablate(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "ablate", help="train + evaluate ablation variants per seed (resumable), one results table",
+        description="Train each variant (full, no_memory, no_attention, no_msff, texture_only, structure_only, "
+                    "no_foreground, avgpool3, authors_code) per seed into OUT/<variant>/seed<k>, evaluate each on "
+                    "the test split and write OUT/results.md and OUT/results.csv (mean and spread over seeds). "
+                    "Finished runs are skipped, interrupted ones resumed.",
+    )
+    parser.add_argument("--data-root", type=Path, required=True, help="data folder in the MVTec AD layout")
+    parser.add_argument("--category", required=True, help="category folder name")
+    parser.add_argument("--variants", help="comma-separated variant names [full,no_memory,no_attention,no_msff,"
+                                           "texture_only,structure_only,no_foreground]")
+    parser.add_argument("--seeds", default="0", help="comma-separated training seeds [0]")
+    parser.add_argument("--out", type=Path, required=True, help="the study's folder")
+    parser.add_argument("--steps", type=int, help="training steps per run [5000]")
+    parser.add_argument("--image-size", dest="image_size", help="network input S or HxW [256]")
+    parser.add_argument("--batch-size", dest="batch_size", type=int, help="images per step [8]")
+    parser.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps [auto]")
+    parser.add_argument("--backbone-weights", dest="backbone_weights", help="auto | imagenet | none | PATH [auto]")
+    parser.add_argument("--texture-root", dest="texture_root", help="DTD folder for texture anomalies [data/dtd]")
+    parser.add_argument("--workers", dest="num_workers", type=int, help="DataLoader workers [0]")
+    parser.add_argument("--figures", action="store_true", help="also write each run's evaluation figures")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(handler=_run_ablate)
+
+
+def _run_ablate(args: argparse.Namespace) -> int:
+    from memseg_lite.experiments.ablate import ablate
+
+    names = ("steps", "image_size", "batch_size", "device", "backbone_weights", "texture_root", "num_workers")
+    overrides = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    ablate(args.data_root, args.category, args.out, variants=args.variants, seeds=args.seeds,
+           progress=not args.no_progress, figures=args.figures, **overrides)
     print(f"results: {args.out / 'results.md'}")
+    return 0
+
+
+def _add_grade(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "grade", help="run students' notebooks and tabulate their exercises (passed / failed / not attempted)",
+        description="Execute each notebook with papermill (kernel python3, in its own folder, on the CPU, offline, "
+                    "within --timeout seconds), read the self-check lines it prints and print a table per notebook; "
+                    "a notebook that stops with an error is reported with the failing cell.",
+    )
+    parser.add_argument("notebooks", nargs="+", type=Path, metavar="NOTEBOOK.ipynb", help="students' notebooks")
+    parser.add_argument("--csv", type=Path, help="also write one row per exercise to this CSV file")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds allowed per notebook [600]")
+    parser.add_argument("--profile", choices=("smoke", "demo", "full"), default="smoke",
+                        help="MEMSEG_PROFILE for the runs [smoke: CI sizes, quickest]")
+    parser.set_defaults(handler=_run_grade)
+
+
+def _run_grade(args: argparse.Namespace) -> int:
+    from memseg_lite.teaching.grading import GradingUnavailableError, format_table, grade_notebooks, write_csv
+
+    try:
+        grades = grade_notebooks(args.notebooks, timeout=args.timeout, profile=args.profile)
+    except GradingUnavailableError as error:
+        print(f"memseg-lite grade: error: {error}", file=sys.stderr)
+        return 1
+    print(format_table(grades))
+    if args.csv is not None:
+        print(f"csv: {write_csv(grades, args.csv)}")
+    return 0
+
+
+def _add_export(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "export", help="export a checkpoint for deployment (ONNX)",
+        description="Write the checkpoint's model as ONNX: memory bank built in, dynamic batch axis, thresholds "
+                    "and preprocessing (size, mean/std, resize mode) as metadata. Input: float32 [batch, 3, H, W], "
+                    "normalised; outputs: anomaly_map [batch, H, W] and score [batch].",
+    )
+    parser.add_argument("--checkpoint", type=Path, required=True, help="checkpoint file (RUN_DIR/best.pt)")
+    parser.add_argument("--format", choices=("onnx",), default="onnx", help="export format [onnx]")
+    parser.add_argument("--out", type=Path, help="output file [the checkpoint's path with .onnx]")
+    parser.add_argument("--opset", type=int, default=17, help="ONNX opset version [17]")
+    parser.set_defaults(handler=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from memseg_lite.deployment.export import export_onnx, read_metadata
+
+    out = export_onnx(args.checkpoint, args.out, opset=args.opset)
+    metadata = read_metadata(out)
+    threshold = metadata.get("image_threshold")
+    print(f"exported {args.checkpoint} -> {out} ({out.stat().st_size / 1e6:.1f} MB, input {metadata['image_size']}, "
+          f"image threshold {threshold if threshold is not None else 'none stored'})")
     return 0
 
 
@@ -240,13 +504,21 @@ def build_parser() -> argparse.ArgumentParser:
     from memseg_lite import __version__
 
     parser.add_argument("--version", action="version", version=f"memseg-lite {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error (or MEMSEG_DEBUG=1)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_demo_data(subparsers)
     _add_train(subparsers)
     _add_evaluate(subparsers)
+    _add_calibrate(subparsers)
     _add_predict(subparsers)
     _add_download(subparsers)
     _add_reproduce(subparsers)
+    _add_ablate(subparsers)
+    _add_grade(subparsers)
+    _add_export(subparsers)
+    for subparser in subparsers.choices.values():  # --debug also after the sub-command
+        subparser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                               help="show the full traceback of an error (or MEMSEG_DEBUG=1)")
     return parser
 
 
@@ -255,25 +527,165 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from memseg_lite.datasets.download import DownloadError
     from memseg_lite.network.encoder import BackboneUnavailableError
     from memseg_lite.simulation.synthesis import SimulationError
-    from memseg_lite.training.trainer import NonFiniteLossError
+    from memseg_lite.training.trainer import NonFiniteLossError, RunFolderBusyError
 
-    return (NonFiniteLossError, DownloadError, BackboneUnavailableError, SimulationError)
+    return (NonFiniteLossError, DownloadError, BackboneUnavailableError, SimulationError, RunFolderBusyError)
+
+
+# Sub-commands whose options name output FOLDERS, checked before any work starts
+# (:func:`_check_output_folder`). A sub-command whose --out is a file is not listed.
+OUTPUT_FOLDER_OPTIONS = {
+    "demo-data": {"out": "--out"},
+    "train": {"out_dir": "--out"},
+    "evaluate": {"out": "--out"},
+    "predict": {"out": "--out"},
+    "download": {"dest": "--dest"},
+    "reproduce": {"out": "--out"},
+    "ablate": {"out": "--out"},
+}
+
+
+def _check_output_folder(path: str | os.PathLike, option: str = "--out") -> None:
+    """Fail at once, in one line, if ``path`` cannot become a folder we write to.
+
+    A file at ``path`` (or at one of its parents) is an error; so is a folder we cannot write in
+    (read-only file system, no permission): the nearest existing folder gets a temporary file,
+    removed at once. Nothing is created.
+    """
+    import tempfile
+
+    path = Path(path)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        if existing == path:
+            raise NotADirectoryError(f"{option} {path} is a file, not a folder; choose another {option} (a folder)")
+        raise NotADirectoryError(f"{option} {path}: {existing} is a file, not a folder; choose another {option}")
+    try:
+        handle, probe = tempfile.mkstemp(dir=existing, prefix=".memseg-lite-write-test-")
+    except OSError as error:
+        raise OSError(error.errno, error.strerror, str(existing)) from None
+    os.close(handle)
+    os.unlink(probe)
+
+
+# ... and options that name output FILES: not a folder, in a folder we can write to.
+OUTPUT_FILE_OPTIONS = {
+    "export": {"out": "--out"},
+    "grade": {"csv": "--csv"},
+}
+
+
+def _check_output_file(path: str | os.PathLike, option: str) -> None:
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{option} {path} is a folder, not a file; pass a file name")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"{option} {path}: {folder} is a file, not a folder; choose another {option}")
+    _check_output_folder(folder, option)  # can we write there?
+
+
+def _check_paths(args: argparse.Namespace) -> None:
+    """The checks every sub-command gets before its work starts: data root and output folders."""
+    data_root = getattr(args, "data_root", None)
+    if data_root is not None and Path(data_root).exists() and not Path(data_root).is_dir():
+        raise NotADirectoryError(
+            f"--data-root {data_root} is a file, not a folder; point it at a folder in the MVTec AD layout "
+            "(unpack an archive with `memseg-lite download mvtec --archive FILE`)"
+        )
+    for name, option in OUTPUT_FOLDER_OPTIONS.get(args.command, {}).items():
+        if getattr(args, name, None) is not None:
+            _check_output_folder(getattr(args, name), option)
+    for name, option in OUTPUT_FILE_OPTIONS.get(args.command, {}).items():
+        if getattr(args, name, None) is not None:
+            _check_output_file(getattr(args, name), option)
+
+
+def _describe_os_error(error: OSError) -> str:
+    """One line for an error from the operating system: the cause, the path, the remedy."""
+    import errno
+
+    path = str(error.filename) if error.filename is not None else None
+    if path is not None and error.filename2 is not None:
+        path = f"{path} -> {error.filename2}"
+    where = f": {path}" if path else ""
+    code = error.errno
+    if code in (errno.EACCES, errno.EPERM):
+        return f"permission denied{where}; check its owner and permissions, or choose a folder you can write to"
+    if code in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return (f"no space left on device{' while writing ' + path if path else ''}; free space "
+                "(or choose a folder on another disk) and try again")
+    if code == errno.EROFS:
+        return f"read-only file system{where}; choose a folder on a writable disk"
+    if code == errno.ENOENT:
+        return f"no such file or folder{where}; check the path"
+    if code == errno.ENOTDIR:
+        return f"{path}: a part of this path is a file, not a folder; check the path"
+    if code == errno.EISDIR:
+        return f"{path} is a folder, not a file; pass a file"
+    if code == errno.EEXIST:
+        return f"{path} already exists and is in the way (a file where a folder is needed?); move it or choose another path"
+    cause = (error.strerror or os.strerror(code)).lower()
+    return f"{cause}{where} ({errno.errorcode.get(code, code)}); check the disk and the path"
+
+
+def _error_line(error: BaseException, args: argparse.Namespace) -> str:
+    """The one line a user-facing error prints (newlines folded)."""
+    import gzip
+    import lzma
+    import pickle
+    import tarfile
+    import zipfile
+    import zlib
+
+    archive = getattr(args, "archive", None)
+    if isinstance(error, (tarfile.TarError, zipfile.BadZipFile, EOFError, lzma.LZMAError, zlib.error, gzip.BadGzipFile)):
+        what = f"the archive {archive}" if archive else "an archive"
+        text = (f"cannot read {what}: {type(error).__name__}: {error}; the file is corrupt or truncated "
+                "(an interrupted download?): download it again")
+    elif isinstance(error, pickle.UnpicklingError):
+        text = (f"cannot read a saved file: {type(error).__name__}: {error}; it is corrupt, truncated, "
+                "or not a memseg-lite file")
+    elif isinstance(error, OSError) and error.errno is not None:  # from the OS: errno, strerror, path
+        text = _describe_os_error(error)
+    else:
+        text = str(error) or type(error).__name__
+    return " ".join(text.split())
+
+
+def _debug_wanted(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "debug", False)) or os.environ.get("MEMSEG_DEBUG", "").lower() not in ("", "0", "false", "no")
 
 
 def main(argv: list[str] | None = None) -> int:
+    import lzma
+    import pickle
+    import tarfile
+    import traceback
+    import zipfile
+    import zlib
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "handler", None) is None:
         parser.print_help()
         return 2
     try:
+        _check_paths(args)  # output folders and data roots, before any long work starts
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (FileNotFoundError, FileExistsError, NotADirectoryError, ValueError, *_user_errors()) as error:
-        # Expected user-facing failures: one clear line, no traceback.
-        print(f"memseg-lite {args.command}: error: {error}", file=sys.stderr)
+    except (OSError, ValueError, EOFError, tarfile.TarError, zipfile.BadZipFile, lzma.LZMAError, zlib.error,
+            pickle.UnpicklingError, *_user_errors()) as error:
+        # Expected user-facing failures: one clear line; the traceback only on request.
+        if _debug_wanted(args):
+            traceback.print_exc()
+        print(f"memseg-lite {args.command}: error: {_error_line(error, args)}", file=sys.stderr)
         return 1
 
 

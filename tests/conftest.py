@@ -2,13 +2,115 @@
 
 from __future__ import annotations
 
+import ipaddress
+import os
+import socket
+
 import pytest
+
+# Names that resolve through the hosts file, never through DNS, and literal loopback addresses
+# (the tests' own HTTP server on 127.0.0.1, and Jupyter kernels talking over loopback) stay allowed.
+_LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"}
+
+
+def _is_loopback(host) -> bool:
+    if host is None:  # getaddrinfo(None, port): the wildcard / local address, no look-up
+        return True
+    if isinstance(host, bytes):
+        host = host.decode("ascii", "replace")
+    host = str(host).strip("[]").split("%")[0]
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _offline() -> bool:
+    return os.environ.get("MEMSEG_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+class OfflineNetworkAccess(OSError):
+    """Raised by the test guard for a connection or name look-up while MEMSEG_OFFLINE=1."""
 
 
 @pytest.fixture(autouse=True)
-def _offline(monkeypatch):
+def _offline_env(monkeypatch):
     # Tests never download: "auto" backbone weights fall back to random init without trying.
     monkeypatch.setenv("MEMSEG_OFFLINE", "1")
+
+
+@pytest.fixture
+def network_attempts(_offline_env):
+    """The connections and name look-ups attempted during this test (a test may clear it)."""
+    return _ATTEMPTS
+
+
+_ATTEMPTS: list[tuple[str, str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_network_when_offline(_offline_env, monkeypatch):
+    """While MEMSEG_OFFLINE=1, any connection or name look-up that could leave the machine fails.
+
+    The patched calls raise :class:`OfflineNetworkAccess` (an ``OSError``, as a real network
+    failure would be), and the test fails at teardown even when the code under test swallowed
+    that error. Loopback literals and ``localhost`` are allowed: the download tests serve archives
+    from 127.0.0.1, and notebook kernels talk to Jupyter over loopback (ZMQ, not Python sockets).
+    """
+    _ATTEMPTS.clear()
+
+    def refuse(kind: str, target) -> None:
+        _ATTEMPTS.append((kind, repr(target)))
+        raise OfflineNetworkAccess(f"MEMSEG_OFFLINE=1: the test tried {kind}({target!r}); tests must not use the network")
+
+    getaddrinfo, create_connection = socket.getaddrinfo, socket.create_connection
+    connect, connect_ex = socket.socket.connect, socket.socket.connect_ex
+    gethostbyname, gethostbyname_ex, gethostbyaddr = socket.gethostbyname, socket.gethostbyname_ex, socket.gethostbyaddr
+
+    def guarded_getaddrinfo(host, *args, **kwargs):
+        if _offline() and not _is_loopback(host):
+            refuse("getaddrinfo", host)
+        return getaddrinfo(host, *args, **kwargs)
+
+    def guarded_create_connection(address, *args, **kwargs):
+        if _offline() and not _is_loopback(address[0]):
+            refuse("create_connection", address)
+        return create_connection(address, *args, **kwargs)
+
+    def _check_address(kind, sock, address):
+        if _offline() and sock.family in (socket.AF_INET, socket.AF_INET6) and not _is_loopback(address[0]):
+            refuse(kind, address)
+
+    def guarded_connect(self, address):
+        _check_address("connect", self, address)
+        return connect(self, address)
+
+    def guarded_connect_ex(self, address):
+        _check_address("connect_ex", self, address)
+        return connect_ex(self, address)
+
+    def by_name(kind, original):
+        def guarded(host, *args):
+            if _offline() and not _is_loopback(host):
+                refuse(kind, host)
+            return original(host, *args)
+
+        return guarded
+
+    monkeypatch.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
+    monkeypatch.setattr(socket, "create_connection", guarded_create_connection)
+    monkeypatch.setattr(socket.socket, "connect", guarded_connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", guarded_connect_ex)
+    monkeypatch.setattr(socket, "gethostbyname", by_name("gethostbyname", gethostbyname))
+    monkeypatch.setattr(socket, "gethostbyname_ex", by_name("gethostbyname_ex", gethostbyname_ex))
+    monkeypatch.setattr(socket, "gethostbyaddr", by_name("gethostbyaddr", gethostbyaddr))
+    yield
+    if _ATTEMPTS:
+        seen = list(_ATTEMPTS)
+        _ATTEMPTS.clear()
+        pytest.fail(f"network access while MEMSEG_OFFLINE=1 (no socket may be opened): {seen}", pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -219,3 +219,27 @@ def test_evaluation_set_items(tmp_path):
     assert item["label"] == 1 and item["defect"] == "crack" and item["mask"].sum() > 0
     good = dataset[3]
     assert good["label"] == 0 and good["mask"].sum() == 0
+
+
+def test_mask_reader_rules(tmp_path):
+    from memseg_lite.core.io import read_mask
+
+    region = np.zeros((12, 12), np.uint8)
+    region[2:5, 3:9] = 1
+    colour = np.zeros((12, 12, 3), np.uint8)
+    colour[region == 1] = (200, 0, 0)  # a red mask: grey level 60, any non-zero channel marks the defect
+    np.testing.assert_array_equal(read_mask(write_image(tmp_path / "red.png", colour)), region)
+    np.testing.assert_array_equal(read_mask(write_image(tmp_path / "binary.bmp", region * 255)), region)
+    assert read_mask(write_image(tmp_path / "empty.png", np.zeros((12, 12), np.uint8))).sum() == 0
+    with pytest.raises(FileNotFoundError, match="mask file not found"):
+        read_mask(tmp_path / "missing.png")
+
+
+def test_two_masks_for_one_image_are_an_error_and_any_image_suffix_is_found(tmp_path):
+    category = make_category(tmp_path)
+    masks = category / "ground_truth" / "crack"
+    (masks / "001_mask.png").rename(masks / "001_mask.Bmp")
+    assert scan_category(tmp_path, "widget").test[1].mask == masks / "001_mask.Bmp"
+    write_image(masks / "000_mask.tif", np.zeros((40, 40), np.uint8))
+    with pytest.raises(ValueError, match=r"000\.png has several ground-truth masks"):
+        scan_category(tmp_path, "widget")

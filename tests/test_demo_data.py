@@ -284,8 +284,12 @@ def test_refuses_a_non_empty_folder_without_force_and_replaces_demo_data_with_fo
     with pytest.raises(FileExistsError, match="pass --force"):
         write_demo_dataset(out, **TINY)
     assert (out / "notes.txt").read_text() == "added later"
+    with pytest.raises(FileExistsError, match=r"did not write.*\n  notes\.txt"):  # --force never deletes user files
+        write_demo_dataset(out, force=True, **TINY)
+    assert (out / "notes.txt").read_text() == "added later"
+    (out / "notes.txt").unlink()
     write_demo_dataset(out, force=True, **TINY)
-    assert not (out / "notes.txt").exists() and (out / "manifest.json").is_file()
+    assert (out / "manifest.json").is_file()
     assert json.loads((out / "manifest.json").read_text())["seed"] == 0
     assert [path.name for path in tmp_path.iterdir()] == ["set"]  # no staging or retired folders left
 

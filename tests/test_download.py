@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import os
 import socket
 import tarfile
 import threading
@@ -16,6 +17,7 @@ import pytest
 from memseg_lite.cli import main as cli
 from memseg_lite.core.io import write_image
 from memseg_lite.datasets.download import (
+    CorruptArchiveError,
     DownloadError,
     UnsafeArchiveError,
     download_dtd,
@@ -261,13 +263,89 @@ def test_a_wrong_archive_never_replaces_existing_data(tmp_path):
     good.mkdir(parents=True)
     (good / "000.png").write_bytes(b"existing image")
     archive = make_tar(tmp_path / "bottle.tar.gz", {"bottle/readme.txt": b"not a category"})
-    with pytest.raises(DownloadError, match="nothing in .* was changed"):
-        download_mvtec(dest, category="bottle", archive=archive)
+    with pytest.raises(DownloadError, match="nothing in .* was changed"):  # even with force
+        download_mvtec(dest, category="bottle", archive=archive, force=True)
     assert (good / "000.png").read_bytes() == b"existing image"
     assert not (dest / "bottle" / "readme.txt").exists()
     assert [p.name for p in dest.iterdir()] == ["bottle"], "no scratch folder left behind"
     dtd_archive = make_tar(tmp_path / "dtd.tar.gz", {"dtd/labels/x.txt": b"no images folder"})
     (tmp_path / "dtd" / "images" / "banded").mkdir(parents=True)
     with pytest.raises(DownloadError, match="not in the DTD layout"):
-        download_dtd(tmp_path / "dtd", archive=dtd_archive)
+        download_dtd(tmp_path / "dtd", archive=dtd_archive, force=True)
     assert (tmp_path / "dtd" / "images" / "banded").is_dir()
+
+
+def category_tar(path: Path, tmp_path: Path, names: list[str], extra: dict[str, bytes] | None = None) -> Path:
+    files = {}
+    for offset, name in enumerate(names):
+        files[f"mvtec_anomaly_detection/{name}/train/good/000.png"] = png_bytes(tmp_path, offset + 1)
+    files.update(extra or {})
+    return make_tar(path, files)
+
+
+def test_full_import_adds_categories_and_top_level_files_without_touching_the_rest(tmp_path):
+    archive = category_tar(
+        tmp_path / "all.tar.gz", tmp_path, ["bottle", "cable"],
+        {"mvtec_anomaly_detection/license.txt": b"CC BY-NC-SA", "mvtec_anomaly_detection/readme.txt": b"new readme"},
+    )
+    dest = tmp_path / "mvtec"
+    (dest / "mine" / "train" / "good").mkdir(parents=True)
+    (dest / "readme.txt").write_text("my readme")
+    download_mvtec(dest, archive=archive)
+    assert sorted(p.name for p in dest.iterdir()) == ["bottle", "cable", "license.txt", "mine", "readme.txt"]
+    assert (dest / "readme.txt").read_text() == "my readme", "a file already there is never replaced"
+    assert (dest / "license.txt").read_bytes() == b"CC BY-NC-SA"
+    with pytest.raises(FileExistsError, match=r"bottle, .*cable already exist; pass --force"):
+        download_mvtec(dest, archive=archive)
+
+
+def test_cli_download_refuses_an_existing_category_until_force(tmp_path, capsys):
+    archive = category_tar(tmp_path / "bottle.tar.gz", tmp_path, ["bottle"])
+    dest = tmp_path / "mvtec"
+    (dest / "bottle" / "train" / "good").mkdir(parents=True)
+    (dest / "bottle" / "train" / "good" / "old.png").write_bytes(b"old")
+    args = ["download", "mvtec", "--category", "bottle", "--dest", str(dest), "--archive", str(archive)]
+    assert cli(args) == 1
+    assert "--force" in capsys.readouterr().err
+    assert (dest / "bottle" / "train" / "good" / "old.png").exists()
+    assert cli([*args, "--force"]) == 0
+    assert [p.name for p in (dest / "bottle" / "train" / "good").iterdir()] == ["000.png"]
+
+
+def test_a_failing_swap_puts_every_replaced_category_back(tmp_path, monkeypatch):
+    import memseg_lite.datasets.download as download
+
+    archive = category_tar(tmp_path / "all.tar.gz", tmp_path, ["bottle", "cable"])
+    dest = tmp_path / "mvtec"
+    for name in ("bottle", "cable"):
+        (dest / name / "train" / "good").mkdir(parents=True)
+        (dest / name / "train" / "good" / "old.png").write_bytes(name.encode())
+    before = {str(p.relative_to(dest)): p.read_bytes() for p in dest.rglob("*") if p.is_file()}
+    replace = os.replace
+
+    def failing_replace(source, target):
+        if Path(target) == dest / "cable" and "unpack" in str(source) and "replaced" not in str(source):
+            raise OSError(28, "No space left on device")
+        return replace(source, target)
+
+    monkeypatch.setattr(download.os, "replace", failing_replace)
+    with pytest.raises(OSError, match="No space left"):
+        download_mvtec(dest, archive=archive, force=True)
+    monkeypatch.setattr(download.os, "replace", replace)
+    after = {str(p.relative_to(dest)): p.read_bytes() for p in dest.rglob("*") if p.is_file()}
+    assert after == before, "bottle was swapped in, then put back when cable failed"
+    assert sorted(p.name for p in dest.iterdir()) == ["bottle", "cable"], "no staging folder left"
+
+
+def test_a_truncated_download_is_deleted_so_a_rerun_fetches_it_again(server, tmp_path):
+    served, base = server
+    full = category_tar(tmp_path / "bottle.tar.xz", tmp_path, ["bottle"]).read_bytes()
+    (served / "bottle.tar.xz").write_bytes(full[: len(full) // 2])  # the mirror holds a cut file
+    dest = tmp_path / "mvtec"
+    with pytest.raises(CorruptArchiveError, match="download it again.*was deleted"):
+        download_mvtec(dest, category="bottle", url=f"{base}/bottle.tar.xz", progress=False)
+    assert not (dest / "downloads" / "bottle.tar.xz").exists()
+    (served / "bottle.tar.xz").write_bytes(full)
+    download_mvtec(dest, category="bottle", url=f"{base}/bottle.tar.xz", progress=False)
+    assert (dest / "bottle" / "train" / "good" / "000.png").is_file()
+    assert sorted(p.name for p in dest.iterdir()) == ["bottle"], "the emptied downloads folder is removed"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -56,15 +57,31 @@ def test_evaluate_needs_good_and_defective_test_images(tiny_demo, random_checkpo
         evaluate_checkpoint(random_checkpoint, data, "button", progress=False)
 
 
+def test_evaluate_an_mvtec_run_on_plain_folders(tiny_demo, random_checkpoint, tmp_path):
+    """Test images given as folders work for a run trained on the MVTec AD layout; the same numbers."""
+    category = tiny_demo / "button"
+    folders = {"test_good_dir": category / "test" / "good", "test_defect_dir": tmp_path / "defects",
+               "mask_dir": tmp_path / "masks"}
+    for defect in ("scratch", "dent", "stain", "chip"):
+        shutil.copytree(category / "test" / defect, tmp_path / "defects" / defect)
+        shutil.copytree(category / "ground_truth" / defect, tmp_path / "masks" / defect)
+    from_folders = evaluate_checkpoint(random_checkpoint, device="cpu", progress=False, folders=folders)
+    from_layout = evaluate_checkpoint(random_checkpoint, tiny_demo, "button", device="cpu", progress=False)
+    for key in ("image_auroc", "pixel_auroc", "aupro", "n_good", "n_defective"):
+        assert from_folders[key] == pytest.approx(from_layout[key]), key
+    assert from_layout["threshold_source"] is None  # a checkpoint from before thresholds
+
+
 def test_predict_without_output_folder_and_with_duplicate_names(tiny_demo, random_checkpoint, tmp_path):
     first = tiny_demo / "button" / "test" / "dent" / "000.png"
     second = tiny_demo / "button" / "test" / "stain" / "000.png"  # the same file name
-    predictions = predict_images([first, second], random_checkpoint, out_dir=None, device="cpu")
-    assert [p.overlay_path for p in predictions] == [None, None]
-    assert predictions[0].anomaly_map.shape == (64, 64) and 0 <= predictions[0].score <= 1
-    written = predict_images([first, second], random_checkpoint, out_dir=tmp_path, device="cpu")
-    assert sorted(p.overlay_path.name for p in written) == ["000_anomaly.png", "000_anomaly_2.png"]
-    torch.testing.assert_close(torch.tensor(written[1].score), torch.tensor(predictions[1].score))
+    report = predict_images([first, second], random_checkpoint, out_dir=None, device="cpu")
+    assert report.out_dir is None and not report.failed
+    assert report.results[0].anomaly_map.shape == (64, 64) and 0 <= report.results[0].score <= 1
+    assert report.results[0].verdict is None  # a checkpoint without thresholds: scores only
+    written = predict_images([first, second], random_checkpoint, out_dir=tmp_path / "pred", device="cpu")
+    assert sorted(p.name for p in (tmp_path / "pred" / "overlays").iterdir()) == ["000_2_overlay.png", "000_overlay.png"]
+    torch.testing.assert_close(torch.tensor(written.results[1].score), torch.tensor(report.results[1].score))
     with pytest.raises(ValueError, match="no images given"):
         predict_images([], random_checkpoint)
 

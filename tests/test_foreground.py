@@ -229,8 +229,48 @@ def test_torch_fill_holes_equals_numpy():
 def test_torch_fallback_warns_and_gives_ones():
     blank = torch.full((2, 3, 32, 32), 20, dtype=torch.uint8)
     for backend in ("torch", "opencv"):
-        with pytest.warns(UserWarning, match="min_fraction.*2 of 2 images"):
+        with pytest.warns(UserWarning, match="min_fraction.*some images"):
             mask = foreground_mask_torch(blank, "pill", backend=backend)
         assert mask.all()
     with pytest.raises(ValueError, match="backend"):
         foreground_mask_torch(blank, "pill", backend="gpu")
+
+
+def test_metal_nut_keeps_its_central_hole():
+    ring = disk(radius=24, centre=(32, 32)) & ~disk(radius=9, centre=(32, 32))
+    mask = foreground_mask(picture(ring, 170, 10), "metal_nut")
+    assert not mask[28:37, 28:37].any()  # the hole is background
+    assert iou(mask, ring) > 0.9
+    filled = foreground_mask(picture(ring, 170, 10), ForegroundSettings(mode="threshold", threshold=40))
+    assert filled[28:37, 28:37].all()  # what fill_holes did before
+
+
+def test_a_screw_of_3_percent_keeps_its_mask():
+    size = 128
+    screw = np.zeros((size, size), bool)
+    screw[60:66, 20:100] = True  # 6 x 80 pixels: 2.9 % of the frame, dark on light
+    assert 0.02 < screw.mean() < 0.04
+    image = picture(screw, 40, 200)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fall-back warning either
+        mask = foreground_mask(image, "screw")
+    assert not mask.all() and iou(mask, screw) > 0.8
+    thinner = np.zeros((size, size), bool)
+    thinner[62:67, 30:70] = True  # 1.2 %: below the general 0.02, above the screw's 0.005
+    assert iou(foreground_mask(picture(thinner, 40, 200), "screw"), thinner) > 0.6
+
+
+def test_a_too_small_foreground_warns_once_per_category():
+    blank = np.full((SIZE, SIZE, 3), 20, dtype=np.uint8)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")  # what a plain Python run does
+        for _ in range(5):
+            foreground_mask(blank, "hazelnut")
+        for _ in range(3):
+            foreground_mask(blank, "pill")
+        for _ in range(3):
+            foreground_mask_torch(torch.from_numpy(blank).permute(2, 0, 1)[None].repeat(2, 1, 1, 1), "pill",
+                                  backend="torch")
+    messages = [str(w.message) for w in caught]
+    assert sum("'hazelnut'" in m for m in messages) == 1
+    assert sum("'pill'" in m for m in messages) == 2  # one per calling place: per image and per batch

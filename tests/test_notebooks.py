@@ -48,6 +48,15 @@ def test_training_then_evaluation_notebooks_on_another_category(tmp_path, smoke_
     assert (run / "evaluation" / "anomaly_maps.png").is_file()
 
 
+def test_your_own_product_notebook_on_a_plain_folder(tmp_path, smoke_profile):
+    work = tmp_path / "product"
+    execute("10_your_own_product.ipynb", tmp_path / "10.ipynb", work_dir=str(work), data_root=str(ROOT / "data" / "demo"))
+    assert (work / "run" / "thresholds.json").is_file()
+    records = [json.loads(line) for line in (work / "predictions" / "predictions.jsonl").read_text().splitlines()]
+    assert [r["verdict"] for r in records].count("error") == 1  # the broken file the notebook adds
+    assert all((work / "predictions" / r["mask"]).is_file() for r in records if r["verdict"] != "error")
+
+
 def test_workbook_runner_writes_executed_notebooks_and_summary(tmp_path):
     out = tmp_path / "workbook"
     completed = subprocess.run(

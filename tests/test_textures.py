@@ -12,6 +12,7 @@ from memseg_lite.simulation.textures import (
     TextureSource,
     apply_augmentation,
     augment_texture,
+    is_default_texture_root,
     procedural_texture,
     random_colour_map,
     texture_bank,
@@ -28,9 +29,14 @@ def colourful(size: int = 40, seed: int = 0) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- the procedural bank
-def test_missing_folder_means_procedural(tmp_path):
-    source = TextureSource(tmp_path / "no_dtd_here", seed=1, n_procedural=6, procedural_size=32)
+def test_missing_default_folder_means_procedural_and_a_missing_explicit_one_is_an_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.warns(UserWarning, match=r"no DTD textures at data/dtd.*procedural.*memseg-lite download dtd"):
+        source = TextureSource("data/dtd", seed=1, n_procedural=6, procedural_size=32)
     assert source.kind == "procedural" and len(source) == 6
+    with pytest.raises(FileNotFoundError, match=r"texture root .*no_dtd_here does not exist.*download dtd"):
+        TextureSource(tmp_path / "no_dtd_here")
+    assert is_default_texture_root(tmp_path / "data" / "dtd") and not is_default_texture_root(tmp_path / "dtd")
     texture = source.sample(np.random.default_rng(0), (24, 40))
     assert texture.dtype == np.uint8 and texture.shape == (24, 40, 3)
     assert TextureSource(None, n_procedural=3, procedural_size=32).kind == "procedural"

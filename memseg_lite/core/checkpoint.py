@@ -11,6 +11,7 @@ A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so i
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -21,6 +22,31 @@ from memseg_lite.core.io import atomic_output
 FORMAT = "memseg-lite"
 FORMAT_VERSION = 1
 
+# What torch's C++ zip writer says when a write comes back short (a full disk, a quota).
+_TORCH_WRITE_FAILURES = ("unexpected pos", "file write failed", "PytorchStreamWriter failed writing")
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (no space left, most often); the previous file is kept."""
+
+
+def _write_failure(path: Path, error: BaseException) -> CheckpointWriteError | None:
+    """A clear error for a failed checkpoint write, or ``None`` when ``error`` is something else."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        detail = error.strerror or str(error)
+    elif isinstance(error, RuntimeError) and any(text in str(error) for text in _TORCH_WRITE_FAILURES):
+        detail = f"torch: {str(error).splitlines()[-1].strip()}"
+    else:
+        return None
+    if path.is_file():
+        kept, again = f"the previous checkpoint {path} is kept", "run again with --resume"
+    else:
+        kept, again = f"no earlier {path.name} existed", "run again"
+    return CheckpointWriteError(
+        f"no space left on device while writing {path} ({detail}); {kept}; free space (or choose a folder "
+        f"on another disk) and {again}"
+    )
+
 
 def save_checkpoint(payload: dict, path: str | os.PathLike) -> Path:
     """Save ``payload`` to ``path`` atomically: a temporary file in the same folder, then rename.
@@ -30,8 +56,14 @@ def save_checkpoint(payload: dict, path: str | os.PathLike) -> Path:
     """
     path = Path(path)
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **payload}
-    with atomic_output(path) as temporary:
-        torch.save(payload, temporary)
+    try:
+        with atomic_output(path) as temporary:
+            torch.save(payload, temporary)
+    except (OSError, RuntimeError) as error:
+        failure = _write_failure(path, error)
+        if failure is None:
+            raise
+        raise failure from error
     return path
 
 

@@ -1,4 +1,4 @@
-"""Reading and writing images with errors that name the file and say what to do."""
+"""Reading and writing images and masks with errors that name the file and say what to do."""
 
 from __future__ import annotations
 
@@ -12,6 +12,11 @@ import cv2
 import numpy as np
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+MASK_RULE = (
+    "a mask is a single-channel image with 0 for the background and one non-zero value (1 or 255) "
+    "for the defect, or a palette PNG whose index 0 is the background"
+)
 
 
 @contextlib.contextmanager
@@ -60,13 +65,7 @@ def read_image(path: str | os.PathLike, grayscale: bool = False) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: {path}")
     flag = cv2.IMREAD_GRAYSCALE if grayscale else cv2.IMREAD_COLOR
-    data = np.fromfile(str(path), dtype=np.uint8)  # works for non-ASCII paths too
-    image = cv2.imdecode(data, flag) if data.size else None
-    if image is None:
-        raise ValueError(
-            f"cannot decode image file {path} (corrupt, truncated or not an image); "
-            "replace or delete it and try again"
-        )
+    image = _decode(path, np.fromfile(str(path), dtype=np.uint8), flag)  # fromfile: non-ASCII paths too
     # IMREAD_COLOR / IMREAD_GRAYSCALE already give 8 bits: 16-bit files are shifted right by 8,
     # the same scale for every image.
     if image.dtype != np.uint8:
@@ -74,6 +73,98 @@ def read_image(path: str | os.PathLike, grayscale: bool = False) -> np.ndarray:
     if grayscale:
         return image
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _decode(path: Path, data: np.ndarray, flag: int) -> np.ndarray:
+    """``cv2.imdecode`` with one clear ``ValueError`` for anything it cannot read."""
+    try:
+        image = cv2.imdecode(data, flag) if data.size else None
+    except cv2.error as error:  # some malformed headers make opencv throw instead of returning None
+        raise ValueError(f"cannot decode image file {path} ({error.err}); replace or delete it and try again") from None
+    if image is None or image.size == 0:
+        raise ValueError(
+            f"cannot decode image file {path} (corrupt, truncated or not an image); "
+            "replace or delete it and try again"
+        )
+    return image
+
+
+def png_palette(data: bytes) -> list[tuple[int, int, int]] | None:
+    """The colours (RGB) of a palette PNG's ``PLTE`` chunk; ``None`` for any other file.
+
+    Walks the chunks up to the first image data; a palette PNG without a readable palette is
+    reported as ``[]`` (the decoder then refuses it).
+    """
+    if not data.startswith(PNG_SIGNATURE) or len(data) < 26 or data[12:16] != b"IHDR" or data[25] != 3:
+        return None
+    offset = len(PNG_SIGNATURE)
+    while offset + 8 <= len(data):
+        length = int.from_bytes(data[offset : offset + 4], "big")
+        kind = data[offset + 4 : offset + 8]
+        body = data[offset + 8 : offset + 8 + length]
+        if kind == b"PLTE":
+            return [tuple(body[i : i + 3]) for i in range(0, len(body) - len(body) % 3, 3)]
+        if kind in (b"IDAT", b"IEND") or len(body) < length:
+            break
+        offset += 12 + length  # length, type, body, CRC
+    return []
+
+
+def read_mask(path: str | os.PathLike) -> np.ndarray:
+    """Read a ground-truth mask as ``uint8`` ``H x W`` with 1 where the defect is and 0 elsewhere.
+
+    Non-zero pixels mark the defect, whatever their value: 0/1 and 0/255 masks, 8 or 16 bits,
+    grey or RGB (any non-zero channel) all read the same. Palette PNGs are read by palette index:
+    index 0 (its colour) is the background, every other index marks the defect, whatever the
+    colours are (pixels of another index with exactly the colour of index 0 count as background).
+
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` (naming the mask and its
+    values) for a file that cannot be decoded, a grey / RGB mask with more than two distinct
+    values (a JPEG-compressed or smoothly resized mask: which pixels are defect is a guess), and a
+    mask without a single background pixel (most likely inverted: a dark defect on white).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"mask file not found: {path}")
+    data = np.fromfile(str(path), dtype=np.uint8)
+    palette = png_palette(data.tobytes()) if data.size else None
+    image = _decode(path, data, cv2.IMREAD_UNCHANGED)
+    if image.ndim == 3:
+        image = image[..., :3]  # an alpha channel does not mark anything
+        if image.shape[2] == 1:
+            image = image[..., 0]
+    if palette is not None:
+        if not palette:
+            raise ValueError(f"mask {path} is a palette PNG without a readable palette; {MASK_RULE}")
+        background = np.asarray(palette[0][::-1], dtype=image.dtype)  # opencv decodes to BGR
+        colour = image if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2)
+        defect = (colour != background).any(axis=2)
+        values = None
+    else:
+        if image.ndim == 3 and (image == image[..., :1]).all():
+            image = image[..., 0]  # grey stored as RGB
+        if image.ndim == 3:
+            values = np.unique(image.reshape(-1, image.shape[2]), axis=0)
+            shown = [tuple(int(c) for c in v[::-1]) for v in values[:6]]  # as RGB
+            defect = (image != 0).any(axis=2)
+        else:
+            values = np.unique(image)
+            shown = [v.item() for v in values[:8]]
+            defect = image != 0
+        if len(values) > 2:
+            more = ", ..." if len(values) > len(shown) else ""
+            raise ValueError(
+                f"mask {path} is not binary: it holds {len(values)} distinct values "
+                f"({', '.join(str(v) for v in shown)}{more}); {MASK_RULE}. JPEG compression and smooth "
+                "resizing make such masks: save it as PNG, resized with nearest-neighbour"
+            )
+    if defect.all():
+        found = "" if values is None else f" (values: {', '.join(str(v.tolist()) for v in np.atleast_1d(values)[:4])})"
+        raise ValueError(
+            f"mask {path} has no background pixel: every pixel is marked as defect{found}; {MASK_RULE}. "
+            "Is it inverted (dark defect on white)?"
+        )
+    return defect.astype(np.uint8)
 
 
 def write_image(path: str | os.PathLike, image: np.ndarray) -> Path:

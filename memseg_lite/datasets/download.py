@@ -3,22 +3,34 @@
 Nothing in the workbook needs these (the demo data is generated offline); they are for users
 with internet access. When a source cannot be reached, the error says how to get the archive by
 hand and where to unpack it. Public links to MVTec AD have moved several times, so each source
-lists mirrors and ``--url`` overrides them.
+lists mirrors and ``--url`` overrides them. With ``MEMSEG_OFFLINE=1`` nothing is fetched (no name
+look-up, no connection), except from literal loopback addresses; ``--archive`` still works.
+
+Imports are transactional and scoped: the archive is unpacked into a hidden staging folder on the
+destination's file system and its layout checked; only then are the requested categories (or
+DTD's own folders) renamed into place. Everything else in the destination (other categories,
+your notes, extra files) is never touched; an existing category is replaced only with
+``force=True`` (``--force``), and a failure leaves the destination as it was, with no empty folders.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
+import lzma
 import os
 import shutil
 import tarfile
 import tempfile
 import urllib.error
 import urllib.request
+import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from memseg_lite.core.offline import is_loopback_url, network_allowed
 from memseg_lite.datasets.mvtec import MVTEC_CATEGORIES
 
 CHUNK = 1 << 20
@@ -30,6 +42,10 @@ class DownloadError(RuntimeError):
 
 class UnsafeArchiveError(ValueError):
     """An archive member would land outside the destination (or is a device / odd link)."""
+
+
+class CorruptArchiveError(ValueError):
+    """An archive is truncated or damaged (usually an interrupted download): download it again."""
 
 
 @dataclass(frozen=True)
@@ -109,19 +125,28 @@ def download_file(url: str, dest: str | os.PathLike, sha256: str | None = None, 
 
     Bytes arrive in ``dest + ".part"``; an interrupted download continues from there with an
     HTTP Range request (a server that ignores it makes us start over). Only a complete, verified
-    file is renamed to ``dest``. A checksum mismatch deletes the partial file and raises.
+    file is renamed to ``dest``. A checksum mismatch deletes the partial file and raises. With
+    ``MEMSEG_OFFLINE=1`` only literal loopback URLs are fetched; others raise ``DownloadError``
+    before any socket is opened.
     """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.is_file() and (sha256 is None or sha256_of(dest) == sha256):
         return dest
+    if not network_allowed(url):  # before any name look-up or connection
+        raise DownloadError(
+            f"MEMSEG_OFFLINE=1 is set, so {url} was not fetched (no network access at all); "
+            "unset MEMSEG_OFFLINE (or set it to 0) to download"
+        )
+    dest.parent.mkdir(parents=True, exist_ok=True)
     partial = dest.with_name(dest.name + ".part")
     have = partial.stat().st_size if partial.is_file() else 0
     request = urllib.request.Request(url, headers={"User-Agent": "memseg-lite"})
     if have:
         request.add_header("Range", f"bytes={have}-")
     try:
-        response = urllib.request.urlopen(request, timeout=timeout)
+        # A loopback address never goes through a proxy (which would mean a name look-up elsewhere).
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({})) if is_loopback_url(url) else None
+        response = opener.open(request, timeout=timeout) if opener else urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as error:
         if error.code == 416 and have:  # the partial file is already complete
             response = None
@@ -176,6 +201,40 @@ def download_file(url: str, dest: str | os.PathLike, sha256: str | None = None, 
     return dest
 
 
+def _corrupt(archive: Path, error: BaseException | str) -> CorruptArchiveError:
+    cause = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    return CorruptArchiveError(
+        f"archive {archive} is truncated or damaged, or not a tar archive ({cause}). This is usually an "
+        "interrupted download: delete the file and download it again"
+    )
+
+
+def _is_read_error(error: BaseException) -> bool:
+    """Errors that mean "the archive's bytes are bad", as opposed to a problem writing the files.
+
+    tarfile, gzip (``BadGzipFile``, ``EOFError``), lzma and bz2 report bad data with these; an
+    ``OSError`` with an ``errno`` (no space, permission, ...) is about the destination instead.
+    """
+    if isinstance(error, tarfile.FilterError):
+        return False
+    if isinstance(error, (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError)):
+        return True
+    return isinstance(error, OSError) and error.errno is None
+
+
+def _read_members(tar: tarfile.TarFile, archive: Path) -> list[tarfile.TarInfo]:
+    """All members, checking that the archive is complete (its end marker and, compressed, its trailer)."""
+    members = tar.getmembers()
+    # tarfile stops without a word when a plain .tar is cut exactly between two members; a complete
+    # archive has a zero block after the last member, which tarfile has just read in full.
+    if tar.fileobj.tell() < tar.offset + tarfile.BLOCKSIZE:
+        raise _corrupt(archive, "it ends before its end-of-archive marker")
+    # Read what is left (padding): gzip / xz check their own end marker and checksum on the way.
+    while tar.fileobj.read(CHUNK):
+        pass
+    return members
+
+
 def _check_member(member: tarfile.TarInfo, root: Path) -> None:
     """Refuse members that would write outside ``root``: absolute paths, '..', escaping links, devices."""
     path = PurePosixPath(member.name)
@@ -193,41 +252,135 @@ def _check_member(member: tarfile.TarInfo, root: Path) -> None:
             )
 
 
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, outermost first."""
+    missing = []
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            break
+        missing.append(candidate)
+    return missing[::-1]
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove the folders we created (innermost first), where they are still empty."""
+    for folder in reversed(folders):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
 def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
     """Extract a tar archive (.tar, .tar.gz, .tar.xz, ...) into ``dest``, refusing unsafe members.
 
-    Every member is checked before anything is written, so a bad archive leaves ``dest`` untouched.
-    Python's own ``data`` filter is applied on top where available.
+    Every member is checked, and the archive read to its end, before anything is written, so an
+    unsafe (:class:`UnsafeArchiveError`) or truncated / damaged archive (:class:`CorruptArchiveError`,
+    a ``ValueError`` that says to download it again) leaves ``dest`` untouched. A ``dest`` created
+    here is removed again when extraction fails. Python's own ``data`` filter is applied on top.
     """
     archive, dest = Path(archive), Path(dest)
     if not archive.is_file():
         raise FileNotFoundError(f"archive {archive} does not exist")
+    created = _missing_folders(dest)
     try:
-        handle = tarfile.open(archive)
-    except tarfile.TarError as error:
-        raise ValueError(f"{archive} is not a readable tar archive ({error})") from error
-    with handle as tar:
-        members = tar.getmembers()
-        for member in members:
-            _check_member(member, dest)
-        dest.mkdir(parents=True, exist_ok=True)
-        if hasattr(tarfile, "data_filter"):
-            tar.extractall(dest, members=members, filter="data")
-        else:  # pragma: no cover - Python without the extraction filters
-            tar.extractall(dest, members=members)
+        try:
+            tar = tarfile.open(archive)  # noqa: SIM115 - entered with "with" below, once it opened
+        except Exception as error:
+            if _is_read_error(error):
+                raise _corrupt(archive, error) from None
+            raise
+        with tar:
+            try:
+                members = _read_members(tar, archive)
+            except Exception as error:
+                if _is_read_error(error):
+                    raise _corrupt(archive, error) from None
+                raise
+            for member in members:
+                _check_member(member, dest)
+            dest.mkdir(parents=True, exist_ok=True)
+            try:
+                if hasattr(tarfile, "data_filter"):
+                    tar.extractall(dest, members=members, filter="data")
+                else:  # pragma: no cover - Python without the extraction filters
+                    tar.extractall(dest, members=members)
+            except tarfile.FilterError as error:
+                raise UnsafeArchiveError(f"archive {archive}: {error}; refusing to extract") from None
+            except Exception as error:
+                if _is_read_error(error):
+                    raise _corrupt(archive, error) from None
+                raise
+    except BaseException:
+        if created:
+            shutil.rmtree(created[0], ignore_errors=True)
+        raise
     return dest
+
+
+# --------------------------------------------------------------------------------------------
+# Transactional imports
+# --------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _staging_area(dest: Path) -> Iterator[Path]:
+    """A hidden scratch folder on ``dest``'s file system (inside ``dest``, or in its nearest existing
+    parent when ``dest`` is new), so that moving out of it is a rename; removed on exit."""
+    missing = _missing_folders(dest)
+    anchor = missing[0].parent if missing else dest
+    scratch = Path(tempfile.mkdtemp(dir=anchor, prefix=".memseg-unpack-"))
+    try:
+        yield scratch
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _swap_in(pairs: list[tuple[Path, Path]], scratch: Path) -> None:
+    """Rename each staged ``source`` to its ``target``; a replaced target is put aside in ``scratch``.
+
+    All or nothing: if any rename fails, the targets already swapped get their old contents back.
+    """
+    done: list[tuple[Path, Path | None]] = []
+    created = _missing_folders(pairs[0][1].parent) if pairs else []
+    try:
+        for index, (source, target) in enumerate(pairs):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            retired = None
+            if target.exists() or target.is_symlink():
+                retired = scratch / f".replaced-{index}-{target.name}"
+                os.replace(target, retired)
+            done.append((target, retired))
+            os.replace(source, target)
+    except BaseException:
+        for target, retired in reversed(done):
+            if retired is not None and retired.exists():
+                if target.is_dir() and not target.is_symlink():
+                    shutil.rmtree(target, ignore_errors=True)
+                elif target.exists() or target.is_symlink():
+                    target.unlink()
+                os.replace(retired, target)
+        _remove_empty(created)
+        raise
+
+
+def _refuse_existing(existing: list[Path], what: str, dest: Path) -> None:
+    if existing:
+        names = ", ".join(str(path) for path in existing)
+        raise FileExistsError(
+            f"{names} already exist{'s' if len(existing) == 1 else ''}; pass --force (force=True) to replace "
+            f"{what} (nothing else in {dest} is touched). Nothing was changed"
+        )
 
 
 # --------------------------------------------------------------------------------------------
 # Data sets
 # --------------------------------------------------------------------------------------------
 def _fetch(source: Source, urls: list[str], archive_dir: Path, sha256: str | None, dest: Path, progress: bool) -> Path:
+    created = _missing_folders(archive_dir)
     failures = []
     for url in urls:
         try:
             return download_file(url, archive_dir / source.filename, sha256=sha256, progress=progress)
         except DownloadError as error:
             failures.append(str(error))
+    _remove_empty(created)  # a partial file (kept to resume) keeps its folder
     tried = "\n  ".join(failures)
     raise DownloadError(
         f"could not download {source.name}. Tried:\n  {tried}\n{source.manual.format(dest=dest)}"
@@ -239,16 +392,20 @@ def _single_top_folder(folder: Path) -> Path | None:
     return entries[0] if len(entries) == 1 and entries[0].is_dir() else None
 
 
-def _move_children(source: Path, dest: Path) -> None:
-    """Move everything inside ``source`` into ``dest`` (replacing same-named entries)."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for entry in source.iterdir():
-        target = dest / entry.name
-        if target.is_dir():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
-        shutil.move(str(entry), str(target))
+def _check_dest(dest: Path) -> None:
+    if dest.exists() and not dest.is_dir():
+        raise NotADirectoryError(f"destination {dest} is a file, not a folder; choose another --dest")
+
+
+def _unpack(archive_path: Path, scratch: Path, downloaded: bool) -> Path:
+    """Extract into ``scratch``; a truncated archive we downloaded ourselves is deleted (so a rerun fetches it)."""
+    try:
+        return safe_extract(archive_path, scratch / "archive")
+    except CorruptArchiveError as error:
+        if not downloaded:
+            raise
+        archive_path.unlink(missing_ok=True)
+        raise CorruptArchiveError(f"{error}. The downloaded file was deleted: run the same command again") from None
 
 
 def download_mvtec(
@@ -259,14 +416,26 @@ def download_mvtec(
     sha256: str | None = MVTEC.sha256,
     keep_archive: bool = False,
     progress: bool = True,
+    force: bool = False,
 ) -> Path:
     """Download (or take ``archive``) and unpack MVTec AD, or one ``category``, into ``dest``.
 
     ``sha256`` checks the full archive (the official checksum by default). Single-category
     archives have no published checksum: they are checked by their folder layout, and their
     sha256 is printed so it can be recorded.
+
+    Only ``dest/<category>`` folders are written: with ``category``, that one alone (an archive
+    holding more categories installs only it); without, every category in the archive (plus its
+    top-level files such as ``license.txt`` where ``dest`` has none). A category that already
+    exists raises ``FileExistsError`` unless ``force``, which replaces that category's folder
+    and nothing else. Nothing is changed until the archive was fully read and its layout checked.
     """
     dest = Path(dest)
+    _check_dest(dest)
+    if category is not None and (not category or category in {".", ".."} or Path(category).name != category):
+        raise ValueError(f"category {category!r} is not a folder name; give a category such as 'bottle'")
+    if category is not None and not force:  # before a long download
+        _refuse_existing([dest / category] if (dest / category).exists() else [], f"category {category}", dest)
     archive_dir = dest / "downloads"
     if archive is not None:
         archive_path = Path(archive)
@@ -279,10 +448,8 @@ def download_mvtec(
         print(f"{archive_path.name}: sha256 {sha256_of(archive_path)}")
     else:
         archive_path = _fetch(MVTEC, [url] if url else list(MVTEC.urls), archive_dir, sha256, dest, progress)
-    dest.mkdir(parents=True, exist_ok=True)
-    # Unpack next to the destination (same file system: moves are renames), check, then move.
-    with tempfile.TemporaryDirectory(dir=dest, prefix=".unpack-") as scratch:
-        extracted = Path(safe_extract(archive_path, scratch))
+    with _staging_area(dest) as scratch:
+        extracted = _unpack(archive_path, scratch, downloaded=archive is None)
         # Unwrap a single wrapper folder (e.g. "mvtec_anomaly_detection/") that holds the categories.
         top = _single_top_folder(extracted)
         if top is not None and not (top / "train").is_dir() and any((c / "train").is_dir() for c in top.iterdir()):
@@ -296,9 +463,20 @@ def download_mvtec(
                 f"{archive_path} is not in the MVTec AD layout: no <category>/train/good inside for "
                 f"{missing or 'any category'}; nothing in {dest} was changed"
             )
-        _move_children(extracted, dest)
+        existing = [dest / c for c in wanted if (dest / c).exists()]
+        if not force:
+            _refuse_existing(existing, "them" if len(existing) > 1 else "it", dest)
+        pairs = [(extracted / c, dest / c) for c in wanted]
+        if category is None:  # the full archive's license.txt / readme.txt, never over a file already there
+            pairs += [
+                (entry, dest / entry.name)
+                for entry in sorted(extracted.iterdir())
+                if entry.is_file() and not entry.name.startswith(".") and not (dest / entry.name).exists()
+            ]
+        _swap_in(pairs, scratch)
     if not keep_archive and archive is None:
         archive_path.unlink(missing_ok=True)
+        _remove_empty([archive_dir])
     return dest
 
 
@@ -309,12 +487,19 @@ def download_dtd(
     sha256: str | None = DTD.sha256,
     keep_archive: bool = False,
     progress: bool = True,
+    force: bool = False,
 ) -> Path:
     """Download (or take ``archive``) and unpack DTD so that ``dest/images/<class>/*.jpg`` exists.
 
-    ``sha256`` is the official archive's checksum; pass another for a repackaged mirror.
+    ``sha256`` is the official archive's checksum; pass another for a repackaged mirror. Only
+    DTD's own entries (``images/``, ``labels/``, ``imdb/``: whatever the archive's ``dtd/`` holds)
+    are written; one that already exists in ``dest`` raises ``FileExistsError`` unless
+    ``force``, which replaces those entries and leaves everything else in ``dest`` alone.
     """
     dest = Path(dest)
+    _check_dest(dest)
+    if not force:  # before a long download
+        _refuse_existing([dest / "images"] if (dest / "images").exists() else [], "DTD's folders", dest)
     archive_dir = dest.parent / "downloads"
     if archive is not None:
         archive_path = Path(archive)
@@ -322,16 +507,20 @@ def download_dtd(
             raise FileNotFoundError(f"archive {archive_path} does not exist")
     else:
         archive_path = _fetch(DTD, [url] if url else list(DTD.urls), archive_dir, sha256, dest, progress)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}-unpack-") as scratch:
-        extracted = Path(safe_extract(archive_path, scratch))
+    with _staging_area(dest) as scratch:
+        extracted = _unpack(archive_path, scratch, downloaded=archive is None)
         top = _single_top_folder(extracted)  # the DTD archive holds one folder "dtd/"
         source = top if top is not None and (top / "images").is_dir() else extracted
         if not (source / "images").is_dir():  # checked before dest is touched
             raise DownloadError(
                 f"{archive_path} is not in the DTD layout (images/<class>/*.jpg); nothing in {dest} was changed"
             )
-        _move_children(source, dest)
+        entries = sorted(entry for entry in source.iterdir() if not entry.name.startswith("."))
+        existing = [dest / entry.name for entry in entries if (dest / entry.name).exists()]
+        if not force:
+            _refuse_existing(existing, "DTD's folders", dest)
+        _swap_in([(entry, dest / entry.name) for entry in entries], scratch)
     if not keep_archive and archive is None:
         archive_path.unlink(missing_ok=True)
+        _remove_empty([archive_dir])
     return dest

@@ -20,8 +20,15 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from memseg_lite.core.io import list_images, read_image
-from memseg_lite.core.transforms import ensure_rgb, image_to_tensor, resize_image, resize_mask
+from memseg_lite.core.io import IMAGE_SUFFIXES, list_images, read_image, read_mask
+from memseg_lite.core.sizes import parse_size
+from memseg_lite.core.transforms import (
+    ensure_rgb,
+    image_to_tensor,
+    resize_image,
+    resize_mask,
+    warn_mixed_sizes,
+)
 
 # The 15 categories of MVTec AD (Bergmann et al., CVPR 2019); grid, screw and zipper are grey-level.
 MVTEC_CATEGORIES = (
@@ -118,55 +125,97 @@ def scan_category(data_root: str | os.PathLike, category: str, require_test: boo
     # Hidden folders (.ipynb_checkpoints, ...) are not defect types.
     for defect_dir in sorted(path for path in test_dir.iterdir() if path.is_dir() and not path.name.startswith(".")):
         defect = defect_dir.name
+        masks = _mask_files(category_dir / "ground_truth" / defect) if defect != GOOD else {}
         for image in list_images(defect_dir):
             mask = None
             if defect != GOOD:
-                mask = category_dir / "ground_truth" / defect / f"{image.stem}{MASK_SUFFIX}.png"
-                if not mask.is_file():
-                    raise FileNotFoundError(
-                        f"defect image {image} has no ground-truth mask; expected {mask} "
-                        "(a binary PNG of the same size, white where the defect is)"
-                    )
+                mask = _find_mask(masks, image, category_dir / "ground_truth" / defect / f"{image.stem}{MASK_SUFFIX}.png")
             files.test.append(LabeledImage(image=image, defect=defect, mask=mask))
     if require_test and not files.test:
         raise FileNotFoundError(f"no test images in {test_dir}/<good|defect>/")
     return files
 
 
+def _mask_files(folder: Path) -> dict[str, list[Path]]:
+    """Image files in ``folder`` by lower-case stem (``000_mask.PNG`` -> ``000_mask``)."""
+    found: dict[str, list[Path]] = {}
+    if folder.is_dir():
+        for path in list_images(folder):
+            found.setdefault(path.stem.lower(), []).append(path)
+    return found
+
+
+def _find_mask(masks: dict[str, list[Path]], image: Path, expected: Path) -> Path:
+    """The mask of ``image``: ``<stem>_mask`` with any image extension, in any letter case."""
+    candidates = masks.get(f"{image.stem}{MASK_SUFFIX}".lower(), [])
+    exact = [path for path in candidates if path.stem == f"{image.stem}{MASK_SUFFIX}"]
+    candidates = exact or candidates
+    if not candidates:
+        raise FileNotFoundError(
+            f"defect image {image} has no ground-truth mask; expected {expected} "
+            f"(a binary image of the same size, {', '.join(IMAGE_SUFFIXES)} in any letter case, "
+            "non-zero where the defect is)"
+        )
+    if len(candidates) > 1:
+        raise ValueError(
+            f"defect image {image} has several ground-truth masks ({', '.join(str(p) for p in candidates)}); "
+            "keep one and delete the others"
+        )
+    return candidates[0]
+
+
 # --------------------------------------------------------------------------------------------
 # Loading pixels
 # --------------------------------------------------------------------------------------------
-def load_image(path: Path, image_size: int, center_crop: int | None = None) -> np.ndarray:
-    """Read, convert grey to RGB, resize (and optionally center-crop): uint8 ``S x S x 3``."""
-    return resize_image(ensure_rgb(read_image(path)), image_size, center_crop)
+def load_image(path: Path, image_size, center_crop: int | None = None, resize: str = "stretch") -> np.ndarray:
+    """Read, convert grey to RGB, fit to ``image_size`` (``S`` or ``(H, W)``; ``resize``: "stretch" or
+    "letterbox", see :mod:`memseg_lite.core.transforms`) and optionally center-crop: uint8 ``H x W x 3``."""
+    return resize_image(ensure_rgb(read_image(path)), image_size, center_crop, mode=resize)
 
 
-def load_mask(path: Path | None, image_shape: tuple[int, int], image_size: int, center_crop: int | None = None) -> np.ndarray:
+def load_mask(
+    path: Path | None, image_shape: tuple[int, int], image_size, center_crop: int | None = None, resize: str = "stretch"
+) -> np.ndarray:
     """Binary mask as uint8 {0, 1}, resized with nearest-neighbour; zeros when ``path`` is None.
 
+    Non-zero pixels mark the defect (0/1, 0/255, 16-bit, palette PNGs by index; see
+    :func:`memseg_lite.core.io.read_mask`, which also says which masks are refused).
     ``image_shape`` is the original image's (height, width); a mask of another size is an error,
     since resizing both independently would silently misalign them.
     """
-    side = center_crop or image_size
     if path is None:
-        return np.zeros((side, side), dtype=np.uint8)
-    mask = read_image(path, grayscale=True)
+        shape = (center_crop, center_crop) if center_crop else parse_size(image_size)
+        return np.zeros(shape, dtype=np.uint8)
+    mask = read_mask(path)
     if mask.shape[:2] != tuple(image_shape):
         raise ValueError(
             f"mask {path} is {mask.shape[1]}x{mask.shape[0]} pixels but its image is "
             f"{image_shape[1]}x{image_shape[0]}; masks must have the size of their image"
         )
-    return (resize_mask(mask, image_size, center_crop) > 127).astype(np.uint8)
+    return (resize_mask(mask, image_size, center_crop, mode=resize) > 0).astype(np.uint8)
 
 
-def load_images(paths: Sequence[Path], image_size: int, center_crop: int | None = None, progress: bool = False) -> np.ndarray:
-    """Load several images into one uint8 array ``[N, S, S, 3]`` (errors name the bad file)."""
+def load_images(
+    paths: Sequence[Path], image_size, center_crop: int | None = None, progress: bool = False, resize: str = "stretch"
+) -> np.ndarray:
+    """Load several images into one uint8 array ``[N, H, W, 3]`` (errors name the bad file).
+
+    Warns (``UserWarning``) when the images' shapes make ``resize`` distort them or pad them
+    unevenly (:func:`memseg_lite.core.transforms.mixed_size_warning`).
+    """
     iterator = paths
     if progress:
         from tqdm.auto import tqdm
 
         iterator = tqdm(paths, desc="loading images", unit="img", leave=False)
-    return np.stack([load_image(path, image_size, center_crop) for path in iterator])
+    loaded, shapes = [], set()
+    for path in iterator:
+        raw = ensure_rgb(read_image(path))
+        shapes.add(raw.shape[:2])
+        loaded.append(resize_image(raw, image_size, center_crop, mode=resize))
+    where = f"the images in {Path(paths[0]).parent}" if paths else "the images"
+    warn_mixed_sizes(shapes, image_size, resize, where)
+    return np.stack(loaded)
 
 
 def images_to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -177,12 +226,13 @@ def images_to_tensor(images: np.ndarray) -> torch.Tensor:
 class EvaluationSet(Dataset):
     """The test split of one category: items are dicts with image, mask, label, defect, path."""
 
-    def __init__(self, files: CategoryFiles, image_size: int, center_crop: int | None = None):
+    def __init__(self, files: CategoryFiles, image_size, center_crop: int | None = None, resize: str = "stretch"):
         if not files.test:
             raise ValueError(f"category {files.category} has no test images")
         self.items = files.test
         self.image_size = image_size
         self.center_crop = center_crop
+        self.resize = resize
 
     def __len__(self) -> int:
         return len(self.items)
@@ -190,8 +240,8 @@ class EvaluationSet(Dataset):
     def __getitem__(self, index: int) -> dict:
         item = self.items[index]
         raw = ensure_rgb(read_image(item.image))
-        image = resize_image(raw, self.image_size, self.center_crop)
-        mask = load_mask(item.mask, raw.shape[:2], self.image_size, self.center_crop)
+        image = resize_image(raw, self.image_size, self.center_crop, mode=self.resize)
+        mask = load_mask(item.mask, raw.shape[:2], self.image_size, self.center_crop, resize=self.resize)
         return {
             "image": image_to_tensor(image),
             "mask": torch.from_numpy(mask),

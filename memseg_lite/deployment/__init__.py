@@ -1,4 +1,6 @@
-"""Using a trained model on new images: prediction with anomaly maps and overlays (predict).
+"""Using a trained model on new images: a model loaded once that predicts arrays or files (inferencer),
+and the predict command over files, folders and globs with verdicts, masks and overlays (predict); the inference-only network with folded batch norms
+and its ONNX export with metadata (export), and the fast inference backends (fast).
 
 May import: core, datasets, network, evaluation. Never training, experiments, teaching or the CLI.
 """

@@ -1,75 +1,261 @@
-"""Anomaly maps and scores for arbitrary images (``memseg-lite predict``)."""
+"""``memseg-lite predict``: verdicts, scores, defect masks and overlays for files, folders and globs.
+
+Inputs (:func:`expand_inputs`): image files, folders (their images, in name order; ``recursive``
+for sub-folders too) and glob patterns (``"photos/*.JPG"``, ``"line3/**/*.png"``). A path that
+does not exist and matches nothing is an error before anything is predicted.
+
+Written to the output folder::
+
+    predictions.jsonl   one JSON object per input image, in input order, with the keys of CSV_COLUMNS:
+                        path, verdict ("normal" / "defective"; "error" for an image that could not be
+                        read, whose "error" says why), score, normalised_score, defect_fraction (of
+                        the mask), height, width, mask and overlay (paths relative to the folder);
+                        null where a value does not apply
+    predictions.csv     the same as a table
+    masks/<name>_mask.png        binary defect mask at the image's own size (255 = defect)
+    overlays/<name>_overlay.png  the image, the anomaly map and the mask outline side by side
+
+An unreadable image (missing, corrupt, not an image) is reported (a line on stderr, an ``error``
+record) and skipped; the others are written. Exit codes of the command: 0 every image predicted,
+3 some images failed (the rest written), 1 nothing could be predicted (nothing written).
+
+Re-running into the same folder never mixes old and new files: everything is written to a
+staging folder beside it, which then replaces the old output folder in one rename. A folder that
+exists but was not written by ``predict`` (it has files and no ``predictions.jsonl``) is not
+replaced: choose another ``--out``.
+"""
 
 from __future__ import annotations
 
 import csv
+import glob
+import json
 import os
-from dataclasses import dataclass
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from memseg_lite.core.io import atomic_output, read_image, write_image
-from memseg_lite.core.overlays import heatmap_overlay
-from memseg_lite.core.transforms import ensure_rgb, image_to_tensor, resize_image
-from memseg_lite.evaluation.evaluate import autocast_for, input_size, load_model
+from memseg_lite.core.io import IMAGE_SUFFIXES, list_images, write_image, write_text_atomic
+from memseg_lite.core.overlays import draw_mask_outline, heatmap_overlay
+from memseg_lite.deployment.inferencer import InferenceResult, Inferencer
+
+RESULTS_NAME = "predictions.jsonl"
+TABLE_NAME = "predictions.csv"
+EXIT_OK, EXIT_SOME_FAILED, EXIT_NOTHING = 0, 3, 1
+CSV_COLUMNS = ("path", "verdict", "score", "normalised_score", "defect_fraction", "height", "width", "mask",
+               "overlay", "error")
 
 
 @dataclass
-class Prediction:
-    path: Path
-    score: float
-    anomaly_map: np.ndarray  # float32 [S, S]
-    image: np.ndarray  # uint8 [S, S, 3], the network's view of the input
-    overlay_path: Path | None = None
+class PredictReport:
+    """What a prediction run produced: results in input order, failures, and where the files are."""
+
+    results: list[InferenceResult]
+    failed: list[tuple[Path, str]]
+    out_dir: Path | None = None
+    records: list[dict] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        if not self.results:
+            return EXIT_NOTHING
+        return EXIT_SOME_FAILED if self.failed else EXIT_OK
 
 
-@torch.no_grad()
+def _is_pattern(text: str) -> bool:
+    return any(char in text for char in "*?[")
+
+
+def _images_in(folder: Path, recursive: bool) -> list[Path]:
+    if not recursive:
+        return list_images(folder)
+    return sorted(
+        path for path in folder.rglob("*")
+        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+    )
+
+
+def expand_inputs(items, recursive: bool = False) -> list[Path]:
+    """Files, folders and glob patterns -> image paths (duplicates dropped, order kept).
+
+    A named file is kept whatever its extension (so a bad file is reported, not silently
+    dropped); folders and patterns contribute image files only. Raises ``FileNotFoundError`` for a
+    path that does not exist or a pattern that matches nothing, ``ValueError`` when no image is found.
+    """
+    paths: list[Path] = []
+    for item in items:
+        text = str(item)
+        path = Path(text).expanduser()
+        if path.is_dir():
+            found = _images_in(path, recursive)
+            if not found:
+                raise FileNotFoundError(
+                    f"folder {path} holds no images ({' '.join(IMAGE_SUFFIXES)}, any case)"
+                    + ("" if recursive else "; pass --recursive to look in its sub-folders")
+                )
+            paths += found
+        elif path.is_file():
+            paths.append(path)
+        elif _is_pattern(text):
+            matches = [Path(m) for m in sorted(glob.glob(os.path.expanduser(text), recursive=True))]
+            matches = [m for m in matches if m.is_file() and m.suffix.lower() in IMAGE_SUFFIXES]
+            if not matches:
+                raise FileNotFoundError(f"the pattern {text!r} matches no image files")
+            paths += matches
+        else:
+            raise FileNotFoundError(f"no such image file or folder: {path}")
+    unique = list(dict.fromkeys(paths))
+    if not unique:
+        raise ValueError("no images given; pass image files, folders or glob patterns")
+    return unique
+
+
+def _output_names(paths: list[Path]) -> list[str]:
+    """A distinct file-name stem per input (``name``, ``name_2``, ... for equal names in different folders)."""
+    used, names = set(), []
+    for path in paths:
+        name, copy = path.stem, 1
+        while name.lower() in used:
+            copy += 1
+            name = f"{path.stem}_{copy}"
+        used.add(name.lower())
+        names.append(name)
+    return names
+
+
+def overlay_panel(result: InferenceResult) -> np.ndarray:
+    """Image | anomaly map (jet) | image with the map blended and the mask outlined in green."""
+    jet = heatmap_overlay(np.zeros_like(result.image), result.anomaly_map, alpha=1.0)
+    blended = heatmap_overlay(result.image, result.anomaly_map)
+    if result.mask is not None:
+        thickness = max(1, round(max(result.image.shape[:2]) / 256))
+        blended = draw_mask_outline(blended, result.mask, thickness=thickness)
+    return np.concatenate([result.image, jet, blended], axis=1)
+
+
+def _prepare_out(out: Path) -> Path:
+    """Check ``out`` may be replaced; return a fresh staging folder beside it."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out} is a file; give a folder for the predictions")
+    if out.is_dir() and any(out.iterdir()) and not (out / RESULTS_NAME).is_file():
+        raise FileExistsError(
+            f"--out {out} already holds files that predict did not write (no {RESULTS_NAME}); "
+            "choose another or an empty folder"
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.staging-"))
+
+
+def _swap_in(staging: Path, out: Path) -> None:
+    """Replace ``out`` by ``staging``: two renames; the old folder is deleted afterwards."""
+    old = None
+    if out.exists():
+        old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
+        os.rmdir(old)
+        os.replace(out, old)
+    try:
+        os.replace(staging, out)
+    except BaseException:
+        if old is not None:
+            os.replace(old, out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_pictures(folder: Path, record: dict, result: InferenceResult, name: str) -> None:
+    if result.mask is not None:
+        write_image(folder / "masks" / f"{name}_mask.png", result.mask)
+        record["mask"] = f"masks/{name}_mask.png"
+    write_image(folder / "overlays" / f"{name}_overlay.png", overlay_panel(result))
+    record["overlay"] = f"overlays/{name}_overlay.png"
+
+
+def _write_tables(folder: Path, records: list[dict]) -> None:
+    write_text_atomic(folder / RESULTS_NAME, "".join(json.dumps(r) + "\n" for r in records))
+    with (folder / TABLE_NAME).open("w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for record in records:
+            writer.writerow({key: ("" if record.get(key) is None else record.get(key)) for key in CSV_COLUMNS})
+
+
 def predict_images(
-    paths: list[str | os.PathLike],
-    checkpoint: str | os.PathLike,
+    inputs,
+    checkpoint: str | os.PathLike | None = None,
     out_dir: str | os.PathLike | None = None,
     device: str = "auto",
     batch_size: int = 8,
-) -> list[Prediction]:
-    """Score each image with the checkpoint's model; with ``out_dir``, write overlays and scores.csv.
+    recursive: bool = False,
+    inferencer: Inferencer | None = None,
+    backend: str = "fast",
+    report_errors: bool = True,
+    keep_arrays: bool | None = None,
+) -> PredictReport:
+    """Predict every image of ``inputs`` (files, folders, globs); with ``out_dir``, write the files above.
 
-    Each overlay PNG shows the input, the anomaly map and their blend side by side.
+    Give ``checkpoint`` or a ready ``inferencer``. Unreadable images are reported on stderr (when
+    ``report_errors``) and listed in ``PredictReport.failed``; the rest are predicted. When no image
+    at all can be read, ``ValueError`` is raised and nothing is written. ``keep_arrays`` (default: only
+    without ``out_dir``) keeps each result's image, map and mask in memory; when writing, the pictures
+    go to disk batch by batch and the results keep scores and verdicts only (large folders fit in memory).
     """
-    if not paths:
-        raise ValueError("no images given; pass one or more image files")
-    model, payload = load_model(checkpoint, device)
-    size, crop = input_size(payload)
-    device = next(model.parameters()).device
-    pixels = [resize_image(ensure_rgb(read_image(path)), size, crop) for path in paths]
-    predictions = []
-    for start in range(0, len(pixels), batch_size):
-        chunk = pixels[start : start + batch_size]
-        batch = torch.stack([image_to_tensor(p) for p in chunk]).to(device)
-        with autocast_for(payload, device):
-            logits = model(batch)
-        maps = torch.softmax(logits.float(), dim=1)[:, 1].cpu()
-        scores = model.image_score(maps)
-        for offset, (image, anomaly_map, score) in enumerate(zip(chunk, maps, scores)):
-            path = Path(paths[start + offset])
-            predictions.append(Prediction(path, float(score), anomaly_map.numpy(), image))
-    if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        used: set[str] = set()
-        for prediction in predictions:
-            name, copy = f"{prediction.path.stem}_anomaly.png", 1
-            while name in used:  # the same file name in different folders
-                copy += 1
-                name = f"{prediction.path.stem}_anomaly_{copy}.png"
-            used.add(name)
-            jet = heatmap_overlay(np.zeros_like(prediction.image), prediction.anomaly_map, alpha=1.0)
-            panel = np.concatenate([prediction.image, jet, heatmap_overlay(prediction.image, prediction.anomaly_map)], axis=1)
-            prediction.overlay_path = write_image(out / name, panel)
-        with atomic_output(out / "scores.csv") as temporary, temporary.open("w", newline="") as stream:
-            writer = csv.writer(stream)
-            writer.writerow(["path", "score", "overlay"])
-            for prediction in predictions:
-                writer.writerow([str(prediction.path), f"{prediction.score:.6f}", str(prediction.overlay_path)])
-    return predictions
+    paths = expand_inputs(inputs, recursive=recursive)
+    if inferencer is None:
+        if checkpoint is None:
+            raise ValueError("predict_images needs a checkpoint or an inferencer")
+        inferencer = Inferencer(checkpoint, device=device, backend=backend, batch_size=batch_size)
+    out = Path(out_dir) if out_dir is not None else None
+    staging = _prepare_out(out) if out is not None else None
+    keep_arrays = out is None if keep_arrays is None else keep_arrays
+    names = _output_names(paths)
+    try:
+        records: list[dict] = []
+        done: dict[int, InferenceResult] = {}
+        failed: list[tuple[Path, str]] = []
+        pending: list[tuple[int, np.ndarray]] = []
+
+        def flush() -> None:
+            chunk = inferencer.predict_arrays([image for _, image in pending], [paths[i] for i, _ in pending])
+            for (index, _), result in zip(pending, chunk):
+                records[index].update(result.to_record())
+                if staging is not None:
+                    _write_pictures(staging, records[index], result, names[index])
+                if not keep_arrays:
+                    result.image = result.anomaly_map = result.mask = None
+                done[index] = result
+            pending.clear()
+
+        from memseg_lite.core.io import read_image
+
+        for index, path in enumerate(paths):
+            records.append({**dict.fromkeys(CSV_COLUMNS), "path": str(path)})  # every key in every record
+            try:
+                pending.append((index, read_image(path)))
+            except (OSError, ValueError) as error:
+                failed.append((path, str(error)))
+                records[index].update(verdict="error", error=str(error))
+                if report_errors:
+                    print(f"memseg-lite predict: skipped {path}: {error}", file=sys.stderr)
+            if len(pending) >= inferencer.batch_size:
+                flush()
+        if pending:
+            flush()
+        if not done:
+            raise ValueError(
+                f"none of the {len(paths)} image(s) could be read (first: {failed[0][0]}: {failed[0][1]}); nothing written"
+            )
+        results = [done[i] for i in sorted(done)]
+        if staging is not None:
+            _write_tables(staging, records)
+            _swap_in(staging, out)
+            staging = None
+        return PredictReport(results=results, failed=failed, out_dir=out, records=records)
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)

@@ -1,5 +1,5 @@
-"""Stage 4, evaluation: image / pixel AUROC and AU-PRO (metrics), test-split evaluation of a checkpoint
-(evaluate) and its figures (report).
+"""Stage 4, evaluation: image / pixel AUROC and AU-PRO (metrics), decision thresholds and normalised scores
+(thresholds), test-split evaluation and calibration of a checkpoint (evaluate) and its figures (report).
 
 May import: core, datasets, network. Never training or anything above.
 """

@@ -3,11 +3,24 @@
 ``memseg-lite reproduce --data-root data/mvtec --device cuda`` is the full GPU run. It is
 resumable: a category whose ``evaluation/metrics.json`` exists is skipped, and an interrupted
 training continues from its checkpoint.
+
+Categories in parallel (each category is an independent run, so this scales with the devices):
+
+- ``--jobs N``: N worker processes on this machine, each taking the next unfinished category;
+  with GPUs, worker ``j`` uses GPU ``j`` (``N`` at most the number of GPUs); on the CPU the cores
+  are shared evenly between the workers;
+- under ``torchrun`` (one machine or several, ``--nnodes``/``--rdzv-endpoint``): rank ``r`` of
+  ``W`` takes categories ``r, r + W, r + 2W, ...`` on ``cuda:LOCAL_RANK`` (or the CPU); rank 0
+  waits for all (a gloo barrier) and writes the table. The output folder must be on a file
+  system every machine sees.
+
+Either way one ``results.md`` / ``results.csv`` holds every category.
 """
 
 from __future__ import annotations
 
 import csv
+import datetime
 import json
 import os
 from pathlib import Path
@@ -17,20 +30,14 @@ from memseg_lite.core.io import atomic_output, write_text_atomic
 from memseg_lite.datasets.mvtec import MVTEC_CATEGORIES, list_categories
 from memseg_lite.experiments.reference_numbers import REPORTED
 from memseg_lite.training.config import TrainConfig
+from memseg_lite.training.distributed import launched_world, rank_device
+
+METRICS_FILE = Path("evaluation") / "metrics.json"
+# A barrier may wait for a whole category's training on the slowest rank.
+BARRIER_TIMEOUT = datetime.timedelta(days=7)
 
 
-def reproduce(
-    data_root: str | os.PathLike,
-    categories: list[str] | None = None,
-    out_dir: str | os.PathLike = "runs/reproduce",
-    progress: bool = True,
-    **config_overrides,
-) -> list[dict]:
-    """Train + evaluate each category (skipping finished ones); write results.md and results.csv."""
-    from memseg_lite.evaluation.evaluate import evaluate_checkpoint
-    from memseg_lite.training.trainer import BEST_NAME, CHECKPOINT_NAME, train
-
-    data_root, out = Path(data_root), Path(out_dir)
+def _choose_categories(data_root: Path, categories: list[str] | None) -> list[str]:
     present = list_categories(data_root)
     if categories is None:
         categories = [c for c in MVTEC_CATEGORIES if c in present] or present
@@ -42,26 +49,168 @@ def reproduce(
         )
     if not categories:
         raise FileNotFoundError(f"no category folders with train/good in {data_root}")
+    return list(categories)
 
+
+def run_category(data_root: str | os.PathLike, category: str, out_dir: str | os.PathLike, progress: bool = True,
+                 **config_overrides) -> str:
+    """Train (or resume) and evaluate one category unless it is finished; returns what happened.
+
+    ``"skipped"`` (its metrics exist), ``"done"``, or ``"interrupted"`` (Ctrl-C / SIGTERM: the
+    checkpoint is saved, a later call continues it).
+    """
+    from memseg_lite.evaluation.evaluate import evaluate_checkpoint
+    from memseg_lite.training.trainer import BEST_NAME, CHECKPOINT_NAME, train
+
+    run_dir = Path(out_dir) / category
+    if (run_dir / METRICS_FILE).is_file():
+        print(f"[{category}] already evaluated, skipping ({run_dir / METRICS_FILE})")
+        return "skipped"
+    config = TrainConfig(data_root=str(data_root), category=category, out_dir=str(run_dir), **config_overrides)
+    started = (run_dir / CHECKPOINT_NAME).is_file()
+    finished = started and int(load_checkpoint(run_dir / CHECKPOINT_NAME)["step"]) >= config.steps
+    if not finished:
+        print(f"[{category}] {'resuming' if started else 'training'} {config.steps} steps on {config.device}")
+        # Killed before its first checkpoint, a run left files but nothing to resume: start it over.
+        result = train(config, resume=started, restart=not started, progress=progress)
+        if result.interrupted:
+            return "interrupted"
+    print(f"[{category}] evaluating")
+    evaluate_checkpoint(run_dir / BEST_NAME, data_root, category, run_dir / "evaluation",
+                        device=config.device, progress=progress)
+    return "done"
+
+
+# ---- --jobs N: a pool of local worker processes ------------------------------------------------
+_WORKER: dict = {}
+
+
+def _init_worker(devices, threads: int) -> None:
+    """Pool initialiser: this worker's device (one GPU each, taken from a queue) and CPU threads."""
+    import torch
+
+    _WORKER["device"] = devices.get()
+    if _WORKER["device"] == "cpu":
+        torch.set_num_threads(threads)
+
+
+def _pool_task(data_root: str, category: str, out_dir: str, overrides: dict) -> tuple[str, str]:
+    device = _WORKER.get("device")
+    options = dict(overrides)
+    if device is not None and options.get("device", "auto") in ("auto", "cuda", "cpu"):
+        options["device"] = device
+    return category, run_category(data_root, category, out_dir, progress=False, **options)
+
+
+def _worker_devices(jobs: int, requested: str) -> list[str]:
+    """One device name per worker: ``cuda:j`` with GPUs (at most one worker per GPU), else ``cpu``."""
+    import torch
+
+    if requested in ("auto", "cuda") and torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        if jobs > count:
+            raise ValueError(f"--jobs {jobs} but only {count} GPU(s) are visible; use --jobs {count} or fewer "
+                             "(one category per GPU)")
+        return [f"cuda:{index}" for index in range(jobs)]
+    if requested not in ("auto", "cpu"):
+        raise ValueError(f"--jobs with device={requested!r}: use device 'auto', 'cuda' or 'cpu' (each worker "
+                         "then takes its own GPU, or a share of the CPU cores)")
+    return ["cpu"] * jobs
+
+
+def _run_pool(data_root: Path, categories: list[str], out: Path, jobs: int, overrides: dict) -> list[str]:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    devices = _worker_devices(jobs, overrides.get("device", "auto"))
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    for device in devices:
+        queue.put(device)
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    statuses = []
+    executor = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_init_worker,
+                                   initargs=(queue, threads))
+    try:
+        futures = [executor.submit(_pool_task, str(data_root), category, str(out), overrides) for category in categories]
+        for future in as_completed(futures):
+            category, status = future.result()
+            print(f"[{category}] {status}")
+            statuses.append(status)
+    except KeyboardInterrupt:
+        # The workers got the same Ctrl-C: each saves its checkpoint; wait for them, then stop.
+        executor.shutdown(wait=True, cancel_futures=True)
+        raise
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+    return statuses
+
+
+# ---- under torchrun: each rank its share --------------------------------------------------------
+def _run_share(data_root: Path, categories: list[str], out: Path, progress: bool, overrides: dict) -> list[str]:
+    import torch.distributed as dist
+
+    rank, world, local_rank = launched_world()
+    options = dict(overrides)
+    options["device"] = str(rank_device(options.get("device", "auto"), local_rank))
+    mine = categories[rank::world]
+    print(f"[rank {rank}/{world}] categories {', '.join(mine) or 'none'} on {options['device']}")
+    statuses = [run_category(data_root, category, out, progress=progress and rank == 0, **options)
+                for category in mine]
+    # Everyone waits for the slowest rank, so rank 0 tabulates finished categories only. gloo needs
+    # no GPU: the barrier works the same whether the ranks trained on GPUs or CPUs.
+    if not dist.is_initialized():
+        dist.init_process_group("gloo", rank=rank, world_size=world, timeout=BARRIER_TIMEOUT)
+    # A rank that was interrupted tells the others, so rank 0 does not tabulate half a run.
+    import torch
+
+    flag = torch.tensor([1.0 if "interrupted" in statuses else 0.0])
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    dist.destroy_process_group()
+    return statuses + (["interrupted"] if flag.item() > 0 and "interrupted" not in statuses else [])
+
+
+def reproduce(
+    data_root: str | os.PathLike,
+    categories: list[str] | None = None,
+    out_dir: str | os.PathLike = "runs/reproduce",
+    progress: bool = True,
+    jobs: int = 1,
+    **config_overrides,
+) -> list[dict]:
+    """Train + evaluate each category (skipping finished ones); write results.md and results.csv.
+
+    ``jobs``: categories trained at the same time in worker processes on this machine. Under
+    torchrun (``WORLD_SIZE`` > 1) each rank takes its share instead and rank 0 writes the table
+    (the other ranks return an empty list). Raises ``KeyboardInterrupt`` after an interruption
+    (checkpoints saved; run it again to continue).
+    """
+    if not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
+    data_root, out = Path(data_root), Path(out_dir)
+    categories = _choose_categories(data_root, categories)
+    TrainConfig(data_root=str(data_root), category=categories[0], **config_overrides)  # bad options fail here
+    rank, world, _ = launched_world()
+    if world > 1:
+        if jobs > 1:
+            raise ValueError("--jobs N and torchrun do not combine: under torchrun each rank is one job; "
+                             "start N processes per machine with --nproc_per_node N instead")
+        statuses = _run_share(data_root, categories, out, progress, config_overrides)
+    elif jobs > 1:
+        statuses = _run_pool(data_root, categories, out, min(jobs, len(categories)), config_overrides)
+    else:
+        statuses = []
+        for category in categories:
+            statuses.append(run_category(data_root, category, out, progress=progress, **config_overrides))
+            if statuses[-1] == "interrupted":
+                break
+    if "interrupted" in statuses:
+        raise KeyboardInterrupt
+    if rank != 0:
+        return []
     rows = []
     for category in categories:
-        run_dir = out / category
-        metrics_path = run_dir / "evaluation" / "metrics.json"
-        if metrics_path.is_file():
-            print(f"[{category}] already evaluated, skipping ({metrics_path})")
-        else:
-            config = TrainConfig(data_root=str(data_root), category=category, out_dir=str(run_dir), **config_overrides)
-            started = (run_dir / CHECKPOINT_NAME).is_file()
-            finished = started and int(load_checkpoint(run_dir / CHECKPOINT_NAME)["step"]) >= config.steps
-            if not finished:
-                print(f"[{category}] {'resuming' if started else 'training'} {config.steps} steps on {config.device}")
-                result = train(config, resume=started, progress=progress)
-                if result.interrupted:
-                    raise KeyboardInterrupt
-            print(f"[{category}] evaluating")
-            evaluate_checkpoint(run_dir / BEST_NAME, data_root, category, run_dir / "evaluation",
-                                device=config.device, progress=progress)
-        metrics = json.loads(metrics_path.read_text())
+        metrics = json.loads((out / category / METRICS_FILE).read_text())
         rows.append({
             "category": category,
             "image_auroc": 100 * metrics["image_auroc"],

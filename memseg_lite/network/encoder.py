@@ -38,6 +38,8 @@ import torchvision
 from torch import nn
 from torchvision.models import ResNet18_Weights
 
+from memseg_lite.core.offline import offline_requested
+
 LOGGER = logging.getLogger(__name__)
 
 WEIGHT_CHOICES = ("auto", "imagenet", "none")
@@ -69,11 +71,6 @@ class FrozenFeatures(NamedTuple):
 def imagenet_cache_path() -> Path:
     """Where torch.hub looks for the ImageNet ResNet18 file: ``torch.hub.get_dir()/checkpoints/<file>``."""
     return Path(torch.hub.get_dir()) / "checkpoints" / IMAGENET_FILE
-
-
-def offline_requested() -> bool:
-    """True when the environment variable ``MEMSEG_OFFLINE`` is set to 1/true/yes."""
-    return os.environ.get("MEMSEG_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
 def _random_resnet18(seed: int | None) -> torchvision.models.ResNet:

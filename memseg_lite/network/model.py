@@ -11,6 +11,22 @@ Forward pass for a batch of normalised images ``[B, 3, H, W]`` (``H``, ``W`` div
 
 The anomaly map is the softmax probability of the anomalous channel; the image score is the
 mean of its ``top_k`` largest values.
+
+Ablation switches (:class:`MemSeg` arguments, saved by :meth:`MemSeg.config`, so a checkpoint
+rebuilds the same network; the defaults are the method as the paper describes it):
+
+- ``use_memory=False``: no memory bank, no ``DI*``: ``CI_l = II_l`` (64, 128, 256 channels), so
+  MSFF gets half the input channels and gives 32, 64, 128. The spatial attention has nothing to
+  come from: its maps are all ones (no weighting), and ``di_star`` / ``indices`` / ``distances``
+  are empty tensors.
+- ``use_attention=False``: the spatial attention maps are all ones (MSFF output unweighted).
+- ``fusion="plain"``: no MSFF; each ``CI_l`` goes through one 1x1 convolution (+BN+ReLU) to the
+  channel count MSFF gives (:class:`memseg_lite.network.msff.PlainSkips`).
+- ``feature_smoothing="avgpool3"``: the level 1-3 features (input and memory bank alike) are
+  averaged over 3 x 3 windows (stride 1, padding 1, ``count_include_pad=False``) before the memory
+  comparison, as in the authors' code; the smoothed features are also the ``II_l`` in ``CI_l``.
+- ``di_scale`` / ``feature_scale``: ``CI_l = concat(feature_scale * II_l, di_scale * DI*_l)``
+  (the authors' code uses 100 and 100). The attention maps are computed from the unscaled ``DI*``.
 """
 
 from __future__ import annotations
@@ -25,12 +41,41 @@ from torch import nn
 from memseg_lite.core.runtime import resolve_device
 from memseg_lite.network.attention import spatial_attention_maps
 from memseg_lite.network.decoder import UNetDecoder
-from memseg_lite.network.encoder import EncoderFeatures, ResNet18Encoder, calibrate_batchnorm
-from memseg_lite.network.memory import SELECTION_RULES, MemoryBank, difference_information
-from memseg_lite.network.msff import MSFF
+from memseg_lite.network.encoder import (
+    EncoderFeatures,
+    ResNet18Encoder,
+    calibrate_batchnorm,
+)
+from memseg_lite.network.memory import (
+    SELECTION_RULES,
+    MemoryBank,
+    difference_information,
+)
+from memseg_lite.network.msff import MSFF, PlainSkips
 
 DEFAULT_DECODER_CHANNELS = (256, 128, 64, 48, 32)
 ENCODER_CHANNELS = (64, 64, 128, 256, 512)  # stem, level1..level4
+FUSIONS = ("msff", "plain")
+FEATURE_SMOOTHINGS = ("none", "avgpool3")
+#: The ablation switches and their defaults (the paper's network); MemSeg.config() saves them.
+ABLATION_DEFAULTS: dict[str, Any] = {
+    "use_memory": True,
+    "use_attention": True,
+    "fusion": "msff",
+    "feature_smoothing": "none",
+    "di_scale": 1.0,
+    "feature_scale": 1.0,
+}
+
+
+def smooth_features(features: Sequence[torch.Tensor], smoothing: str) -> list[torch.Tensor]:
+    """``"avgpool3"``: 3 x 3 average pooling (stride 1, padding 1, borders averaged over the pixels
+    inside) of each level; ``"none"``: the features unchanged."""
+    if smoothing not in FEATURE_SMOOTHINGS:
+        raise ValueError(f"feature_smoothing must be one of {FEATURE_SMOOTHINGS}, got {smoothing!r}")
+    if smoothing == "none":
+        return list(features)
+    return [nn.functional.avg_pool2d(f, 3, stride=1, padding=1, count_include_pad=False) for f in features]
 
 
 class MemSegOutputs(NamedTuple):
@@ -101,6 +146,8 @@ class MemSeg(nn.Module):
         decoder_channels: widths of the five decoder up steps.
         encoder: an encoder to use (default: a randomly initialised ResNet18).
         memory: a memory bank to use (default: empty).
+        use_memory, use_attention, fusion, feature_smoothing, di_scale, feature_scale: the
+            ablation switches (see the module docstring); the defaults are the paper's network.
     """
 
     def __init__(
@@ -111,8 +158,24 @@ class MemSeg(nn.Module):
         decoder_channels: Sequence[int] = DEFAULT_DECODER_CHANNELS,
         encoder: ResNet18Encoder | None = None,
         memory: MemoryBank | None = None,
+        use_memory: bool = True,
+        use_attention: bool = True,
+        fusion: str = "msff",
+        feature_smoothing: str = "none",
+        di_scale: float = 1.0,
+        feature_scale: float = 1.0,
     ):
         super().__init__()
+        for name, value in (("use_memory", use_memory), ("use_attention", use_attention)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{name} must be True or False, got {value!r}")
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS} ('plain': no MSFF), got {fusion!r}")
+        if feature_smoothing not in FEATURE_SMOOTHINGS:
+            raise ValueError(f"feature_smoothing must be one of {FEATURE_SMOOTHINGS}, got {feature_smoothing!r}")
+        for name, value in (("di_scale", di_scale), ("feature_scale", feature_scale)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value == float("inf"):
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
         if selection_rule not in SELECTION_RULES:
             raise ValueError(f"selection_rule must be one of {SELECTION_RULES}, got {selection_rule!r}")
         if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
@@ -121,10 +184,21 @@ class MemSeg(nn.Module):
         self.top_k = top_k
         self.ca_reduction = int(ca_reduction)
         self.decoder_channels = tuple(int(channels) for channels in decoder_channels)
+        self.use_memory = use_memory
+        self.use_attention = use_attention
+        self.fusion = fusion
+        self.feature_smoothing = feature_smoothing
+        self.di_scale = float(di_scale)
+        self.feature_scale = float(feature_scale)
         stem, level1, level2, level3, level4 = ENCODER_CHANNELS
         self.encoder = encoder if encoder is not None else ResNet18Encoder(weights="none", seed=None)
         self.memory = memory if memory is not None else MemoryBank()
-        self.msff = MSFF(in_channels=(2 * level1, 2 * level2, 2 * level3), reduction=self.ca_reduction)
+        factor = 2 if use_memory else 1  # CI = concat(II, DI*), or II alone without memory
+        in_channels = (factor * level1, factor * level2, factor * level3)
+        if fusion == "msff":
+            self.msff = MSFF(in_channels=in_channels, reduction=self.ca_reduction)
+        else:
+            self.msff = PlainSkips(in_channels=in_channels)
         self.decoder = UNetDecoder(
             bottleneck_channels=level4,
             skip_channels=(*reversed(self.msff.out_channels), stem),
@@ -138,6 +212,12 @@ class MemSeg(nn.Module):
             "top_k": self.top_k,
             "ca_reduction": self.ca_reduction,
             "decoder_channels": list(self.decoder_channels),
+            "use_memory": self.use_memory,
+            "use_attention": self.use_attention,
+            "fusion": self.fusion,
+            "feature_smoothing": self.feature_smoothing,
+            "di_scale": self.di_scale,
+            "feature_scale": self.feature_scale,
         }
 
     def forward_intermediates(self, images: torch.Tensor) -> MemSegOutputs:
@@ -149,14 +229,32 @@ class MemSeg(nn.Module):
         """
         check_images(images)
         features = self.encoder(images)
-        inputs = [features.level1, features.level2, features.level3]
-        di_star, indices, distances = difference_information(inputs, self.memory.features, self.selection_rule)
-        # DI* is float32 (kept out of autocast); match the features' dtype so the convs see one type.
-        concatenated = [torch.cat([ii, di.to(ii.dtype)], dim=1) for ii, di in zip(inputs, di_star)]
-        attention_maps = spatial_attention_maps(di_star)
+        inputs = smooth_features([features.level1, features.level2, features.level3], self.feature_smoothing)
+        if self.use_memory:
+            memory = smooth_features(self.memory.features, self.feature_smoothing)
+            di_star, indices, distances = difference_information(inputs, memory, self.selection_rule)
+            # DI* is float32 (kept out of autocast); match the features' dtype so the convs see one type.
+            concatenated = [
+                torch.cat([self._scaled(ii, self.feature_scale), self._scaled(di.to(ii.dtype), self.di_scale)], dim=1)
+                for ii, di in zip(inputs, di_star)
+            ]
+        else:  # no memory: CI = II, and nothing for the spatial attention to come from
+            empty = inputs[0].new_zeros(images.shape[0], 0)
+            di_star = [ii.new_zeros(ii.shape[0], 0, *ii.shape[-2:]) for ii in inputs]
+            indices = torch.zeros(images.shape[0], 0, dtype=torch.int64, device=images.device)
+            distances = empty.float().reshape(images.shape[0], 0, 0)
+            concatenated = [self._scaled(ii, self.feature_scale) for ii in inputs]
+        if self.use_memory and self.use_attention:
+            attention_maps = spatial_attention_maps(di_star)
+        else:
+            attention_maps = [ii.new_ones(ii.shape[0], 1, *ii.shape[-2:]) for ii in inputs]
         fused = self.msff(concatenated, [m.to(f.dtype) for m, f in zip(attention_maps, inputs)])
         logits = self.decoder(features.level4, fused, features.stem)
         return MemSegOutputs(logits, features, di_star, indices, distances, attention_maps, concatenated, fused)
+
+    @staticmethod
+    def _scaled(tensor: torch.Tensor, factor: float) -> torch.Tensor:
+        return tensor if factor == 1.0 else tensor * factor
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, 2, H, W]`` (channel 0 normal, channel 1 anomalous) for ``float [B, 3, H, W]`` images."""
@@ -214,14 +312,17 @@ def build_memseg(
         allow_download: passed to :func:`memseg_lite.network.encoder.load_resnet18`.
         seed: seed for every random initialisation (backbone if random, MSFF, decoder).
         batch_size: images per encoder pass while calibrating and building the bank.
-        **options: further :class:`MemSeg` options (``ca_reduction``, ``decoder_channels``).
+        **options: further :class:`MemSeg` options (``ca_reduction``, ``decoder_channels`` and the
+            ablation switches of :data:`ABLATION_DEFAULTS`). With ``use_memory=False`` the memory
+            bank stays empty (``memory_images`` only calibrate the batch norm, when that applies).
     """
     check_images(memory_images, "memory_images")
     if calibrate_bn not in (True, False, "auto"):
         raise ValueError(f"calibrate_bn must be True, False or 'auto', got {calibrate_bn!r}")
-    unknown = set(options) - {"ca_reduction", "decoder_channels"}
+    allowed = {"ca_reduction", "decoder_channels", *ABLATION_DEFAULTS}
+    unknown = set(options) - allowed
     if unknown:
-        raise TypeError(f"build_memseg got unknown options {sorted(unknown)}; allowed: ca_reduction, decoder_channels")
+        raise TypeError(f"build_memseg got unknown options {sorted(unknown)}; allowed: {', '.join(sorted(allowed))}")
     target = memory_images.device if device is None else resolve_device(device)
     # Module initialisers draw from the global generator: fork it, so a seed gives the same
     # network without disturbing the caller's random state.
@@ -232,7 +333,8 @@ def build_memseg(
     model.to(target)
     if calibrate_bn is True or (calibrate_bn == "auto" and not encoder.pretrained):
         calibrate_batchnorm(model.encoder, memory_images, batch_size=batch_size)
-    model.memory.build(model.encoder, memory_images, batch_size=batch_size)
+    if model.use_memory:
+        model.memory.build(model.encoder, memory_images, batch_size=batch_size)
     return model
 
 
@@ -245,13 +347,14 @@ def memseg_from_state(
     bank may have any number of samples.
 
     Args:
-        config: the output of :meth:`MemSeg.config`.
+        config: the output of :meth:`MemSeg.config`; checkpoints written before the ablation
+            switches lack them and get the defaults (the network they were trained with).
         state_dict: the output of ``model.state_dict()``.
         device: where to put the model (default: CPU).
     """
     if not isinstance(config, dict):
         raise TypeError(f"config must be the dict from MemSeg.config(), got {type(config).__name__}")
-    allowed = {"selection_rule", "top_k", "ca_reduction", "decoder_channels"}
+    allowed = {"selection_rule", "top_k", "ca_reduction", "decoder_channels", *ABLATION_DEFAULTS}
     unknown = set(config) - allowed
     if unknown:
         raise ValueError(f"config has unknown keys {sorted(unknown)}; expected a subset of {sorted(allowed)}")

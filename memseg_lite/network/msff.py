@@ -17,6 +17,9 @@ Where the CA block sits is read differently in the implementations: here it gate
 of the 3x3 convolution (its attention computed from that output, the usual way to insert CA
 into a block). The tootouch re-implementation multiplies the 3x3-conv output with the CA block
 applied to the raw ``CI``, so ``CI`` also enters as a factor.
+
+:class:`PlainSkips` is the "no MSFF" ablation (``MemSeg(fusion="plain")``): one 1x1 convolution
+per level to the same channel count, nothing else.
 """
 
 from __future__ import annotations
@@ -105,6 +108,44 @@ class MSFF(nn.Module):
         for k in (1, 0):  # top-down: level 3 into 2, then the new level 2 into 1
             coarser = upsample_to(fused[k + 1], fused[k].shape[-2:])
             fused[k] = fused[k] + self.lateral[k](coarser)
+        if attention_maps is not None:
+            if len(attention_maps) != 3:
+                raise ValueError(f"expected 3 attention maps, got {len(attention_maps)}")
+            fused = [features * weights for features, weights in zip(fused, attention_maps)]
+        return fused
+
+
+class PlainSkips(nn.Module):
+    """The "no MSFF" ablation: each level's ``CI_l`` goes to the decoder through one 1x1 convolution
+    (+BN+ReLU) to the channel count MSFF would give (``C // 2``); no coordinate attention, no
+    3x3 convolutions, no top-down fusion. The decoder is then the same as with MSFF.
+
+    Args:
+        in_channels: channels of ``CI_1, CI_2, CI_3`` (even).
+    """
+
+    def __init__(self, in_channels: Sequence[int] = (128, 256, 512)):
+        super().__init__()
+        if len(in_channels) != 3:
+            raise ValueError(f"in_channels must give 3 levels, got {tuple(in_channels)}")
+        self.in_channels = tuple(int(channels) for channels in in_channels)
+        if any(channels < 2 or channels % 2 for channels in self.in_channels):
+            raise ValueError(f"in_channels must be even numbers >= 2, got {self.in_channels}")
+        self.out_channels = tuple(channels // 2 for channels in self.in_channels)
+        self.projections = nn.ModuleList(
+            conv_bn_relu(c_in, c_out, kernel_size=1) for c_in, c_out in zip(self.in_channels, self.out_channels)
+        )
+
+    def forward(
+        self, concatenated: Sequence[torch.Tensor], attention_maps: Sequence[torch.Tensor] | None = None
+    ) -> list[torch.Tensor]:
+        """Same interface as :meth:`MSFF.forward`: 3 levels in, 3 levels of half the channels out."""
+        if len(concatenated) != 3:
+            raise ValueError(f"expected 3 concatenated levels, got {len(concatenated)}")
+        for level, (tensor, channels) in enumerate(zip(concatenated, self.in_channels), start=1):
+            if tensor.ndim != 4 or tensor.shape[1] != channels:
+                raise ValueError(f"level {level}: expected [B, {channels}, h, w], got {tuple(tensor.shape)}")
+        fused = [projection(tensor) for projection, tensor in zip(self.projections, concatenated)]
         if attention_maps is not None:
             if len(attention_maps) != 3:
                 raise ValueError(f"expected 3 attention maps, got {len(attention_maps)}")

@@ -10,6 +10,7 @@ from a seed. Put DTD at ``data/dtd`` (layout ``images/<class>/*.jpg``) to use th
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +24,14 @@ from memseg_lite.simulation.perlin import perlin_noise
 
 DEFAULT_TEXTURE_ROOT = "data/dtd"
 PROCEDURAL_FAMILIES = ("fractal", "stripes", "checks", "cells", "marble", "speckle")
+# The workbook's own data folder (notebooks run in notebooks/ and point at ../data/dtd).
+_WORKBOOK_TEXTURE_ROOT = Path(__file__).resolve().parents[2] / DEFAULT_TEXTURE_ROOT
+
+
+def is_default_texture_root(root: str | os.PathLike) -> bool:
+    """True for the default DTD location: ``data/dtd`` under the current folder or the workbook's folder."""
+    resolved = Path(root).expanduser().resolve()
+    return resolved in {Path(DEFAULT_TEXTURE_ROOT).resolve(), _WORKBOOK_TEXTURE_ROOT}
 
 
 def _check_rng(rng: object) -> np.random.Generator:
@@ -171,9 +180,12 @@ def find_texture_images(root: str | os.PathLike) -> list[Path]:
 class TextureSource:
     """Texture images for texture anomalies: DTD under ``root`` when present, else procedural.
 
-    - ``root``: a DTD folder (``images/<class>/*.jpg``) or any folder of images. A missing folder
-      means "use the procedural bank" (``.kind == "procedural"``); a folder that exists but holds
-      no images raises ``ValueError``. ``None``: always procedural.
+    - ``root``: a DTD folder (``images/<class>/*.jpg``) or any folder of images. When the default
+      location (``data/dtd``, see :func:`is_default_texture_root`) is missing, the procedural bank
+      is used (``.kind == "procedural"``) with one warning saying so and how to get DTD; any other
+      missing folder is a ``FileNotFoundError`` (a mistyped path must not silently change the
+      training data). A folder that exists but holds no images raises ``ValueError``. ``None``:
+      always procedural, without a warning.
     - ``seed``: seeds the procedural bank (the same seed gives the same textures).
     - ``n_procedural``: textures in the procedural bank (generated lazily, on first use).
     - ``procedural_size``: their side length (they are resized to the requested size).
@@ -196,6 +208,22 @@ class TextureSource:
         self.root = Path(root) if root is not None else None
         self.files: list[Path] = []
         self._bank: dict[int, np.ndarray] = {}
+        if self.root is not None and not self.root.exists():
+            if not is_default_texture_root(self.root):
+                raise FileNotFoundError(
+                    f"texture root {self.root} does not exist; point it at a DTD folder (images/<class>/*.jpg) "
+                    f"or a folder of texture images, get DTD with `memseg-lite download dtd --dest {self.root}`, "
+                    "or leave the option out to use the built-in procedural textures"
+                )
+            # stacklevel=1: the warning's location is this line, so Python shows it once per process
+            # however many sources are built (the trainer builds two).
+            warnings.warn(
+                f"no DTD textures at {self.root}: the anomaly simulation uses the built-in procedural "
+                "textures instead. To use DTD as the paper does, run `memseg-lite download dtd` "
+                f"(or unpack dtd-r1.0.1.tar.gz so that {self.root}/images/<class>/*.jpg exists)",
+                UserWarning,
+                stacklevel=1,
+            )
         if self.root is not None and self.root.exists():
             if not self.root.is_dir():
                 raise ValueError(f"texture root {self.root} is a file; give a folder of texture images (DTD layout images/<class>/*.jpg)")
@@ -377,6 +405,6 @@ def describe_bank(source: TextureSource) -> str:
 
 __all__ = [
     "AUGMENTATIONS", "DEFAULT_TEXTURE_ROOT", "PROCEDURAL_FAMILIES", "TextureSource", "apply_augmentation",
-    "augment_texture", "describe_bank", "find_texture_images", "procedural_texture", "random_colour_map",
-    "resize_to", "texture_bank",
+    "augment_texture", "describe_bank", "find_texture_images", "is_default_texture_root", "procedural_texture",
+    "random_colour_map", "resize_to", "texture_bank",
 ]

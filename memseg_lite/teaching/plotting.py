@@ -1,6 +1,50 @@
-"""Figures for the workbook: the MemSeg data-flow diagram."""
+"""Figures for the workbook: the MemSeg data-flow diagram, and saving any figure for slides."""
 
 from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from memseg_lite.core.io import atomic_output
+
+#: the formats :func:`save_figure` writes: PNG for slides and documents, SVG for editing and print
+FIGURE_FORMATS = ("png", "svg")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def save_figure(fig, name: str, out_dir: str | os.PathLike = "outputs/figures", dpi: int = 200) -> dict[str, Path]:
+    """Save a matplotlib figure as ``<out_dir>/<name>.png`` and ``<out_dir>/<name>.svg``, each atomically.
+
+    Args:
+        fig: a ``matplotlib.figure.Figure`` (``plt.gcf()`` for the current one).
+        name: the file stem: letters, digits, ``.``, ``_`` and ``-`` (no folders, no extension).
+        out_dir: created when missing; relative paths are relative to the working directory
+            (the notebook's folder in Jupyter).
+        dpi: resolution of the PNG (the SVG is vector graphics).
+
+    Returns:
+        ``{"png": path, "svg": path}``. An existing file of the same name is replaced in one rename,
+        so a reader never sees half a picture.
+    """
+    if not hasattr(fig, "savefig"):
+        raise ValueError(f"fig must be a matplotlib Figure (e.g. plt.gcf()), got {type(fig).__name__}")
+    name = str(name)
+    if name.lower().endswith(tuple(f".{extension}" for extension in FIGURE_FORMATS)):
+        raise ValueError(f"name={name!r}: give the file stem without an extension; PNG and SVG are both written")
+    if not _NAME.match(name):
+        raise ValueError(f"name={name!r} is not a plain file stem: use letters, digits, '.', '_' and '-' only "
+                         "(no folders: pass those as out_dir)")
+    folder = Path(out_dir)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"out_dir={str(folder)!r} exists and is not a folder; pass a folder path")
+    written = {}
+    for extension in FIGURE_FORMATS:
+        path = folder / f"{name}.{extension}"
+        with atomic_output(path) as temporary:
+            fig.savefig(temporary, format=extension, dpi=dpi, bbox_inches="tight")
+        written[extension] = path
+    return written
 
 
 def memseg_diagram(axis=None):

@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from memseg_lite.core.sizes import RESIZE_MODES, parse_size
 from memseg_lite.network.selection import SELECTION_RULES
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
@@ -24,8 +25,18 @@ class TrainConfig:
     data_root: str = "data/demo"
     category: str = "button"
     out_dir: str = "runs/button"
-    image_size: int = 256
-    center_crop: int | None = None  # e.g. image_size=288, center_crop=256 as in tootouch
+    # Network input: S (square) or (H, W), multiples of 32; "256x512" is accepted and becomes (256, 512).
+    image_size: int | tuple[int, int] = 256
+    center_crop: int | None = None  # e.g. image_size=288, center_crop=256 as in tootouch (square sizes only)
+    # How images of another shape are fitted: "letterbox" (aspect ratio kept, black borders) or
+    # "stretch" (memseg_lite.core.transforms.fit_image). Identical for images of the input's aspect ratio.
+    resize: str = "letterbox"
+    # A plain folder of good images instead of the MVTec AD layout (memseg_lite.datasets.folder);
+    # optional labelled test images: good ones, defective ones, and masks for the defective ones.
+    good_dir: str | None = None
+    test_good_dir: str | None = None
+    test_defect_dir: str | None = None
+    mask_dir: str | None = None
     memory_size: int = 30
     val_images: int = 10  # held-out train/good images for validation (never the test split)
     val_anomalies_per_image: int = 2
@@ -43,6 +54,13 @@ class TrainConfig:
     backbone_weights: str = "auto"
     selection_rule: str = "paper"
     top_k: int = 100
+    # Ablation switches of the network (memseg_lite.network.model; defaults: the paper's network).
+    use_memory: bool = True  # False: no DI, CI = II, attention maps all ones
+    use_attention: bool = True  # False: spatial attention maps all ones
+    fusion: str = "msff"  # "plain": a 1x1 conv per level instead of MSFF
+    feature_smoothing: str = "none"  # "avgpool3": 3x3 average pooling of levels 1-3 (authors' code)
+    di_scale: float = 1.0  # CI = concat(feature_scale * II, di_scale * DI*) (authors' code: 100, 100)
+    feature_scale: float = 1.0
     # anomaly simulation
     p_normal: float = 0.5
     p_texture: float = 0.5
@@ -53,6 +71,10 @@ class TrainConfig:
     foreground: str | None = None  # None: the category's settings; or "none" / "otsu" / a category name
     max_tries: int = 50  # Perlin redraws before a sample on a tiny foreground gives up
     texture_root: str = "data/dtd"
+    # A simulation settings file (memseg_lite.simulation.settings, e.g. saved by the anomaly explorer):
+    # its values replace the simulation options above, its foreground goes to foreground_settings.
+    simulation_file: str | None = None
+    foreground_settings: dict | None = None  # ForegroundSettings fields; wins over `foreground`
     # Where anomalies are simulated: "loader" (numpy, in the DataLoader's worker processes) or
     # "device" (batched torch on the training device, e.g. the GPU; memseg_lite.simulation.synthesis.TorchAnomalySynthesizer)
     synthesis: str = "loader"
@@ -61,6 +83,9 @@ class TrainConfig:
     amp: str = "auto"  # autocast: bf16 where supported on CUDA, else fp16 with a grad scaler; off on CPU
     channels_last: bool | None = None  # None: on for CUDA
     compile: bool = False
+    # Data-parallel runs (memseg_lite.training.distributed): batch norm in the trained parts uses the
+    # statistics of the global batch over all processes (no effect in one process).
+    sync_batchnorm: bool = False
     num_workers: int = 0
     seed: int = 0
     val_every: int = 100
@@ -69,7 +94,10 @@ class TrainConfig:
 
     # Options that may differ when a run is resumed: where the files are (the trainer checks that
     # the split and the texture source are the same) and how fast it runs.
-    RESUMABLE_CHANGES = ("device", "num_workers", "compile", "out_dir", "data_root", "texture_root")
+    RESUMABLE_CHANGES = (
+        "device", "num_workers", "compile", "out_dir", "data_root", "texture_root",
+        "good_dir", "test_good_dir", "test_defect_dir", "mask_dir",
+    )
 
     def __post_init__(self) -> None:
         # Absolute, so the same config finds the same textures whatever the working folder.
@@ -77,6 +105,12 @@ class TrainConfig:
         self.delta_range = tuple(float(v) for v in self.delta_range)
         self.perlin_scale_range = tuple(int(v) for v in self.perlin_scale_range)
         self.structure_grid = tuple(int(v) for v in self.structure_grid)
+        self.image_size = _normalise_size(self.image_size)
+        if self.simulation_file is not None:
+            self._apply_simulation_file()
+        for name in ("good_dir", "test_good_dir", "test_defect_dir", "mask_dir"):
+            if getattr(self, name) is not None:
+                setattr(self, name, str(Path(getattr(self, name)).expanduser().resolve()))
         self.validate()
 
     def validate(self) -> None:
@@ -86,13 +120,19 @@ class TrainConfig:
             if not condition:
                 raise ValueError(f"TrainConfig: {message}")
 
-        need(self.image_size >= 32, f"image_size must be at least 32, got {self.image_size}")
+        height, width = self.image_shape
+        need(min(height, width) >= 32, f"image_size must be at least 32, got {self.image_size}")
         if self.center_crop is None:
-            need(self.image_size % 32 == 0,
+            need(height % 32 == 0 and width % 32 == 0,
                  f"image_size must be a multiple of 32 (the encoder downsamples 32x), got {self.image_size}")
         if self.center_crop is not None:
-            need(self.center_crop % 32 == 0 and 32 <= self.center_crop <= self.image_size,
+            need(height == width, f"center_crop needs a square image_size, got {self.image_size}")
+            need(self.center_crop % 32 == 0 and 32 <= self.center_crop <= height,
                  f"center_crop must be a multiple of 32 and at most image_size, got {self.center_crop}")
+        need(self.resize in RESIZE_MODES, f"resize must be one of {RESIZE_MODES}, got {self.resize!r}")
+        need(self.good_dir is not None or (self.test_good_dir is None and self.test_defect_dir is None),
+             "test_good_dir / test_defect_dir need good_dir (a plain folder of good training images)")
+        need(self.mask_dir is None or self.test_defect_dir is not None, "mask_dir needs test_defect_dir")
         need(self.memory_size >= 1, f"memory_size must be >= 1, got {self.memory_size}")
         need(self.val_images >= 1, f"val_images must be >= 1, got {self.val_images}")
         need(self.val_anomalies_per_image >= 1, "val_anomalies_per_image must be >= 1")
@@ -107,23 +147,81 @@ class TrainConfig:
         need(self.selection_rule in SELECTION_RULES,
              f"selection_rule must be one of {SELECTION_RULES}, got {self.selection_rule!r}")
         need(self.top_k >= 1, f"top_k must be >= 1, got {self.top_k}")
+        need(isinstance(self.use_memory, bool) and isinstance(self.use_attention, bool),
+             "use_memory and use_attention must be true or false")
+        need(self.fusion in ("msff", "plain"), f"fusion must be 'msff' or 'plain' (no MSFF), got {self.fusion!r}")
+        need(self.feature_smoothing in ("none", "avgpool3"),
+             f"feature_smoothing must be 'none' or 'avgpool3', got {self.feature_smoothing!r}")
+        need(self.di_scale > 0 and self.feature_scale > 0,
+             f"di_scale and feature_scale must be > 0, got {self.di_scale} and {self.feature_scale}")
         need(0 <= self.p_normal <= 1 and 0 <= self.p_texture <= 1, "p_normal and p_texture must be in [0, 1]")
         need(0 < self.delta_range[0] <= self.delta_range[1] <= 1, f"delta_range must satisfy 0 < lo <= hi <= 1, got {self.delta_range}")
         need(self.max_tries >= 1, f"max_tries must be >= 1, got {self.max_tries}")
+        if self.foreground is not None:  # imported here: the CLI builds a TrainConfig for --help without torch
+            from memseg_lite.simulation.foreground import FOREGROUND_SETTINGS
+
+            need(self.foreground in ("none", "otsu", *FOREGROUND_SETTINGS),
+                 f"foreground must be 'none', 'otsu' or a category with its own settings "
+                 f"({', '.join(sorted(FOREGROUND_SETTINGS))}), got {self.foreground!r}; leave it unset for the "
+                 "category's own setting (Otsu for categories not listed)")
+        if self.foreground_settings is not None:
+            from memseg_lite.simulation.foreground import ForegroundSettings
+
+            try:
+                ForegroundSettings(**self.foreground_settings)
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"TrainConfig: foreground_settings: {error}") from error
         need(self.synthesis in SYNTHESIS_PLACES, f"synthesis must be one of {SYNTHESIS_PLACES}, got {self.synthesis!r}")
         need(self.amp in AMP_MODES, f"amp must be one of {AMP_MODES}, got {self.amp!r}")
         need(self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}")
         need(self.val_every >= 1 and self.checkpoint_every >= 1, "val_every and checkpoint_every must be >= 1")
 
     @property
-    def input_size(self) -> int:
-        """Side length of the network input (after the optional center crop)."""
+    def image_shape(self) -> tuple[int, int]:
+        """``(height, width)`` images are fitted to (before the optional center crop)."""
+        return parse_size(self.image_size)
+
+    def _apply_simulation_file(self) -> None:
+        """Take the simulation options from ``simulation_file``; an option also set here must agree."""
+        from memseg_lite.simulation.settings import SIMULATION_OPTIONS, load_simulation_settings
+
+        path = Path(self.simulation_file).expanduser().resolve()
+        self.simulation_file = str(path)
+        settings = load_simulation_settings(path)
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        from_file = {name: getattr(settings, name) for name in SIMULATION_OPTIONS}
+        from_file["foreground_settings"] = dataclasses.asdict(settings.foreground)
+        if settings.texture_root is not None:  # relative to the settings file's folder
+            from_file["texture_root"] = str((path.parent / settings.texture_root).expanduser().resolve())
+            defaults["texture_root"] = str(Path(defaults["texture_root"]).expanduser().resolve())
+        def plain(value):
+            return list(value) if isinstance(value, (tuple, list)) else value
+
+        for name, value in from_file.items():
+            mine, theirs = plain(getattr(self, name)), plain(value)
+            if mine != plain(defaults[name]) and mine != theirs:
+                raise ValueError(
+                    f"TrainConfig: {name}={mine!r} contradicts the simulation file {path} ({name}={theirs!r}); "
+                    "set it in one place (edit the file, or leave the option unset), or the file changed since the run started"
+                )
+            setattr(self, name, value)
+        if self.foreground is not None:
+            raise ValueError(
+                f"TrainConfig: foreground={self.foreground!r} and the simulation file {path} both set the foreground; "
+                "leave --foreground unset (the file's foreground settings are used)"
+            )
+
+    @property
+    def input_size(self) -> int | tuple[int, int]:
+        """The network input: its side (square) or ``(height, width)``, after the optional center crop."""
         return self.center_crop or self.image_size
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
         for key in ("delta_range", "perlin_scale_range", "structure_grid"):
             data[key] = list(data[key])
+        if isinstance(data["image_size"], tuple):
+            data["image_size"] = list(data["image_size"])
         return data
 
     @classmethod
@@ -134,6 +232,21 @@ class TrainConfig:
             raise ValueError(f"TrainConfig: unknown option(s) {unknown}; known options: {sorted(known)}")
         return cls(**data)
 
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        """The config saved in ``path`` (a run's ``config.json``); a clear error naming the file if it is bad."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+            if not isinstance(data, dict):
+                raise ValueError(f"expected a JSON object of options, found a {type(data).__name__}")
+            return cls.from_dict(data)
+        except (ValueError, TypeError) as error:  # json.JSONDecodeError is a ValueError
+            raise ValueError(
+                f"the run configuration {path} is unreadable ({type(error).__name__}: {error}); restore it "
+                "(it is the TrainConfig the run was started with), or start over with --restart"
+            ) from None
+
     def save(self, path: str | Path) -> Path:
         from memseg_lite.core.io import write_text_atomic
 
@@ -143,3 +256,12 @@ class TrainConfig:
         """Fields that differ from the config a run was started with and forbid resuming it."""
         mine, theirs = self.to_dict(), saved.to_dict()
         return [name for name in mine if mine[name] != theirs[name] and name not in self.RESUMABLE_CHANGES]
+
+
+def _normalise_size(value) -> int | tuple[int, int]:
+    """``S`` stays an int (square runs keep their config unchanged); ``HxW`` becomes ``(H, W)``, or ``S`` when H == W."""
+    try:
+        height, width = parse_size(value)
+    except ValueError as error:
+        raise ValueError(f"TrainConfig: {error}") from None
+    return height if height == width else (height, width)

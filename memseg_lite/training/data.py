@@ -74,11 +74,25 @@ class StepBatchSampler(Sampler[list[tuple[int, int]]]):
 
     The images of step ``s`` are drawn with a generator seeded by ``(seed, s)``, so batches do not
     depend on epochs, workers or where a run was resumed.
+
+    Data-parallel runs: ``batch_size`` is the global batch; the process of rank ``rank`` out of
+    ``world_size`` gets the ``rank``-th contiguous slice of it (``world_size`` must divide
+    ``batch_size``), so the ranks' batches together are exactly the single-process batch.
     """
 
-    def __init__(self, n_images: int, batch_size: int, total_steps: int, seed: int, start_step: int = 0):
+    def __init__(self, n_images: int, batch_size: int, total_steps: int, seed: int, start_step: int = 0,
+                 rank: int = 0, world_size: int = 1):
         if n_images < 1:
             raise ValueError("StepBatchSampler needs at least one image")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"StepBatchSampler: rank must be in [0, world_size), got rank={rank}, world_size={world_size}")
+        if batch_size % world_size:
+            raise ValueError(
+                f"batch_size={batch_size} (the global batch) cannot be split evenly over {world_size} processes; "
+                f"use a --batch-size that is a multiple of {world_size}"
+            )
+        share = batch_size // world_size
+        self.slots = range(rank * share, (rank + 1) * share)
         self.n_images = n_images
         self.batch_size = batch_size
         self.total_steps = total_steps
@@ -93,7 +107,7 @@ class StepBatchSampler(Sampler[list[tuple[int, int]]]):
             rng = np.random.default_rng([self.seed, step, 0xBA7C])
             replace = self.batch_size > self.n_images
             indices = rng.choice(self.n_images, size=self.batch_size, replace=replace)
-            yield [(int(index), step_sample_seed(self.seed, step, slot)) for slot, index in enumerate(indices)]
+            yield [(int(indices[slot]), step_sample_seed(self.seed, step, slot)) for slot in self.slots]
 
 
 class SyntheticAnomalyDataset(Dataset):

@@ -16,6 +16,11 @@ Files in the run folder:
   ``--resume`` continues from it
 - ``best.pt``       the model with the best validation score (held-out good images with
   synthetic anomalies; the test split is never used)
+- ``.memseg-lite.lock`` / ``.memseg-lite.owner.json`` while a run trains: one process owns the
+  folder (a second one is refused with the first one's pid)
+- ``thresholds.json`` the image and pixel decision thresholds, chosen on the validation set with
+  the best model when training ends (also stored in ``best.pt`` and ``checkpoint.pt``; rule in
+  :mod:`memseg_lite.evaluation.thresholds`; ``memseg-lite calibrate`` replaces them using labelled defects)
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import signal
 import threading
 import time
@@ -31,13 +37,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from filelock import FileLock, Timeout
 from torch.utils.data import DataLoader
 
 from memseg_lite.core.checkpoint import load_checkpoint, save_checkpoint
 from memseg_lite.core.io import write_text_atomic
 from memseg_lite.core.runtime import autocast_settings, resolve_device, seed_everything
 from memseg_lite.core.transforms import normalise_batch
-from memseg_lite.datasets.mvtec import images_to_tensor, load_images, scan_category
+from memseg_lite.datasets.folder import files_for_config
+from memseg_lite.datasets.mvtec import images_to_tensor, load_images
 from memseg_lite.training.config import TrainConfig
 from memseg_lite.training.data import (
     GoodImageDataset,
@@ -46,14 +54,25 @@ from memseg_lite.training.data import (
     build_validation_set,
     split_train_images,
 )
+from memseg_lite.training.distributed import DistContext
 
 CHECKPOINT_NAME = "checkpoint.pt"
 BEST_NAME = "best.pt"
 LOG_NAME = "log.jsonl"
+CONFIG_NAME = "config.json"
+SPLIT_NAME = "split.json"
+#: The files a run writes; a folder holding any of them is never overwritten without resume or restart.
+RUN_ARTIFACTS = (CHECKPOINT_NAME, BEST_NAME, LOG_NAME, CONFIG_NAME, SPLIT_NAME, "thresholds.json")
+LOCK_NAME = ".memseg-lite.lock"
+OWNER_NAME = ".memseg-lite.owner.json"
 
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class RunFolderBusyError(RuntimeError):
+    """Another process is training in the same run folder."""
 
 
 @dataclass
@@ -67,6 +86,7 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     validation: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    stop_signal: str | None = None  # "SIGINT" / "SIGTERM" when a signal stopped the run
 
     def __str__(self) -> str:
         state = "interrupted" if self.interrupted else "finished"
@@ -88,6 +108,10 @@ SIMULATION_OPTIONS = (
 def _simulation_settings(config: TrainConfig) -> dict:
     """The settings both simulators share: the foreground (per category by default) and the options."""
     foreground = config.foreground if config.foreground is not None else config.category
+    if config.foreground_settings is not None:  # from a simulation settings file (TrainConfig.simulation_file)
+        from memseg_lite.simulation.foreground import ForegroundSettings
+
+        foreground = ForegroundSettings(**config.foreground_settings)
     return {"foreground": foreground, **{name: getattr(config, name) for name in SIMULATION_OPTIONS}}
 
 
@@ -149,30 +173,40 @@ def set_rng_state(state: dict) -> None:
 
 
 class _StopRequest:
-    """Turns the first Ctrl-C into a polite request (the step finishes, a checkpoint is saved).
+    """Turns the first Ctrl-C (SIGINT) or SIGTERM into a polite request: the step finishes and a
+    checkpoint is saved. SIGTERM is what cluster schedulers and containers send before they kill
+    a job, so it saves exactly like Ctrl-C.
 
-    A second Ctrl-C interrupts at once, as usual.
+    A second signal interrupts at once, as usual.
     """
+
+    SIGNALS = ("SIGINT", "SIGTERM")
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous = None
+        self.signal_name: str | None = None  # which signal asked to stop
+        self._previous: dict = {}
 
     def __enter__(self) -> _StopRequest:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.getsignal(signal.SIGINT)
-            signal.signal(signal.SIGINT, self._handle)
+            for name in self.SIGNALS:
+                number = getattr(signal, name, None)
+                if number is not None:
+                    self._previous[number] = signal.getsignal(number)
+                    signal.signal(number, self._handle)
         return self
 
     def _handle(self, signum, frame) -> None:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        print("\nCtrl-C: finishing this step and saving a checkpoint (press again to abort at once)")
+        self.signal_name = signal.Signals(signum).name
+        what = "Ctrl-C" if signum == signal.SIGINT else self.signal_name
+        print(f"\n{what}: finishing this step and saving a checkpoint (send it again to abort at once)", flush=True)
 
     def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for number, previous in self._previous.items():
+            signal.signal(number, previous if previous is not None else signal.SIG_DFL)
 
 
 def read_log(run_dir: str | Path) -> tuple[list[dict], list[dict]]:
@@ -189,6 +223,113 @@ def read_log(run_dir: str | Path) -> tuple[list[dict], list[dict]]:
 
 
 # --------------------------------------------------------------------------------------------
+# The run folder: one owner at a time, never overwritten by accident
+# --------------------------------------------------------------------------------------------
+def _busy_error(out_dir: Path) -> RunFolderBusyError:
+    try:
+        owner = json.loads((out_dir / OWNER_NAME).read_text())
+        who = f"pid {owner['pid']} on {owner.get('host', '?')}, started {owner.get('started', '?')}"
+    except (OSError, ValueError, KeyError, TypeError):
+        who = "pid unknown: it is just starting"
+    return RunFolderBusyError(
+        f"run folder {out_dir} is in use by another training process ({who}); wait for it to finish, stop it "
+        "(Ctrl-C or SIGTERM saves a checkpoint, then --resume continues), or choose another --out"
+    )
+
+
+@contextlib.contextmanager
+def run_folder_lock(out_dir: str | Path):
+    """Own ``out_dir`` for the duration of the block: a lock file (``filelock``) plus an owner note.
+
+    The lock is an OS lock on ``out_dir/.memseg-lite.lock``, released by the OS when the process
+    ends, however it ends (so a crash never leaves a stale lock). A second process (or a second
+    lock in the same process) gets :class:`RunFolderBusyError` naming the owner's pid and the folder.
+    """
+    import socket
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(out_dir / LOCK_NAME), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise _busy_error(out_dir) from None
+    owner = out_dir / OWNER_NAME
+    try:
+        write_text_atomic(owner, json.dumps({
+            "pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }) + "\n")
+        yield out_dir
+    finally:
+        owner.unlink(missing_ok=True)
+        lock.release()
+
+
+def run_artifacts(out_dir: str | Path) -> list[str]:
+    """The names of the run files (:data:`RUN_ARTIFACTS`) present in ``out_dir``."""
+    out_dir = Path(out_dir)
+    return [name for name in RUN_ARTIFACTS if (out_dir / name).exists()]
+
+
+def check_run_folder(out_dir: str | Path, resume: bool = False, restart: bool = False, check_lock: bool = True) -> list[str]:
+    """Check ``out_dir`` before any work starts; return the run files present in it.
+
+    - ``resume``: there must be a run with a ``checkpoint.pt`` to continue;
+    - neither: a folder holding any run file (:data:`RUN_ARTIFACTS`) is refused, naming the files;
+    - ``restart``: allowed over an existing run (:meth:`Trainer.fit` deletes its files, and only those);
+    - ``check_lock``: another process training there is an error naming its pid.
+    """
+    out_dir = Path(out_dir)
+    if resume and restart:
+        raise ValueError("--resume continues a run and --restart starts it over: pass one of them, not both")
+    for folder in (out_dir, *out_dir.parents):
+        if folder.exists() and not folder.is_dir():
+            where = "" if folder == out_dir else f" (in --out {out_dir})"
+            raise NotADirectoryError(f"run folder {folder}{where} is a file, not a folder; choose another --out")
+        if folder.is_dir():
+            break
+    if check_lock and (out_dir / LOCK_NAME).exists():
+        with run_folder_lock(out_dir):
+            pass  # free: nobody trains there now
+    present = run_artifacts(out_dir)
+    if resume:
+        if CHECKPOINT_NAME in present:
+            return present
+        if not present:
+            raise FileNotFoundError(
+                f"there is no run at {out_dir} to resume (no {out_dir / CHECKPOINT_NAME}); "
+                "check --out, or start a new run there without --resume"
+            )
+        raise FileNotFoundError(
+            f"cannot resume {out_dir}: it holds {', '.join(present)} but no {CHECKPOINT_NAME} (the resumable state, "
+            f"written every --checkpoint-every steps); start over with --restart (replaces {', '.join(present)}) "
+            "or choose another --out"
+        )
+    if present and not restart:
+        how = "to continue it" if CHECKPOINT_NAME in present else f"to continue it (not possible here: no {CHECKPOINT_NAME})"
+        raise FileExistsError(
+            f"{out_dir} already holds a training run ({', '.join(present)}); nothing was changed. "
+            f"pass --resume (resume=True) {how}, --restart (restart=True) to delete those files and start over, "
+            "or choose another --out"
+        )
+    return present
+
+
+def _clear_run(out_dir: Path) -> None:
+    """``--restart``: delete the run files (and leftover temporary files of them); nothing else."""
+    removed = [name for name in RUN_ARTIFACTS if (out_dir / name).exists()]
+    for name in RUN_ARTIFACTS:
+        (out_dir / name).unlink(missing_ok=True)
+        for leftover in out_dir.glob(f".{name}.*.tmp"):
+            leftover.unlink(missing_ok=True)
+    if removed:
+        print(f"restart: deleted {', '.join(removed)} in {out_dir}")
+    if (out_dir / "evaluation").is_dir():
+        print(f"restart: {out_dir / 'evaluation'} still holds the evaluation of the earlier run (kept; "
+              "evaluate again to replace it)")
+
+
+# --------------------------------------------------------------------------------------------
 # The trainer
 # --------------------------------------------------------------------------------------------
 class Trainer:
@@ -197,9 +338,11 @@ class Trainer:
     >>> result = Trainer(TrainConfig(category="button", steps=200, out_dir="runs/button")).fit()
     """
 
-    def __init__(self, config: TrainConfig, progress: bool = True):
+    def __init__(self, config: TrainConfig, progress: bool = True, dist: DistContext | None = None):
         config.validate()
         self.config = config
+        # Data-parallel runs: this process's rank (memseg_lite.training.distributed); one process: no-ops.
+        self.dist = dist if dist is not None else DistContext()
         self.progress = progress
         self.out_dir = Path(config.out_dir)
         self.device = resolve_device(config.device)
@@ -209,12 +352,16 @@ class Trainer:
 
         seed_everything(config.seed)
         self.synthesizer = make_synthesizer(config)  # before loading images: bad settings fail at once
-        files = scan_category(config.data_root, config.category, require_test=False)
+        files = files_for_config(config)  # MVTec AD layout or plain folders (config.good_dir)
         self.split = split_train_images(files.train_good, config.memory_size, config.val_images, config.seed)
         size, crop = config.image_size, config.center_crop
-        self.train_pixels = load_images(self.split.train, size, crop, progress=progress)
-        self.memory_pixels = load_images(self.split.memory, size, crop, progress=progress)
-        validation_pixels = load_images(self.split.validation, size, crop, progress=progress)
+        # One call for all of train/good, so images of mixed shapes are reported in one warning.
+        ordered = [*self.split.memory, *self.split.train, *self.split.validation]
+        pixels = load_images(ordered, size, crop, progress=progress, resize=config.resize)
+        n_memory, n_train = len(self.split.memory), len(self.split.train)
+        self.memory_pixels = pixels[:n_memory]
+        self.train_pixels = pixels[n_memory : n_memory + n_train]
+        validation_pixels = pixels[n_memory + n_train :]
         self.validation = build_validation_set(
             self.split.validation, validation_pixels, self.synthesizer, config.seed, config.val_anomalies_per_image
         )
@@ -229,6 +376,7 @@ class Trainer:
         self.backbone = "unknown"
         self.step = 0
         self.best: dict = {}
+        self.thresholds: dict | None = None  # set at the end of training (memseg_lite.evaluation.thresholds)
 
     # ---- setup -------------------------------------------------------------------------------
     def _build_model(self):
@@ -241,6 +389,13 @@ class Trainer:
             top_k=self.config.top_k,
             device=self.device,
             seed=self.config.seed,
+            # the ablation switches (memseg_lite.network.model.ABLATION_DEFAULTS)
+            use_memory=self.config.use_memory,
+            use_attention=self.config.use_attention,
+            fusion=self.config.fusion,
+            feature_smoothing=self.config.feature_smoothing,
+            di_scale=float(self.config.di_scale),
+            feature_scale=float(self.config.feature_scale),
         )
 
     def _restore_model(self, payload: dict):
@@ -279,10 +434,16 @@ class Trainer:
 
     def _check_resumable(self, payload: dict) -> None:
         where = self.out_dir / CHECKPOINT_NAME
-        split_file = self.out_dir / "split.json"
+        split_file = self.out_dir / SPLIT_NAME
         if split_file.is_file():
-            saved_split = json.loads(split_file.read_text())
-            saved_names = {k: [Path(p).name for p in v] for k, v in saved_split.items()}
+            try:
+                saved_split = json.loads(split_file.read_text())
+                saved_names = {k: [Path(p).name for p in v] for k, v in saved_split.items()}
+            except (ValueError, AttributeError, TypeError) as error:
+                raise ValueError(
+                    f"cannot resume {where}: {split_file} is unreadable ({type(error).__name__}: {error}); it should "
+                    "map memory/train/validation to file names. Restore it, or start over with --restart"
+                ) from None
             if saved_names != self._split_names():
                 raise ValueError(
                     f"cannot resume {where}: the good training images under {self.config.data_root} do not "
@@ -319,9 +480,12 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "rng": rng_state(),
             "best": dict(self.best),
+            "thresholds": self.thresholds,
         }
 
     def _save_best(self, metrics: dict) -> None:
+        if not self.dist.is_main:
+            return
         save_checkpoint(
             {
                 "model_config": self.model.config(),
@@ -337,7 +501,7 @@ class Trainer:
     def _rewrite_log(self, up_to_step: int) -> None:
         """Drop log lines written after the checkpoint we resume from (they will be redone)."""
         path = self.out_dir / LOG_NAME
-        if not path.is_file():
+        if not path.is_file() or not self.dist.is_main:
             return
         kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= up_to_step]
         write_text_atomic(path, "".join(line + "\n" for line in kept))
@@ -384,7 +548,13 @@ class Trainer:
     # ---- starting or resuming a run ----------------------------------------------------------
     def _resume_run(self, checkpoint_path: Path):
         """Restore model, optimiser, scheduler, scaler, RNG and step from ``checkpoint_path``."""
-        payload = load_checkpoint(checkpoint_path, map_location="cpu")
+        try:
+            payload = load_checkpoint(checkpoint_path, map_location="cpu")
+        except ValueError as error:
+            raise ValueError(
+                f"{error}; to start this run over, pass --restart (restart=True: deletes the run's files), "
+                "or choose another --out"
+            ) from error
         self._check_resumable(payload)
         self.model = self._restore_model(payload)
         self.backbone = payload.get("backbone", "unknown")
@@ -395,6 +565,7 @@ class Trainer:
             self.scaler.load_state_dict(payload["scaler"])
         set_rng_state(payload["rng"])
         self.step = int(payload["step"])
+        self.thresholds = payload.get("thresholds")
         self.best = self._best_on_disk(dict(payload.get("best", {})))
         self._rewrite_log(self.step)
         print(f"resuming {checkpoint_path} at step {self.step} of {self.config.steps}")
@@ -407,14 +578,16 @@ class Trainer:
                 f"{checkpoint_path} already exists; pass --resume (resume=True) to continue that run, "
                 "or choose another --out folder"
             )
-        self.model = self._build_model()
+        self.model = self.dist.build_once(self._build_model, self._restore_model)  # rank 0 builds, all check
         # Where the frozen encoder's weights came from ("imagenet", "random", "file:<path>").
         self.backbone = self.model.encoder.weights_source
         optimizer, scheduler = self._make_optimizer(self.model)
-        (self.out_dir / LOG_NAME).write_text("")
-        (self.out_dir / BEST_NAME).unlink(missing_ok=True)  # a leftover from an unfinished earlier run
-        self.config.save(self.out_dir / "config.json")
-        write_text_atomic(self.out_dir / "split.json", json.dumps(self._split_names(), indent=2) + "\n")
+        if self.dist.is_main:  # rank 0 alone writes the run folder
+            (self.out_dir / LOG_NAME).write_text("")
+            (self.out_dir / BEST_NAME).unlink(missing_ok=True)  # a leftover from an unfinished earlier run
+            (self.out_dir / "thresholds.json").unlink(missing_ok=True)  # likewise
+            self.config.save(self.out_dir / "config.json")
+            write_text_atomic(self.out_dir / "split.json", json.dumps(self._split_names(), indent=2) + "\n")
         return optimizer, scheduler
 
     def _batches(self) -> DataLoader:
@@ -422,7 +595,8 @@ class Trainer:
         config = self.config
         return DataLoader(
             self.dataset,
-            batch_sampler=StepBatchSampler(len(self.dataset), config.batch_size, config.steps, config.seed, self.step),
+            batch_sampler=StepBatchSampler(len(self.dataset), config.batch_size, config.steps, config.seed, self.step,
+                                           rank=self.dist.rank, world_size=self.dist.world_size),
             num_workers=config.num_workers,
             pin_memory=self.device.type == "cuda",
             persistent_workers=False,
@@ -473,7 +647,7 @@ class Trainer:
 
     def _validate_and_keep_best(self, log, progress) -> None:
         """Validate, log the result, and save ``best.pt`` when the score improved (ties: lower loss)."""
-        metrics = self.validate()
+        metrics = self.dist.agree(self.validate, self.model)  # every rank validates; rank 0's result counts
         log.write(json.dumps({"kind": "validation", "step": self.step, **metrics}) + "\n")
         if not self.best or metrics["score"] > self.best["score"] or (
             metrics["score"] == self.best["score"] and metrics["loss"] < self.best["loss"]
@@ -487,12 +661,27 @@ class Trainer:
             )
 
     # ---- the loop ----------------------------------------------------------------------------
-    def fit(self, resume: bool = False, stop_after: int | None = None) -> TrainResult:
+    def fit(self, resume: bool = False, stop_after: int | None = None, restart: bool = False) -> TrainResult:
         """Train to ``config.steps``; ``resume=True`` continues ``out_dir/checkpoint.pt``.
 
         ``stop_after`` ends this session after that many steps (saving a checkpoint), e.g. to
         train in time-boxed sessions; a later ``fit(resume=True)`` continues exactly.
+        The run folder is locked while training (:func:`run_folder_lock`); a folder that already
+        holds a run is refused unless ``resume`` or ``restart`` (which deletes the run's files).
         """
+        if not self.dist.is_main:  # rank 0 owns the folder for all ranks
+            self.dist.barrier()  # ... and has checked (and with restart, cleared) it
+            return self._fit(resume, stop_after)
+        with run_folder_lock(self.out_dir):
+            check_run_folder(self.out_dir, resume=resume, restart=restart, check_lock=False)
+            if restart:
+                _clear_run(self.out_dir)
+            self.dist.barrier()
+            return self._fit(resume, stop_after)
+
+    def _fit(self, resume: bool, stop_after: int | None) -> TrainResult:
+        """:meth:`fit` once the run folder is owned."""
+        self.stop_signal = None
         config = self.config
         checkpoint_path = self.out_dir / CHECKPOINT_NAME
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -506,23 +695,26 @@ class Trainer:
         model = self.model
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        step_fn = torch.compile(model) if config.compile else model
+        stepped = self.dist.wrap_model(model, config.sync_batchnorm)  # DistributedDataParallel with several ranks
+        step_fn = torch.compile(stepped) if config.compile else stepped
         model.train()
 
         started = time.perf_counter()
         first_step = self.step
         interrupted = False
         progress = None
-        if self.progress:
+        if self.progress and self.dist.is_main:
             from tqdm.auto import tqdm
 
             progress = tqdm(total=config.steps, initial=self.step, desc=f"train {config.category}", unit="step")
-        log = (self.out_dir / LOG_NAME).open("a", buffering=1)  # line-buffered: tail -f works
+        # line-buffered: tail -f works; only rank 0 writes the log
+        log = (self.out_dir / LOG_NAME if self.dist.is_main else Path(os.devnull)).open("a", buffering=1)
         try:
             with _StopRequest() as stop:
                 for images, masks in self._batches():
                     images, masks = self._to_device(images, masks)
                     record = self._optimisation_step(step_fn, optimizer, scheduler, images, masks)
+                    record = self.dist.mean_record(record)  # several ranks: the global batch's loss
                     log.write(json.dumps(record) + "\n")
                     if progress is not None:
                         progress.update(1)
@@ -533,18 +725,67 @@ class Trainer:
                         self._validate_and_keep_best(log, progress)
                     if stop_after is not None and self.step - first_step >= stop_after and not last:
                         stop.requested = True
-                    if self.step % config.checkpoint_every == 0 or last or stop.requested:
+                    stopping = self.dist.any_rank(stop.requested)  # a signal on any rank stops all after this step
+                    if self.step % config.checkpoint_every == 0 or last or stopping:
                         log.flush()
-                        save_checkpoint(self._payload(optimizer, scheduler), checkpoint_path)
-                    if stop.requested:
+                        if self.dist.is_main:
+                            save_checkpoint(self._payload(optimizer, scheduler), checkpoint_path)
+                        self.dist.barrier()
+                    if stopping:
                         interrupted = True
+                        self.stop_signal = stop.signal_name
                         print(f"stopped at step {self.step}; continue with --resume (resume=True)")
                         break
         finally:
             log.close()
             if progress is not None:
                 progress.close()
+        if not interrupted and self.step == config.steps and self.thresholds is None and self.dist.is_main:
+            self._store_thresholds(optimizer, scheduler)
         return self._result(interrupted, time.perf_counter() - started)
+
+    # ---- decision thresholds -----------------------------------------------------------------
+    @torch.no_grad()
+    def _validation_predictions(self, model, batch_size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+        """(image scores ``[M]``, anomaly maps ``[M, H, W]``) of ``model`` on the validation set, on the CPU."""
+        model.eval()
+        maps = []
+        for start in range(0, len(self.validation), batch_size):
+            images = self.validation.images[start : start + batch_size].to(self.device)
+            with self._autocast():
+                logits = model(images)
+            maps.append(torch.softmax(logits.float(), dim=1)[:, 1].cpu())
+        maps = torch.cat(maps)
+        return model.image_score(maps), maps
+
+    def _store_thresholds(self, optimizer, scheduler) -> None:
+        """Choose the image and pixel thresholds on the validation set with the best model; store them.
+
+        Written to ``thresholds.json``, into ``best.pt`` and into ``checkpoint.pt`` (rule:
+        :func:`memseg_lite.evaluation.thresholds.validation_thresholds`).
+        """
+        from memseg_lite.evaluation.thresholds import THRESHOLDS_NAME, save_thresholds, validation_thresholds
+        from memseg_lite.network.model import memseg_from_state
+
+        best_path = self.out_dir / BEST_NAME
+        best_payload = load_checkpoint(best_path) if best_path.is_file() else None
+        model = self.model
+        if best_payload is not None:
+            model = memseg_from_state(best_payload["model_config"], best_payload["model"]).to(self.device)
+        was_training = self.model.training
+        try:
+            scores, maps = self._validation_predictions(model)
+        finally:
+            self.model.train(was_training)
+        thresholds = validation_thresholds(
+            scores.numpy(), self.validation.labels.numpy(), maps.numpy(), self.validation.masks.numpy()
+        )
+        thresholds.details["step"] = int(best_payload["step"]) if best_payload is not None else self.step
+        self.thresholds = thresholds.to_dict()
+        if best_payload is not None:
+            save_checkpoint({**best_payload, "thresholds": self.thresholds}, best_path)
+        save_checkpoint(self._payload(optimizer, scheduler), self.out_dir / CHECKPOINT_NAME)
+        save_thresholds(self.out_dir / THRESHOLDS_NAME, thresholds)
 
     def _result(self, interrupted: bool, seconds: float) -> TrainResult:
         history, validation = read_log(self.out_dir)
@@ -559,6 +800,7 @@ class Trainer:
             history=history,
             validation=validation,
             seconds=seconds,
+            stop_signal=getattr(self, "stop_signal", None),
         )
 
     def _saved_step(self) -> int | str:
@@ -568,6 +810,12 @@ class Trainer:
         return int(load_checkpoint(path)["step"])
 
 
-def train(config: TrainConfig, resume: bool = False, progress: bool = True, stop_after: int | None = None) -> TrainResult:
-    """Train with ``config`` (see :class:`Trainer`); ``resume=True`` continues ``out_dir/checkpoint.pt``."""
-    return Trainer(config, progress=progress).fit(resume=resume, stop_after=stop_after)
+def train(config: TrainConfig, resume: bool = False, progress: bool = True, stop_after: int | None = None,
+          restart: bool = False) -> TrainResult:
+    """Train with ``config`` (see :class:`Trainer`); ``resume=True`` continues ``out_dir/checkpoint.pt``.
+
+    The run folder is checked before the data is loaded (:func:`check_run_folder`): a folder
+    holding a run needs ``resume=True`` (continue) or ``restart=True`` (delete its files, start over).
+    """
+    check_run_folder(config.out_dir, resume=resume, restart=restart)
+    return Trainer(config, progress=progress).fit(resume=resume, stop_after=stop_after, restart=restart)

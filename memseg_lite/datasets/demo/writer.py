@@ -45,6 +45,11 @@ def write_demo_dataset(
     ``<out>/manifest.json`` last. The set is built in a hidden sibling folder and swapped in when
     complete, so an interrupted run never leaves a half-written set at ``out``. Same arguments,
     byte-identical files.
+
+    ``force`` replaces an existing demo set (one with this generator's ``manifest.json``), and
+    only when it holds nothing but the files its manifest describes: any file or folder you added
+    (notes, extra images, a results folder) makes it refuse with a ``FileExistsError`` that lists
+    them, so ``--force`` never deletes your files. Move them out (or delete them) and run it again.
     """
     out = Path(out)
     names = check_categories(categories)
@@ -64,6 +69,13 @@ def write_demo_dataset(
                 f"{out} is not empty and holds no demo-data manifest.json, so it was not written by "
                 "`memseg-lite demo-data`; refusing to delete it even with --force. Choose another --out, "
                 "or empty the folder yourself"
+            )
+        foreign = _foreign_entries(out)
+        if foreign:
+            shown = "\n  ".join(foreign[:20]) + (f"\n  ... and {len(foreign) - 20} more" if len(foreign) > 20 else "")
+            raise FileExistsError(
+                f"{out} holds files that `memseg-lite demo-data` did not write; --force would delete them, so "
+                f"nothing was changed. Move them out of {out} (or delete them) and run it again:\n  {shown}"
             )
     target = out.resolve()
     if target.parent == target:
@@ -127,6 +139,40 @@ def _is_demo_folder(folder: Path) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(manifest, dict) and manifest.get("generator") == "memseg_lite.demo_data"
+
+
+def _foreign_entries(folder: Path) -> list[str]:
+    """Paths under ``folder`` (relative, sorted) that its demo-data manifest does not account for.
+
+    The generator's files follow from the manifest's counts: ``<category>/<split>/<NNN>.png``
+    and ``<category>/ground_truth/<defect>/<NNN>_mask.png``, with as many digits as the largest
+    count needs (at least 3). A manifest without readable counts accounts for nothing but itself.
+    """
+    expected = {"manifest.json"}
+    try:
+        categories = json.loads((folder / "manifest.json").read_text())["categories"]
+        for name, entry in categories.items():
+            counts = {str(split): int(count) for split, count in entry["counts"].items()}
+            digits = max(3, len(str(max(counts.values()) - 1)))
+            for split, count in counts.items():
+                defect = split.removeprefix("test/") if split.startswith("test/") and split != "test/good" else None
+                for index in range(count):
+                    expected.add(f"{name}/{split}/{index:0{digits}d}.png")
+                    if defect is not None:
+                        expected.add(f"{name}/ground_truth/{defect}/{index:0{digits}d}_mask.png")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    folders = {parent.as_posix() for path in expected for parent in Path(path).parents}
+    foreign = []
+    for path in sorted(folder.rglob("*")):
+        relative = path.relative_to(folder).as_posix()
+        if path.is_dir() and not path.is_symlink():
+            if relative not in folders:
+                foreign.append(relative + "/")
+        elif relative not in expected:
+            foreign.append(relative)
+    # A foreign folder is listed once, not with everything inside it.
+    return [p for p in foreign if not any(p != q and q.endswith("/") and p.startswith(q) for q in foreign)]
 
 
 def _splits(spec: CategorySpec, n_train: int, n_test_good: int, n_per_defect: int):
