@@ -28,6 +28,7 @@ def random_checkpoint(tiny_demo, tmp_path_factory):
     model = build_memseg(memory, backbone_weights="none", top_k=5)
     path = tmp_path_factory.mktemp("ckpt") / "model.pt"
     save_checkpoint({"model_config": model.config(), "model": model.state_dict(), "backbone": "random",
+                     "textures": {"kind": "procedural", "count": 4},
                      "train_config": {"image_size": 96, "center_crop": 64, "amp": "off"}, "step": 0}, path)
     return path
 
@@ -35,7 +36,7 @@ def random_checkpoint(tiny_demo, tmp_path_factory):
 def test_evaluate_with_center_crop_writes_consistent_files(tiny_demo, random_checkpoint, tmp_path):
     out = tmp_path / "eval"
     metrics = evaluate_checkpoint(random_checkpoint, tiny_demo, "button", out, device="cpu", progress=False)
-    assert metrics["image_size"] == 64 and metrics["backbone"] == "random"
+    assert metrics["image_size"] == 64 and metrics["backbone"] == "random" and metrics["textures"] == "procedural"
     assert metrics["n_good"] == 4 and metrics["n_defective"] == 8
     assert set(metrics["image_auroc_per_defect"]) == {"scratch", "dent", "stain", "chip"}
     assert json.loads((out / "metrics.json").read_text()) == metrics

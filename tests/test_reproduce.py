@@ -112,3 +112,23 @@ def test_under_torchrun_each_rank_takes_its_share_and_rank_0_writes_the_table(th
     printed = capfd.readouterr()
     text = printed.out + printed.err
     assert "[rank 0/2] categories button on cpu" in text and "[rank 1/2] categories mesh on cpu" in text
+
+
+def test_results_table_records_the_fallbacks(tmp_path):
+    from memseg_lite.experiments.reproduce import write_results
+
+    rows = [
+        {"category": "bottle", "image_auroc": 90.0, "pixel_auroc": 80.0, "aupro": 70.0, "backbone": "imagenet", "textures": "dtd"},
+        {"category": "cable", "image_auroc": 70.0, "pixel_auroc": 60.0, "aupro": 50.0, "backbone": "random", "textures": "procedural"},
+    ]
+    md_path, csv_path = write_results(tmp_path, rows)
+    with csv_path.open() as stream:
+        table = list(csv.DictReader(stream))
+    assert [(r["category"], r["backbone"], r["textures"]) for r in table[:2]] == [
+        ("bottle", "imagenet", "dtd"), ("cable", "random", "procedural")]
+    assert table[2]["image_auroc"] == "80.00" and table[2]["backbone"] == "imagenet/random"
+    text = md_path.read_text()
+    assert "| cable | 70.00 | 60.00 | 50.00 | random | procedural |" in text
+    assert "Fallbacks were used" in text
+    rows[1].update(backbone="imagenet", textures="dtd")
+    assert "Fallbacks were used" not in write_results(tmp_path, rows)[0].read_text()

@@ -245,6 +245,8 @@ def evaluate_checkpoint(
         "image_size": center_crop or (list(image_size) if isinstance(image_size, tuple) else int(image_size)),
         "training_steps": int(payload.get("step", 0)),
         "backbone": payload.get("backbone", payload.get("train_config", {}).get("backbone_weights", "unknown")),
+        # "procedural" means DTD was missing and the built-in textures stood in (a fallback worth seeing in results)
+        "textures": payload.get("textures", {}).get("kind", "unknown"),
         "seconds": round(predictions.seconds, 3),
         "images_per_second": round(predictions.images_per_second, 2),
         "device": str(next(model.parameters()).device),

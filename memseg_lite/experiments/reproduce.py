@@ -216,6 +216,8 @@ def reproduce(
             "image_auroc": 100 * metrics["image_auroc"],
             "pixel_auroc": 100 * metrics["pixel_auroc"],
             "aupro": 100 * metrics["aupro"],
+            "backbone": metrics.get("backbone", "unknown"),
+            "textures": metrics.get("textures", "unknown"),
         })
     write_results(out, rows)
     return rows
@@ -226,20 +228,30 @@ def write_results(out: Path, rows: list[dict]) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     keys = ("image_auroc", "pixel_auroc", "aupro")
     mean = {"category": f"mean ({len(rows)} categories)", **{k: sum(r[k] for r in rows) / len(rows) for k in keys}}
+    # What stood in for the paper's inputs: a random encoder (no ImageNet weights) or procedural textures (no DTD).
+    sources = ("backbone", "textures")
+    for name in sources:
+        mean[name] = "/".join(sorted({str(r.get(name, "unknown")) for r in rows}))
     table = rows + [mean]
     csv_path = out / "results.csv"
     with atomic_output(csv_path) as temporary, temporary.open("w", newline="") as stream:
-        writer = csv.DictWriter(stream, fieldnames=["category", *keys])
+        writer = csv.DictWriter(stream, fieldnames=["category", *keys, *sources])
         writer.writeheader()
         for row in table:
-            writer.writerow({"category": row["category"], **{k: f"{row[k]:.2f}" for k in keys}})
+            writer.writerow({"category": row["category"], **{k: f"{row[k]:.2f}" for k in keys},
+                             **{name: row.get(name, "unknown") for name in sources}})
 
     def cell(value) -> str:
         return "-" if value is None else f"{value:.2f}"
 
     lines = ["# MemSeg on MVTec AD: this run vs published numbers", "",
-             "| category | image AUROC | pixel AUROC | AU-PRO (FPR 0.3) |", "|---|---|---|---|"]
-    lines += [f"| {r['category']} | {cell(r['image_auroc'])} | {cell(r['pixel_auroc'])} | {cell(r['aupro'])} |" for r in table]
+             "| category | image AUROC | pixel AUROC | AU-PRO (FPR 0.3) | encoder | textures |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['category']} | {cell(r['image_auroc'])} | {cell(r['pixel_auroc'])} | {cell(r['aupro'])} "
+              f"| {r.get('backbone', 'unknown')} | {r.get('textures', 'unknown')} |" for r in table]
+    if any(r.get("backbone") == "random" or r.get("textures") == "procedural" for r in rows):
+        lines += ["", "**Fallbacks were used**: a random encoder (no ImageNet weights; copy resnet18-f37072fd.pth to "
+                  "~/.cache/torch/hub/checkpoints/ or allow the download) and/or procedural textures (no DTD; "
+                  "`memseg-lite download dtd`). These numbers are not comparable with the published ones."]
     lines += ["", "## Published (means over 15 categories)", "",
               "| source | image AUROC | pixel AUROC | AU-PRO |", "|---|---|---|---|"]
     lines += [f"| {r['source']} | {cell(r['image_auroc'])} | {cell(r['pixel_auroc'])} | {cell(r['aupro'])} |" for r in REPORTED]

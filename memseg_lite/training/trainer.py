@@ -491,6 +491,7 @@ class Trainer:
                 "model_config": self.model.config(),
                 "model": self.model.state_dict(),
                 "backbone": self.backbone,
+                "textures": self._texture_summary(),
                 "train_config": self.config.to_dict(),
                 "step": self.step,
                 "validation": metrics,
