@@ -92,8 +92,8 @@ def test_write_results_table(tmp_path):
             {"category": "cable", "image_auroc": 95.0, "pixel_auroc": 93.0, "aupro": 80.0}]
     md, csv_path = write_results(tmp_path, rows)
     lines = csv_path.read_text().splitlines()
-    assert lines[0] == "category,image_auroc,pixel_auroc,aupro"
-    assert lines[-1] == "mean (2 categories),97.00,95.00,85.00"
+    assert lines[0] == "category,image_auroc,pixel_auroc,aupro,backbone,textures"
+    assert lines[-1] == "mean (2 categories),97.00,95.00,85.00,unknown,unknown"  # rows without the sources
     text = md.read_text()
     assert "| bottle | 99.00 | 97.00 | 90.00 |" in text
     for reported in REPORTED:
