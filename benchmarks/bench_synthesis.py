@@ -1,20 +1,26 @@
-"""Anomaly simulation throughput: the numpy/opencv synthesizer (one core) vs the batched torch one.
+"""Anomaly simulation throughput: the loader path (numpy/opencv, one image at a time) vs the
+device path (batched torch, textures streamed through a pool on the device), in the same run.
 
 One "sample" is a full 256 x 256 anomalous training sample: Perlin mask, foreground mask, a texture
-or a structure noise image (half each), and the blend. Measured in the same run:
+or a structure noise image (half each), and the blend. Both paths draw a fresh texture and fresh
+augmentations for every texture anomaly. Measured:
 
-- numpy, one image at a time, ``torch.set_num_threads(1)`` and ``cv2.setNumThreads(1)`` (what one
-  data-loader worker does);
-- torch, batch 32 on the CPU, with one thread and with all threads;
-- torch, batch 32 on CUDA, when available.
+- the loader path, ``torch.set_num_threads(1)`` and ``cv2.setNumThreads(1)`` (what one data-loader
+  worker does), with its per-stage cost;
+- the device path, batch 32 on the CPU (one thread, all threads) and on CUDA when available;
+- with a DTD-like source (JPEG files, more textures than the pool holds, so the pool refreshes):
+  both paths again on one CPU thread (and CUDA), the device path with and without refreshing,
+  the host time the refreshes take per batch and per image read. DTD itself is not needed: the benchmark writes 320 JPEGs of
+  640 x 480 (procedural textures with photo-like grain) to a temporary folder. Real DTD photos
+  decode somewhat slower than these.
 
-Reported: samples per second, the per-stage cost of the numpy path, and the ratios to numpy.
-Run from the repository root: ``python benchmarks/bench_synthesis.py``.
+Reported: samples per second and ratios. Run from the repository root: ``python benchmarks/bench_synthesis.py``.
 """
 
 from __future__ import annotations
 
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,15 +31,19 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from _common import time_call, write_result  # noqa: E402
 
+from memseg_lite.core.io import write_image  # noqa: E402
 from memseg_lite.simulation.foreground import foreground_mask  # noqa: E402
 from memseg_lite.simulation.perlin import perlin_mask  # noqa: E402
 from memseg_lite.simulation.synthesis import AnomalySynthesizer, TorchAnomalySynthesizer, structure_noise  # noqa: E402
-from memseg_lite.simulation.textures import TextureSource, augment_texture, texture_bank  # noqa: E402
+from memseg_lite.simulation.textures import TextureSource, augment_texture  # noqa: E402
 
 SIZE = 256
 BATCH = 32
 NUMPY_SAMPLES = 48
+DEVICE_BATCHES = 16  # four refresh cycles with refresh_every=4
 FOREGROUND = "otsu"
+SETTINGS = {"p_normal": 0.0, "p_texture": 0.5}
+JPEG_COUNT, JPEG_SHAPE = 320, (480, 640)
 
 
 def object_images(count: int, seed: int = 0) -> np.ndarray:
@@ -51,8 +61,18 @@ def object_images(count: int, seed: int = 0) -> np.ndarray:
     return np.stack(images)
 
 
+def write_jpeg_textures(folder: Path, procedural: TextureSource) -> TextureSource:
+    """A DTD-like folder (``images/<class>/*.jpg``) of JPEG_COUNT photo-sized textures."""
+    rng = np.random.default_rng(1)
+    for index in range(JPEG_COUNT):
+        texture = cv2.resize(procedural.image(index % len(procedural)), JPEG_SHAPE[::-1], interpolation=cv2.INTER_LINEAR)
+        grain = rng.normal(0, 6, texture.shape)  # photo-like noise, so the JPEGs are not trivially compressible
+        write_image(folder / "images" / f"class{index % 8}" / f"{index:04d}.jpg", np.clip(texture + grain, 0, 255).astype(np.uint8))
+    return TextureSource(folder)
+
+
 def numpy_stages(image: np.ndarray, source: TextureSource) -> dict:
-    """Median milliseconds of each stage of one numpy sample."""
+    """Median milliseconds of each stage of one loader-path sample."""
     rng = np.random.default_rng(0)
     stages = {
         "perlin_mask": lambda: perlin_mask((SIZE, SIZE), rng),
@@ -64,7 +84,7 @@ def numpy_stages(image: np.ndarray, source: TextureSource) -> dict:
 
 
 def numpy_throughput(images: np.ndarray, source: TextureSource) -> float:
-    synthesizer = AnomalySynthesizer(FOREGROUND, source, p_normal=0.0, p_texture=0.5)
+    synthesizer = AnomalySynthesizer(FOREGROUND, source, **SETTINGS)
 
     def run() -> None:
         for index in range(NUMPY_SAMPLES):
@@ -73,54 +93,86 @@ def numpy_throughput(images: np.ndarray, source: TextureSource) -> float:
     return NUMPY_SAMPLES / time_call(run, repeat=3, warmup=1)
 
 
-def torch_throughput(images: np.ndarray, bank: np.ndarray, device: torch.device) -> float:
-    synthesizer = TorchAnomalySynthesizer(FOREGROUND, bank, p_normal=0.0, p_texture=0.5, device=device)
+def device_synthesizer(source: TextureSource, device: torch.device, **pool) -> TorchAnomalySynthesizer:
+    return TorchAnomalySynthesizer.from_texture_source(
+        source, np.random.default_rng(0), bank_size=64, image_size=SIZE, foreground=FOREGROUND, device=device, **SETTINGS, **pool
+    )
+
+
+def device_throughput(synthesizer: TorchAnomalySynthesizer, images: np.ndarray, device: torch.device) -> dict:
+    """Samples/s over DEVICE_BATCHES consecutive batches (refreshes included) and the pool's host cost."""
     batch = torch.from_numpy(images[:BATCH]).permute(0, 3, 1, 2).contiguous().to(device)
     generator = torch.Generator(device=device).manual_seed(0)
 
     def run() -> None:
-        synthesizer(batch, generator)
+        for _ in range(DEVICE_BATCHES):
+            synthesizer(batch, generator)
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    return BATCH / time_call(run, repeat=5, warmup=2)
+    run()  # warm-up (also the first refreshes)
+    pool = synthesizer.texture_pool
+    loaded, seconds, batches = pool.textures_loaded, pool.load_seconds, pool.batches_done
+    start = time.perf_counter()
+    run()
+    elapsed = time.perf_counter() - start
+    loaded, seconds = pool.textures_loaded - loaded, pool.load_seconds - seconds
+    return {
+        "samples_per_s": round(BATCH * DEVICE_BATCHES / elapsed, 1),
+        "refresh_ms_per_batch": round(1000 * seconds / (pool.batches_done - batches), 2),
+        "textures_read_per_batch": round(loaded / (pool.batches_done - batches), 2),
+        "ms_per_texture_read": round(1000 * seconds / loaded, 2) if loaded else None,
+    }
 
 
 def main() -> dict:
     all_threads = torch.get_num_threads()
     images = object_images(BATCH)
-    source = TextureSource(None, seed=0)  # the procedural bank: the same on every machine
-    for index in range(len(source)):
-        source.image(index)  # generate the bank up front; it is built once per run in training
+    procedural = TextureSource(None, seed=0)  # the procedural bank (40): the same on every machine
+    for index in range(len(procedural)):
+        procedural.image(index)  # generate it up front; training builds it once per run
+    cpu = torch.device("cpu")
+    result: dict = {"image_size": SIZE, "batch_size": BATCH, "foreground": FOREGROUND, **SETTINGS}
 
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
-    stages = numpy_stages(images[0], source)
-    numpy_rate = numpy_throughput(images, source)
+    result["loader_stage_ms"] = numpy_stages(images[0], procedural)
+    loader_rate = numpy_throughput(images, procedural)
     start = time.perf_counter()
-    bank = texture_bank(source, np.random.default_rng(0), 64, SIZE)
-    bank_seconds = time.perf_counter() - start
-    torch_one_thread = torch_throughput(images, bank, torch.device("cpu"))
-
+    synthesizer = device_synthesizer(procedural, cpu)
+    result["pool_build_procedural_s"] = round(time.perf_counter() - start, 2)
+    one_thread = device_throughput(synthesizer, images, cpu)["samples_per_s"]
     torch.set_num_threads(all_threads)
     cv2.setNumThreads(-1)
-    torch_all_threads = torch_throughput(images, bank, torch.device("cpu"))
-    result = {
-        "image_size": SIZE,
-        "batch_size": BATCH,
-        "foreground": FOREGROUND,
-        "numpy_1_thread_samples_per_s": round(numpy_rate, 1),
-        "numpy_stage_ms": stages,
-        "torch_cpu_1_thread_samples_per_s": round(torch_one_thread, 1),
-        f"torch_cpu_{all_threads}_threads_samples_per_s": round(torch_all_threads, 1),
-        "ratio_torch_cpu_1_thread_vs_numpy": round(torch_one_thread / numpy_rate, 2),
-        f"ratio_torch_cpu_{all_threads}_threads_vs_numpy": round(torch_all_threads / numpy_rate, 2),
-        "texture_bank_64_build_s": round(bank_seconds, 2),
-    }
+    all_rate = device_throughput(device_synthesizer(procedural, cpu), images, cpu)["samples_per_s"]
+    result.update({
+        "procedural_loader_1_thread_samples_per_s": round(loader_rate, 1),
+        "procedural_device_cpu_1_thread_samples_per_s": one_thread,
+        f"procedural_device_cpu_{all_threads}_threads_samples_per_s": all_rate,
+        "ratio_device_cpu_1_thread_vs_loader": round(one_thread / loader_rate, 2),
+        f"ratio_device_cpu_{all_threads}_threads_vs_loader": round(all_rate / loader_rate, 2),
+    })
+    devices = [cpu] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     if torch.cuda.is_available():
-        cuda_rate = torch_throughput(images, bank, torch.device("cuda"))
-        result["torch_cuda_samples_per_s"] = round(cuda_rate, 1)
-        result["ratio_torch_cuda_vs_numpy"] = round(cuda_rate / numpy_rate, 2)
+        cuda = device_throughput(device_synthesizer(procedural, devices[1]), images, devices[1])["samples_per_s"]
+        result["procedural_device_cuda_samples_per_s"] = cuda
+        result["ratio_device_cuda_vs_loader"] = round(cuda / loader_rate, 2)
+
+    with tempfile.TemporaryDirectory() as folder:
+        jpegs = write_jpeg_textures(Path(folder), procedural)
+        torch.set_num_threads(1)
+        cv2.setNumThreads(1)
+        result["jpeg_loader_1_thread_samples_per_s"] = round(numpy_throughput(images, jpegs), 1)
+        # The device path stays on one CPU thread here too (compute on one core, like the loader
+        # worker); the pool's reads still use its load_threads.
+        for device in devices:
+            for label, pool in (("refreshing", {}), ("no_refresh", {"refresh_rate": 0.0})):
+                measured = device_throughput(device_synthesizer(jpegs, device, **pool), images, device)
+                for key, value in measured.items():
+                    result[f"jpeg_device_{device.type}_{label}_{key}"] = value
+            refreshing = result[f"jpeg_device_{device.type}_refreshing_samples_per_s"]
+            frozen = result[f"jpeg_device_{device.type}_no_refresh_samples_per_s"]
+            result[f"jpeg_device_{device.type}_refresh_overhead_pct"] = round(100 * (frozen / refreshing - 1), 1)
     write_result("synthesis", result)
     return result
 

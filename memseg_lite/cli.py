@@ -51,8 +51,9 @@ def _run_demo_data(args: argparse.Namespace) -> int:
 
 
 def _add_train(subparsers) -> None:
+    from memseg_lite.evaluation.selection_metrics import SELECTION_METRICS
     from memseg_lite.network.selection import SELECTION_RULES
-    from memseg_lite.training.config import AMP_MODES, TrainConfig
+    from memseg_lite.training.config import AMP_MODES, VALIDATION_RECIPES, TrainConfig
 
     defaults = TrainConfig()
     parser = subparsers.add_parser(
@@ -87,6 +88,14 @@ def _add_train(subparsers) -> None:
     option("--memory-size", dest="memory_size", type=int, help=f"good images in the memory bank [{defaults.memory_size}]")
     option("--val-images", dest="val_images", type=int, help=f"held-out good images for validation [{defaults.val_images}]")
     option("--val-every", dest="val_every", type=int, help=f"validate every N steps [{defaults.val_every}]")
+    option("--val-anomalies", dest="val_anomalies_per_image", type=int,
+           help=f"synthetic anomalies per held-out validation image [{defaults.val_anomalies_per_image}]")
+    option("--val-recipe", dest="val_recipe", choices=VALIDATION_RECIPES,
+           help="validation anomalies: hard (texture and structure, each regular, small and faint) or basic "
+                f"(kinds alternating, all regular; runs before it existed) [{defaults.val_recipe}]")
+    option("--selection-metric", dest="selection_metric", choices=tuple(SELECTION_METRICS),
+           help="what best.pt is chosen by on validation: pixel average precision, AU-PRO, their mean, or the "
+                f"mean of image and pixel AUROC (saturates early) [{defaults.selection_metric}]")
     option("--checkpoint-every", dest="checkpoint_every", type=int, help=f"save every N steps [{defaults.checkpoint_every}]")
     option("--backbone-weights", dest="backbone_weights",
            help="auto | imagenet | none | PATH to a ResNet18 state dict [auto]")
@@ -147,7 +156,8 @@ def _run_train(args: argparse.Namespace) -> int:
     from memseg_lite.training.config import TrainConfig
     from memseg_lite.training.trainer import CHECKPOINT_NAME, CONFIG_NAME, check_run_folder, train
 
-    given = {name: getattr(args, name) for name in TRAIN_OPTION_NAMES if getattr(args, name) is not None}
+    names = (*TRAIN_OPTION_NAMES, "val_anomalies_per_image", "val_recipe", "selection_metric")
+    given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     if "good_dir" in given and "category" not in given:
         # A plain folder: the product is named after it (photos/good -> "photos").
         good = Path(given["good_dir"]).expanduser().resolve()
@@ -214,28 +224,82 @@ def _run_train_distributed(args: argparse.Namespace, config) -> int:
 def _add_evaluate(subparsers) -> None:
     parser = subparsers.add_parser(
         "evaluate",
-        help="evaluate a checkpoint on a category's test split",
+        help="evaluate a checkpoint (or a run's best and last checkpoints) on a category's test split",
         description="Image AUROC, pixel AUROC and AU-PRO, and precision, recall and F1 at the checkpoint's "
                     "thresholds, on DATA_ROOT/CATEGORY/test, on --test-good/--test-defect folders, or (neither "
-                    "given) on the test images the run was trained with; per-image scores and figures.",
+                    "given) on the test images the run was trained with; per-image scores and figures. "
+                    "--checkpoint RUN_DIR (a run folder) or --also-last: the run's best.pt into OUT and its "
+                    "checkpoint.pt (the last model) into OUT/last, with a side-by-side table (OUT/best_vs_last.md).",
     )
     _add_test_data_options(parser)
+    parser.add_argument("--also-last", action="store_true",
+                        help="also evaluate checkpoint.pt (the last model) beside --checkpoint, side by side")
     parser.add_argument("--out", type=Path, help="output folder [next to the checkpoint: RUN_DIR/evaluation]")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--backend", choices=("fast", "folded", "onnx", "eager"), default=None,
+                        help="inference backend (memseg_lite.deployment.fast): fast = ONNX Runtime when a current "
+                             "CHECKPOINT.onnx lies beside the checkpoint, else the model with folded batch norms, "
+                             "on GPUs the eager model; eager = the model as trained [fast]")
     parser.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
     parser.set_defaults(handler=_run_evaluate)
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from memseg_lite.evaluation.evaluate import evaluate_checkpoint
+    import inspect
 
-    out = args.out or args.checkpoint.parent / "evaluation"
+    from memseg_lite.evaluation.evaluate import evaluate_checkpoint
+    from memseg_lite.experiments.runs import best_vs_last_table, evaluate_best_and_last
+    from memseg_lite.training.trainer import BEST_NAME, CHECKPOINT_NAME
+
+    # What to evaluate: a checkpoint file, or a run folder's best.pt and checkpoint.pt (also --also-last).
+    given = args.checkpoint
+    run_dir = given if given.is_dir() else given.parent
+    best, last = (run_dir / BEST_NAME, run_dir / CHECKPOINT_NAME) if given.is_dir() else (given, None)
+    if given.is_dir():
+        if not best.is_file() and not last.is_file():
+            raise FileNotFoundError(f"--checkpoint {given} is a folder without {BEST_NAME} or {CHECKPOINT_NAME}; "
+                                    "pass a run folder (a training's --out) or a checkpoint file")
+        if not best.is_file():
+            print(f"{given} has no {BEST_NAME} yet (stopped before its first validation): evaluating "
+                  f"{CHECKPOINT_NAME} only", file=sys.stderr)
+            best, last = last, None
+        elif not last.is_file():
+            last = None
+    elif args.also_last:
+        last = run_dir / CHECKPOINT_NAME
+        if not last.is_file():
+            raise FileNotFoundError(f"--also-last: there is no {last} beside --checkpoint {given}")
+        if given.is_file() and last.resolve() == given.resolve():
+            last = None  # --checkpoint is the last model itself
+    out = args.out or run_dir / "evaluation"
     _check_output_folder(out, "--out")  # before the evaluation runs, not after
-    metrics = evaluate_checkpoint(
-        args.checkpoint, args.data_root, args.category, out, device=args.device,
-        batch_size=args.batch_size, figures=not args.no_figures, folders=_test_folders(args),
-    )
+
+    backend = {}
+    parameters = inspect.signature(evaluate_checkpoint).parameters
+    if "backend" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        from memseg_lite.deployment.fast import FAST_BACKENDS
+
+        backend = {"backend": FAST_BACKENDS[args.backend or "fast"]}
+    elif args.backend not in (None, "eager"):
+        print(f"note: evaluate_checkpoint has no backend option in this version; --backend {args.backend} is "
+              "ignored (the eager model is used)", file=sys.stderr)
+
+    def evaluate(checkpoint: Path, folder: Path) -> dict:
+        return evaluate_checkpoint(checkpoint, args.data_root, args.category, folder, device=args.device,
+                                   batch_size=args.batch_size, figures=not args.no_figures,
+                                   folders=_test_folders(args), **backend)
+
+    if last is not None:
+        best_metrics, last_metrics = evaluate_best_and_last(best, last, out, evaluate)
+        table = best_vs_last_table(best_metrics, last_metrics)
+        from memseg_lite.core.io import write_text_atomic
+
+        write_text_atomic(out / "best_vs_last.md", table + "\n")
+        print(table)
+        print(f"written to {out} (best), {out / 'last'} (last) and {out / 'best_vs_last.md'}")
+        return 0
+    metrics = evaluate(best, out)
 
     def number(key: str) -> str:
         return "n/a" if metrics.get(key) is None else f"{metrics[key]:.4f}"
@@ -281,14 +345,29 @@ def _add_calibrate(subparsers) -> None:
     _add_test_data_options(parser)
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--backend", choices=("fast", "folded", "onnx", "eager"), default=None,
+                        help="inference backend (memseg_lite.deployment.fast): fast = ONNX Runtime when a current "
+                             "CHECKPOINT.onnx lies beside the checkpoint, else the model with folded batch norms, "
+                             "on GPUs the eager model; eager = the model as trained [fast]")
     parser.set_defaults(handler=_run_calibrate)
 
 
 def _run_calibrate(args: argparse.Namespace) -> int:
+    import inspect
+
     from memseg_lite.evaluation.evaluate import calibrate_checkpoint
 
+    backend = {}
+    parameters = inspect.signature(calibrate_checkpoint).parameters
+    if "backend" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        from memseg_lite.deployment.fast import FAST_BACKENDS
+
+        backend = {"backend": FAST_BACKENDS[args.backend or "fast"]}
+    elif args.backend not in (None, "eager"):
+        print(f"note: calibrate_checkpoint has no backend option in this version; --backend {args.backend} is "
+              "ignored (the eager model is used)", file=sys.stderr)
     thresholds = calibrate_checkpoint(args.checkpoint, args.data_root, args.category, device=args.device,
-                                      batch_size=args.batch_size, folders=_test_folders(args))
+                                      batch_size=args.batch_size, folders=_test_folders(args), **backend)
     details = thresholds.details
     print(
         f"image threshold {thresholds.image:.4f} (precision {details['image_precision']:.3f}, recall "

@@ -259,6 +259,11 @@ def test_parse_list_and_summary():
     assert spread["mean"] == pytest.approx(80.0) and spread["std"] == pytest.approx(np.std([90, 70], ddof=1))
     assert (spread["min"], spread["max"]) == (pytest.approx(70.0), pytest.approx(90.0))
     assert rows[0]["aupro"]["mean"] is None
+    assert rows[0]["last_image_auroc"] == {"mean": None, "std": None, "min": None, "max": None}, "no last runs given"
+    with_last = summarise({"full": {0: {"image_auroc": 0.9}, 1: {"image_auroc": 0.7}}},
+                          {"full": {0: {"image_auroc": 0.6}, 1: {"image_auroc": 0.8}}})
+    assert with_last[0]["last_image_auroc"]["mean"] == pytest.approx(70.0)
+    assert with_last[0]["last_image_auroc"]["std"] == pytest.approx(np.std([60, 80], ddof=1))
 
 
 # ---- memseg-lite ablate end to end ---------------------------------------------------------------
@@ -277,11 +282,18 @@ def test_ablate_end_to_end_and_rerun_skips(tiny_demo, tmp_path, monkeypatch, cap
         row = rows[[r["variant"] for r in rows].index(variant)]
         assert row["image_auroc"]["mean"] == pytest.approx(100 * metrics["image_auroc"])
         assert row["image_auroc"]["std"] is None  # one seed: no spread
+        last = json.loads((run / "evaluation" / "last" / "metrics.json").read_text())
+        assert last["training_steps"] == 2
+        for key in ("image_auroc", "pixel_auroc", "aupro"):
+            assert row[f"last_{key}"]["mean"] == pytest.approx(100 * last[key])
+            assert set(row[f"last_{key}"]) == {"mean", "std", "min", "max"}
     with (out / "results.csv").open() as stream:
         table = list(csv.DictReader(stream))
     assert [r["variant"] for r in table] == ["full", "no_memory"]
     assert all(0.0 <= float(r["image_auroc_mean"]) <= 100.0 for r in table)
-    assert "| no_memory | 1 |" in (out / "results.md").read_text()
+    assert all(0.0 <= float(r["last_aupro_mean"]) <= 100.0 for r in table)
+    text = (out / "results.md").read_text()
+    assert "| no_memory | 1 | best |" in text and "| no_memory | 1 | last |" in text
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run was trained again")

@@ -199,7 +199,8 @@ def test_validation_set_uses_only_train_good(tmp_path):
     files = scan_category(tmp_path, "widget")
     split = split_train_images(files.train_good, memory_size=4, validation_size=3, seed=0)
     pixels = np.stack([load_image(p, 32) for p in split.validation])
-    validation = build_validation_set(split.validation, pixels, MarkingSynthesizer(), seed=0, anomalies_per_image=2)
+    validation = build_validation_set(split.validation, pixels, MarkingSynthesizer(), seed=0, anomalies_per_image=2,
+                                      recipe="basic")
     assert len(validation) == 9
     assert validation.labels.tolist() == [0, 1, 1] * 3
     assert validation.images.shape == (9, 3, 32, 32) and validation.masks.shape == (9, 32, 32)
@@ -207,8 +208,82 @@ def test_validation_set_uses_only_train_good(tmp_path):
     for source in validation.sources:
         assert "test" not in Path(source).relative_to(tmp_path).parts
         assert source in split.validation and source not in split.train and source not in split.memory
-    again = build_validation_set(split.validation, pixels, MarkingSynthesizer(), seed=0, anomalies_per_image=2)
+    again = build_validation_set(split.validation, pixels, MarkingSynthesizer(), seed=0, anomalies_per_image=2,
+                                 recipe="basic")
     assert torch.equal(validation.masks, again.masks), "the validation set is fixed by the seed"
+    assert validation.kinds == ["normal", "texture", "structure"] * 3
+    assert validation.variants == ["good", "regular", "regular"] * 3
+
+
+@pytest.fixture(scope="module")
+def hard_validation(tmp_path_factory):
+    """The default ("hard") validation set of the real simulator on three demo images, twice."""
+    from memseg_lite.datasets.demo.writer import write_demo_dataset
+    from memseg_lite.training.config import TrainConfig
+    from memseg_lite.training.trainer import make_synthesizer
+
+    root = tmp_path_factory.mktemp("hard") / "data"
+    write_demo_dataset(root, categories=["mesh"], size=64, n_train=3, n_test_good=1, n_per_defect=1, seed=0)
+    paths = sorted((root / "mesh" / "train" / "good").iterdir())
+    pixels = np.stack([load_image(p, 64) for p in paths])
+    config = TrainConfig(category="mesh", image_size=64)
+
+    def build(seed):
+        return build_validation_set(paths, pixels, make_synthesizer(config), seed=seed)
+
+    return pixels, build(0), build(0), build(1)
+
+
+def test_hard_validation_set_holds_both_kinds_small_and_faint(hard_validation):
+    from memseg_lite.training.data import FAINT_DELTA, HARD_CYCLE, SMALL_RADIUS
+
+    pixels, validation, _, _ = hard_validation
+    assert len(validation) == 3 * (1 + 6), "each held-out image and 6 anomalies (the default)"
+    assert validation.labels.tolist() == ([0] + [1] * 6) * 3
+    assert validation.kinds.count("normal") == 3
+    assert sorted(zip(validation.kinds, validation.variants)) == sorted(
+        [("normal", "good")] * 3 + [pair for pair in HARD_CYCLE] * 3)
+    masks = validation.masks.numpy()
+    for index, (label, variant) in enumerate(zip(validation.labels.tolist(), validation.variants)):
+        source = pixels[index // 7]
+        changed = np.any(validation.pixels[index] != source, axis=-1)
+        assert not changed[masks[index] == 0].any(), f"sample {index}: pixels outside the mask are untouched"
+        if label == 0:
+            assert masks[index].sum() == 0 and not changed.any()
+            continue
+        assert masks[index].sum() > 0, f"sample {index} ({variant}) has an empty mask"
+        if variant == "small":  # inside one disc of radius SMALL_RADIUS * side around a mask pixel
+            rows, cols = np.nonzero(masks[index])
+            radius = max(2.0, SMALL_RADIUS * 64)
+            assert (rows.max() - rows.min()) <= 2 * radius and (cols.max() - cols.min()) <= 2 * radius
+            assert masks[index].sum() <= np.pi * radius**2 + 4 * radius
+    # Faint: a blend factor in FAINT_DELTA moves the masked pixels less than regular anomalies do on average.
+    def mean_change(variant):
+        chosen = [i for i, v in enumerate(validation.variants) if v == variant]
+        return np.mean([np.abs(validation.pixels[i].astype(float) - pixels[i // 7])[masks[i] > 0].mean()
+                        for i in chosen])
+
+    assert FAINT_DELTA[1] <= 0.3 and mean_change("faint") < mean_change("regular")
+
+
+def test_hard_validation_set_is_fixed_by_the_seed(hard_validation):
+    _, first, again, other = hard_validation
+    assert torch.equal(first.masks, again.masks) and np.array_equal(first.pixels, again.pixels)
+    assert first.variants == other.variants, "the plan does not depend on the seed"
+    assert not torch.equal(first.masks, other.masks), "another seed draws other anomalies"
+
+
+def test_hard_plan_cycles_over_images_and_bad_recipes_fail():
+    from memseg_lite.training.data import HARD_CYCLE, anomaly_plan
+
+    plans = [anomaly_plan(number, 4, "hard") for number in range(3)]
+    assert sorted(pair for plan in plans for pair in plan) == sorted([*HARD_CYCLE, *HARD_CYCLE])
+    assert anomaly_plan(0, 2, "basic") == [("texture", "regular"), ("structure", "regular")]
+    with pytest.raises(ValueError, match="validation recipe must be one of"):
+        build_validation_set([Path("a.png")], np.zeros((1, 32, 32, 3), np.uint8), MarkingSynthesizer(), 0,
+                             recipe="harder")
+    with pytest.raises(ValueError, match="anomalies_per_image must be >= 1"):
+        build_validation_set([Path("a.png")], np.zeros((1, 32, 32, 3), np.uint8), MarkingSynthesizer(), 0, 0)
 
 
 def test_evaluation_set_items(tmp_path):

@@ -409,7 +409,7 @@ def test_ch04_exercise_3_level_shares():
 # ----------------------------------------------------------------------------------------------
 from memseg_lite.teaching.checks import ch05, ch06, ch07, ch08, ch09  # noqa: E402
 
-CHAPTERS_05_09 = ("05", "06", "07", "08", "09")
+CHAPTERS_05_09 = ("05", "06", "07", "08", "09", "10", "11")
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS_05_09)

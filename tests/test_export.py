@@ -191,18 +191,21 @@ def test_backend_choice(checkpoint, tmp_path):
     assert set(FAST_BACKENDS) == {"eager", "folded", "onnx", "fast"}
     with pytest.raises(ValueError, match="unknown backend"):
         load_fast_model(checkpoint[0], device="cpu", backend="tensorrt")
-    # a current export next to the checkpoint makes ONNX Runtime the default; a changed checkpoint does not
+    # The fast choice stays the folded model (it keeps the eager choice of memory sample) even next to
+    # an export; ONNX Runtime, when asked for, finds a current export and ignores a stale one.
     path = tmp_path / "best.pt"
     path.write_bytes(checkpoint[0].read_bytes())
-    assert default_backend("cpu", path) == "folded" and current_export(path) is None
+    assert current_export(path) is None
     exported = export_onnx(path)
     assert exported == tmp_path / "best.onnx" and len(read_metadata(exported)["checkpoint_sha256"]) == 64
-    assert default_backend("cpu", path) == "onnx" and current_export(path) == exported
-    assert isinstance(load_fast_model(path, device="cpu"), OnnxBackend)
-    assert isinstance(FAST_BACKENDS["fast"](*_loaded(path), checkpoint=path), OnnxBackend)
+    assert default_backend("cpu", path) == "folded" and current_export(path) == exported
+    assert isinstance(load_fast_model(path, device="cpu"), FoldedTorchBackend)
+    assert isinstance(FAST_BACKENDS["fast"](*_loaded(path), checkpoint=path), FoldedTorchBackend)
+    runner = load_fast_model(path, device="cpu", backend="onnx")
+    assert isinstance(runner, OnnxBackend) and runner.source == str(exported)
     path.write_bytes(path.read_bytes() + b"\0")  # a retrained / replaced checkpoint: the export is stale
-    assert default_backend("cpu", path) == "folded"
-    assert isinstance(FAST_BACKENDS["fast"](*_loaded(checkpoint[0]), checkpoint=path), FoldedTorchBackend)
+    assert current_export(path) is None
+    assert load_fast_model(path, device="cpu", backend="onnx").source == "memory"
 
 
 def _loaded(path):
@@ -259,3 +262,123 @@ def test_ablated_networks_are_refused_by_export_and_served_eagerly(switch):
     expected_maps, expected_scores = eager(model, images)
     torch.testing.assert_close(maps, expected_maps)
     torch.testing.assert_close(scores, expected_scores)
+
+
+# --------------------------------------------------------------------------------------------
+# The packed (oneDNN, fused) convolutions and the exact choice of memory sample
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("activation", ["none", "relu", "hardswish"])
+def test_packed_convolution_equals_conv_then_activation(activation):
+    from memseg_lite.deployment.fast import PackedConv2d
+
+    generator = torch.Generator().manual_seed(0)
+    conv = nn.Conv2d(6, 5, 3, stride=2, padding=1)
+    layer = PackedConv2d(conv, activation)
+    functions = {"none": lambda t: t, "relu": torch.relu, "hardswish": nn.functional.hardswish}
+    for shape in [(1, 6, 9, 11), (3, 6, 16, 16), (1, 6, 9, 11)]:  # another shape packs again; the first is reused
+        x = torch.randn(*shape, generator=generator)
+        residual = torch.randn(shape[0], 5, (shape[2] + 1) // 2, (shape[3] + 1) // 2, generator=generator)
+        expected = functions[activation](conv(x))
+        expected_sum = functions[activation](conv(x) + residual)
+        for layout in (torch.contiguous_format, torch.channels_last):
+            with torch.inference_mode():
+                got = layer(x.contiguous(memory_format=layout))
+                got_sum = layer(x.contiguous(memory_format=layout), residual=residual)
+            torch.testing.assert_close(got, expected.detach(), atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(got_sum, expected_sum.detach(), atol=1e-5, rtol=1e-5)
+    # With gradients on it runs F.conv2d: the same numbers.
+    torch.testing.assert_close(layer(x).detach(), functions[activation](conv(x)).detach(), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="activation"):
+        PackedConv2d(conv, "gelu")
+
+
+def test_packing_replaces_every_convolution_and_keeps_the_output():
+    from memseg_lite.deployment.fast import PackedBasicBlock, PackedConv2d, pack_convolutions
+
+    model = tiny_model()
+    network = DeployedMemSeg(model)
+    images = inputs(2, seed=5)
+    with torch.inference_mode():
+        expected = network(images)
+        pack_convolutions(network)
+        got = network(images.contiguous(memory_format=torch.channels_last))
+    assert not any(type(m) is nn.Conv2d for m in network.modules())
+    assert sum(isinstance(m, PackedBasicBlock) for m in network.modules()) == 8  # ResNet18: 2 blocks x 4 layers
+    fused = [m.activation for m in network.modules() if isinstance(m, PackedConv2d)]
+    assert fused.count("relu") >= 30 and fused.count("hardswish") == 3  # a ReLU left alone would be wasted work
+    assert not any(isinstance(m, (nn.ReLU, nn.Hardswish)) for m in network.modules())
+    torch.testing.assert_close(got[0], expected[0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(got[1], expected[1], atol=1e-5, rtol=0)
+
+
+def eager_indices(model, images):
+    with torch.no_grad():
+        return model.forward_intermediates(images).indices
+
+
+@pytest.mark.parametrize(("rule", "chunk_size"), [("paper", 1), ("official", 2), ("tootouch", None)])
+def test_folded_backend_gives_the_eager_maps_and_choice_of_memory_sample(rule, chunk_size):
+    from memseg_lite.deployment.fast import FoldedTorchBackend, eager_selection
+
+    model = tiny_model(rule, seed=3)
+    backend = FoldedTorchBackend(model, {}, torch.device("cpu"), chunk_size=chunk_size)
+    assert backend.packed  # this build has oneDNN: the fused path is the one under test
+    for batch in (1, 3):
+        images = inputs(batch, seed=30 + batch)
+        maps, scores = backend(images)
+        reference_maps, reference_scores = eager(model, images)
+        assert (maps - reference_maps).abs().max() < 1e-4
+        assert (scores - reference_scores).abs().max() < 1e-4
+        expected = eager_indices(model, images)
+        assert torch.equal(backend.last_indices, expected)
+        assert torch.equal(eager_selection(model, images), expected)
+    with pytest.raises(ValueError, match="chunk_size"):
+        FoldedTorchBackend(model, {}, torch.device("cpu"), chunk_size=0)
+
+
+def tied_model(rule: str = "paper"):
+    """A model whose memory samples 0 and 1 are equally far from ``inputs(1, seed=40)`` up to float
+    rounding: sample 1 is the input plus sample 0's differences mirrored left-right (the same sum of
+    |differences| and of squares, but another DI* map: large on the right instead of the left);
+    samples 2, 3 are far away."""
+    model = tiny_model(rule, seed=4)
+    images = inputs(1, seed=40)
+    generator = torch.Generator().manual_seed(41)
+    with torch.no_grad():
+        frozen = model.encoder.frozen_features(images)
+        for name, feature in zip(("level1", "level2", "level3"), (frozen.level1, frozen.level2, frozen.level3)):
+            ramp = torch.linspace(10.0, 0.1, feature.shape[-1])  # differences large on the left
+            offset = torch.randn(feature.shape[1:], generator=generator) * feature.std() * ramp
+            bank = torch.stack([feature[0] + offset, feature[0] + offset.flip(-1),
+                                feature[0] + 3 * offset, feature[0] - 3 * offset])
+            setattr(model.memory, name, bank)
+    return model, images
+
+
+@pytest.mark.parametrize("rule", ["paper", "tootouch", "official"])
+def test_near_ties_are_detected_and_decided_as_the_eager_model_decides(rule):
+    from memseg_lite.deployment.export import near_ties
+    from memseg_lite.deployment.fast import FoldedTorchBackend
+
+    model, images = tied_model(rule)
+    expected = eager_indices(model, images)
+    first = expected if rule != "official" else expected[:, 0]
+    assert int(first[0]) in (0, 1)
+    backend = FoldedTorchBackend(model, {}, torch.device("cpu"))
+    # The tie matters: the other sample of the pair gives maps beyond the 1e-4 tolerance.
+    with torch.inference_mode():
+        stem, features, level4 = backend.network.encode(images.contiguous(memory_format=torch.channels_last))
+        _, flagged = backend.network.select(features)
+        other = 1 - expected
+        other_maps, _ = backend.network.decode(stem, features, level4, other)
+    assert bool(flagged[0])
+    maps, scores = backend(images)
+    reference_maps, reference_scores = eager(model, images)
+    assert (other_maps - reference_maps).abs().max() > 1e-4
+    assert backend.exact_selections == 1 and torch.equal(backend.last_indices, expected)
+    assert (maps - reference_maps).abs().max() < 1e-4 and (scores - reference_scores).abs().max() < 1e-4
+    # A clear winner is no near tie: distances 1, 2 and 4 (sizes 1) at the default margin.
+    distances = [torch.tensor([[1.0, 2.0, 4.0]])] * 3
+    features = [torch.ones(1, 1, 1, 1)] * 3
+    assert not bool(near_ties(distances, features, rule)[0])
+    assert bool(near_ties([torch.tensor([[1.0, 1.0 + 1e-6, 4.0]])] * 3, features, rule)[0])

@@ -411,3 +411,84 @@ def test_chunked_auroc_count_equals_unchunked(monkeypatch):
     expected = image_auroc(scores, labels)
     monkeypatch.setattr(metrics, "_SEARCH_CHUNK", 7)
     assert image_auroc(scores, labels) == pytest.approx(expected, abs=1e-15)
+
+
+# --------------------------------------------------------------------------------------------
+# Valid-pixel masks (letterbox padding left out)
+# --------------------------------------------------------------------------------------------
+def letterboxed_case(rng: np.random.Generator, count: int = 5, height: int = 24, width: int = 40):
+    """Maps / masks on an H x W canvas whose image occupies a different centred band per image;
+    the padding has mask 0 and random scores (as high as the product's, so it would change the
+    numbers if it counted). Returns (maps, masks, valid, crops): crops[i] are image i's own pixels."""
+    masks = np.zeros((count, height, width), dtype=np.uint8)
+    maps = rng.random((count, height, width)).astype(np.float32)
+    valid = np.zeros((count, height, width), dtype=np.uint8)
+    crops = []
+    for index in range(count):
+        content_width = int(rng.integers(8, width + 1))
+        left = (width - content_width) // 2
+        window = (slice(None), slice(left, left + content_width))
+        valid[index][window] = 1
+        own = random_masks(rng, 2, height, content_width)[1]
+        masks[index][window] = own
+        maps[index][window] += 0.5 * own * rng.random(own.shape).astype(np.float32)
+        crops.append(window)
+    masks[0] = 0  # one image without a defect
+    return maps, masks, valid, crops
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_pixel_metrics_with_a_valid_mask_equal_those_of_the_cropped_maps(seed):
+    rng = np.random.default_rng(100 + seed)
+    maps, masks, valid, crops = letterboxed_case(rng)
+    inside = valid.astype(bool)
+    assert (~inside).any(), "the case has padding"
+    cropped_maps = [m[c] for m, c in zip(maps, crops)]
+    cropped_masks = [m[c] for m, c in zip(masks, crops)]
+    # Independent references: scikit-learn on the valid pixels, the slow PRO definition on the crops.
+    expected_auroc = sklearn_roc_auc_score(masks[inside], maps[inside])
+    assert pixel_auroc(maps, masks, valid=valid) == pytest.approx(expected_auroc, abs=1e-12)
+    assert aupro(maps, masks, valid=valid) == pytest.approx(naive_aupro(cropped_maps, cropped_masks), abs=1e-12)
+    fpr, pro, _ = pro_curve(maps, masks, valid=valid)
+    naive_fpr, naive_pro, _ = naive_pro_curve(cropped_maps, cropped_masks)
+    # The naive curve has a point at every distinct score of the crops; the fast one too.
+    np.testing.assert_allclose(fpr, naive_fpr, atol=1e-12)
+    np.testing.assert_allclose(pro, naive_pro, atol=1e-12)
+    combined = compute_all(maps.max(axis=(1, 2)), masks.any(axis=(1, 2)), maps, masks, valid=valid)
+    assert combined["pixel_auroc"] == pytest.approx(expected_auroc, abs=1e-12)
+    assert combined["aupro"] == pytest.approx(naive_aupro(cropped_maps, cropped_masks), abs=1e-12)
+    # ... and the padding did count without the mask (the case is not trivial).
+    assert pixel_auroc(maps, masks) != pytest.approx(expected_auroc, abs=1e-6)
+
+
+def test_padding_values_do_not_matter_and_all_ones_changes_nothing():
+    rng = np.random.default_rng(7)
+    maps, masks, valid, _ = letterboxed_case(rng)
+    other = maps.copy()
+    other[valid == 0] = rng.random(int((valid == 0).sum())) * 10  # anything in the padding
+    assert pixel_auroc(other, masks, valid=valid) == pixel_auroc(maps, masks, valid=valid)
+    assert aupro(other, masks, valid=valid) == aupro(maps, masks, valid=valid)
+    # A defect pixel in the padding is cut away with it.
+    marked = masks.copy()
+    marked[valid == 0] = 1
+    assert aupro(maps, marked, valid=valid) == aupro(maps, masks, valid=valid)
+    # All ones (torch or bool too): exactly the numbers of all pixels.
+    ones = np.ones_like(valid)
+    assert pixel_auroc(maps, masks, valid=ones) == pixel_auroc(maps, masks)
+    assert aupro(maps, masks, valid=torch.from_numpy(ones).bool()) == aupro(maps, masks)
+
+
+def test_valid_mask_errors():
+    maps = np.random.default_rng(0).random((2, 4, 4))
+    masks = np.zeros((2, 4, 4), dtype=np.uint8)
+    masks[1, 1, 1] = 1
+    with pytest.raises(ValueError, match=r"valid\[0\] has shape"):
+        pixel_auroc(maps, masks, valid=np.ones((2, 4, 5)))
+    with pytest.raises(ValueError, match="2 anomaly maps but 1 valid masks"):
+        aupro(maps, masks, valid=np.ones((1, 4, 4)))
+    with pytest.raises(ValueError, match="valid"):
+        pixel_auroc(maps, masks, valid=np.full((2, 4, 4), 2))
+    cut = np.ones((2, 4, 4))
+    cut[1, 1, 1] = 0  # the only defect pixel is outside the valid region
+    with pytest.raises(ValueError, match="undefined"):
+        pixel_auroc(maps, masks, valid=cut)

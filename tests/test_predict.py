@@ -61,12 +61,16 @@ def test_training_from_a_plain_folder_stores_thresholds(product):
     assert thresholds.source == "validation" and 0 < thresholds.image < 1 and 0 < thresholds.pixel < 1
     for name in ("best.pt", "checkpoint.pt"):
         assert load_checkpoint(run / name)["thresholds"] == thresholds.to_dict(), name
-    # The rule: the 0.99 quantile of the held-out good validation images' scores, with the best model.
+    # The rule: the lower of the 0.99 quantile of the held-out good images' scores and the
+    # class-balanced F1 cut on the synthetic anomalies, with the best model.
     inferencer = Inferencer(run / "best.pt", device="cpu")
     split = json.loads((run / "split.json").read_text())
     held_out = [product["root"] / "bolt" / "good" / name for name in split["validation"]]
     scores = [r.score for r in inferencer.predict(held_out)]
-    assert thresholds.image == pytest.approx(np.quantile(scores, 0.99), abs=1e-5)
+    assert thresholds.details["good_quantile_threshold"] == pytest.approx(np.quantile(scores, 0.99), abs=1e-5)
+    assert thresholds.image == pytest.approx(
+        min(np.quantile(scores, 0.99), thresholds.details["synthetic_f1_threshold"]), abs=1e-5
+    )
 
 
 def test_predict_a_folder_end_to_end(product, tmp_path, capsys):
@@ -168,6 +172,23 @@ def test_inferencer_arrays_and_paths_agree(product):
     assert strict.predict(path).verdict == "normal"
     with pytest.raises(ValueError, match="unknown backend"):
         Inferencer(product["run"] / "best.pt", backend="nope")
+
+
+def test_predict_defaults_to_the_fast_backend_with_the_eager_results(product):
+    from memseg_lite.deployment.fast import FoldedTorchBackend
+
+    images = product["new"]  # 80 x 128 crops of good and defective buttons, letterboxed to 64 x 128
+    fast = predict_images(images, product["run"] / "best.pt", device="cpu", batch_size=3)
+    reference = predict_images(images, product["run"] / "best.pt", device="cpu", batch_size=3, backend="torch")
+    inferencer = Inferencer(product["run"] / "best.pt", device="cpu")
+    assert inferencer.backend_name == "fast" and isinstance(inferencer.backend, FoldedTorchBackend)
+    assert inferencer.backend.packed  # oneDNN convolutions with fused activations on this build
+    verdicts = [result.verdict for result in fast.results]
+    assert verdicts == [result.verdict for result in reference.results] and None not in verdicts
+    for mine, theirs in zip(fast.results, reference.results):
+        assert abs(mine.score - theirs.score) < 1e-4
+        assert np.abs(mine.anomaly_map - theirs.anomaly_map).max() < 1e-4
+        assert np.mean((mine.mask > 0) != (theirs.mask > 0)) < 1e-3  # only pixels within 1e-4 of the threshold may differ
 
 
 def test_predict_images_python_api_without_output(product):

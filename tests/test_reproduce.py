@@ -15,6 +15,7 @@ import pytest
 from conftest import tiny_config
 
 from memseg_lite.experiments.reproduce import _worker_devices, reproduce
+from memseg_lite.experiments.runs import train_and_evaluate
 
 CATEGORIES = ["button", "mesh", "wood"]
 
@@ -128,7 +129,69 @@ def test_results_table_records_the_fallbacks(tmp_path):
         ("bottle", "imagenet", "dtd"), ("cable", "random", "procedural")]
     assert table[2]["image_auroc"] == "80.00" and table[2]["backbone"] == "imagenet/random"
     text = md_path.read_text()
-    assert "| cable | 70.00 | 60.00 | 50.00 | random | procedural |" in text
+    assert "| cable | 70.00 | 60.00 | 50.00 | - | - | - | - | random | procedural |" in text, "no last numbers: '-'"
+    assert table[1]["last_image_auroc"] == "" and table[2]["last_aupro"] == ""
     assert "Fallbacks were used" in text
     rows[1].update(backbone="imagenet", textures="dtd")
     assert "Fallbacks were used" not in write_results(tmp_path, rows)[0].read_text()
+
+
+def test_results_table_has_the_last_checkpoint_beside_the_best(tmp_path):
+    from memseg_lite.experiments.reproduce import result_row, write_results
+
+    rows = []
+    for category, (best, last) in {"bottle": (0.9, 0.8), "cable": (0.7, 0.75)}.items():
+        run = tmp_path / "runs" / category / "evaluation"
+        (run / "last").mkdir(parents=True)
+        common = {"pixel_auroc": 0.5, "aupro": 0.4, "backbone": "imagenet", "textures": "dtd"}
+        (run / "metrics.json").write_text(json.dumps({"image_auroc": best, "training_steps": 300, **common}))
+        (run / "last" / "metrics.json").write_text(json.dumps({"image_auroc": last, "training_steps": 500, **common}))
+        rows.append(result_row(category, tmp_path / "runs" / category))
+    assert rows[0]["image_auroc"] == pytest.approx(90.0) and rows[0]["last_image_auroc"] == pytest.approx(80.0)
+    assert (rows[0]["best_step"], rows[0]["last_step"]) == (300, 500)
+    md_path, csv_path = write_results(tmp_path, rows)
+    with csv_path.open() as stream:
+        table = list(csv.DictReader(stream))
+    assert [r["last_image_auroc"] for r in table] == ["80.00", "75.00", "77.50"]
+    assert [r["image_auroc"] for r in table] == ["90.00", "70.00", "80.00"]
+    assert table[0]["best_step"] == "300" and table[0]["last_step"] == "500"
+    assert "| bottle | 90.00 | 50.00 | 40.00 | 80.00 | 50.00 | 40.00 | 300 / 500 | imagenet | dtd |" in md_path.read_text()
+
+
+def test_train_and_evaluate_resumes_skips_and_adds_the_last_evaluation(tiny_demo, tmp_path, monkeypatch):
+    from memseg_lite.core.checkpoint import load_checkpoint
+    from memseg_lite.training.trainer import train
+
+    config = tiny_config(tiny_demo, tmp_path / "run", steps=4, val_every=2, checkpoint_every=1, device="cpu")
+    run = tmp_path / "run"
+    train(config, progress=False, stop_after=2)  # an interrupted run: train_and_evaluate resumes it
+    status, metrics = train_and_evaluate(config, progress=False)
+    assert status == "done" and load_checkpoint(run / "checkpoint.pt")["step"] == 4
+    best, last = metrics["best"], metrics["last"]
+    assert json.loads((run / "evaluation" / "metrics.json").read_text()) == best
+    assert json.loads((run / "evaluation" / "last" / "metrics.json").read_text()) == last
+    assert last["training_steps"] == 4 and last["checkpoint"].endswith("checkpoint.pt")
+    assert best["training_steps"] == load_checkpoint(run / "best.pt")["step"]
+    assert last["same_as_best"] == (best["training_steps"] == 4)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("finished work was done again")
+
+    monkeypatch.setattr("memseg_lite.training.trainer.train", forbidden)
+    monkeypatch.setattr("memseg_lite.evaluation.evaluate.evaluate_checkpoint", forbidden)
+    assert train_and_evaluate(config, progress=False) == ("skipped", {"best": best, "last": last})
+
+    # A run evaluated before the last checkpoint was: only the last one is added, nothing retrained.
+    (run / "evaluation" / "last" / "metrics.json").unlink()
+    calls = []
+    monkeypatch.setattr("memseg_lite.evaluation.evaluate.evaluate_checkpoint",
+                        lambda checkpoint, *a, **k: calls.append(str(checkpoint)) or {"image_auroc": 0.5})
+    status, again = train_and_evaluate(config, progress=False)
+    assert status == "done" and again["best"] == best
+    assert calls == ([] if last["same_as_best"] else [str(run / "checkpoint.pt")])
+
+    # Other training settings are refused; the selection options of an existing run are its own.
+    with pytest.raises(ValueError, match=r"other settings \(steps differ\)"):
+        train_and_evaluate(tiny_config(tiny_demo, run, steps=5, val_every=2, checkpoint_every=1), progress=False)
+    kept = tiny_config(tiny_demo, run, steps=4, val_every=2, checkpoint_every=1, device="cpu", selection_metric="aupro")
+    assert train_and_evaluate(kept, progress=False)[0] == "skipped"

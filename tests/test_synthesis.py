@@ -1,4 +1,5 @@
-"""The anomaly simulator: the blend formula, masks, kinds, dtypes, determinism, errors, torch parity."""
+"""The anomaly simulator: the blend formula, masks, kinds, dtypes, determinism, errors, torch parity,
+and the device path against the loader path (kinds, masks, deltas, texture variety)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from memseg_lite.simulation.synthesis import (
     shuffle_grid_torch,
     structure_noise,
 )
-from memseg_lite.simulation.textures import TextureSource, texture_bank
+from memseg_lite.simulation.textures import TextureSource, resize_to, texture_bank
 
 HEIGHT, WIDTH = 40, 56  # not square, not a multiple of the 4 x 8 grid's cells
 
@@ -363,3 +364,240 @@ def test_torch_errors(bank):
     with pytest.raises(RuntimeError, match="max_tries"):
         TorchAnomalySynthesizer(None, bank, perlin_threshold=0.999, max_tries=2).sample(torch_batch(2), kinds="texture")
     assert ANOMALY_KINDS == ("normal", "texture", "structure")
+
+
+# ---------------------------------------------------------------- the device texture pool
+class RecordingSource(TextureSource):
+    """A procedural source that records which texture the loader path's ``sample`` picked
+    (the same rng calls as :meth:`TextureSource.sample`)."""
+
+    def __init__(self, count: int, seed: int = 0):
+        super().__init__(None, seed=seed, n_procedural=count, procedural_size=32)
+        self.drawn: list[int] = []
+
+    def sample(self, rng, size):
+        index = int(rng.integers(len(self)))
+        self.drawn.append(index)
+        return resize_to(self.image(index), size if isinstance(size, tuple) else (size, size))
+
+
+SIM = 64  # side of the images in the path comparisons
+POOL = 24  # pool slots (the source below holds 120 textures, so the pool refreshes)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Batched torch ops on small images run fastest on one thread (and do not fight other jobs)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def many_textures() -> RecordingSource:
+    source = RecordingSource(120)
+    for index in range(len(source)):
+        source.image(index)  # generate once for every test of this module
+    return source
+
+
+def sim_images(count: int = 8) -> np.ndarray:
+    return np.stack([object_image(SIM, SIM, seed) for seed in range(count)])
+
+
+def device_synth(source, **kwargs) -> TorchAnomalySynthesizer:
+    settings = {"bank_size": POOL, "image_size": SIM, "refresh_rate": 1.0, "refresh_every": 1, **kwargs}
+    return TorchAnomalySynthesizer.from_texture_source(source, np.random.default_rng(11), **settings)
+
+
+def loader_statistics(synthesizer: AnomalySynthesizer, images: np.ndarray, count: int, seed: int) -> dict:
+    source = synthesizer.texture_source
+    source.drawn.clear()
+    results = [synthesizer.sample(images[i % len(images)], np.random.default_rng([seed, i])) for i in range(count)]
+    textures = [r.noise_image.astype(np.float64) for r in results if r.kind == "texture"]
+    return path_statistics(
+        kinds=[r.kind for r in results], coverage=[r.mask.mean() for r in results if r.kind != "normal"],
+        deltas=[r.delta for r in results if r.kind != "normal"], textures=textures, texture_ids=list(source.drawn),
+    )
+
+
+def device_statistics(synthesizer, images: np.ndarray, count: int, seed: int, batch: int = 25) -> dict:
+    generator = torch.Generator().manual_seed(seed)
+    pixels = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    parts = [synthesizer.sample(pixels[torch.arange(start, start + batch) % len(images)], generator) for start in range(0, count, batch)]
+    kinds = torch.cat([p.kinds for p in parts])
+    anomalous, texture = kinds > 0, kinds == 1
+    ids = [p.texture_ids for p in parts if getattr(p, "texture_ids", None) is not None]
+    return path_statistics(
+        kinds=[ANOMALY_KINDS[k] for k in kinds.tolist()],
+        coverage=torch.cat([p.masks.mean((1, 2)) for p in parts])[anomalous].tolist(),
+        deltas=torch.cat([p.deltas for p in parts])[anomalous].tolist(),
+        textures=list(torch.cat([p.noise_images for p in parts])[texture].permute(0, 2, 3, 1).double().numpy()),
+        texture_ids=torch.cat(ids)[texture].tolist() if ids else None,
+    )
+
+
+def canonical(texture: np.ndarray) -> bytes:
+    """The same bytes for a texture and its mirror images (so mirroring does not count as variety)."""
+    pixels = np.rint(texture).astype(np.uint8)
+    return min(p.tobytes() for p in (pixels, pixels[::-1], pixels[:, ::-1], pixels[::-1, ::-1]))
+
+
+def path_statistics(kinds, coverage, deltas, textures, texture_ids) -> dict:
+    return {
+        "kinds": np.array([ANOMALY_KINDS.index(k) for k in kinds]),
+        "coverage": np.array(coverage), "delta": np.array(deltas),
+        "texture_mean": np.array([t.mean() for t in textures]),
+        "texture_std": np.array([t.std() for t in textures]),
+        # dissimilarity of consecutive texture anomalies: mean absolute pixel difference
+        "texture_pair_difference": np.array([np.abs(a - b).mean() for a, b in zip(textures[::2], textures[1::2])]),
+        "distinct_pasted_share": len({canonical(t) for t in textures}) / max(1, len(textures)),
+        "distinct_sources": None if texture_ids is None else len(set(texture_ids)),
+    }
+
+
+def compare_paths(loader: dict, device: dict) -> list[str]:
+    """The statistics on which the two paths disagree (empty: they agree)."""
+    from scipy.stats import ks_2samp
+
+    failures = []
+    for kind in range(3):
+        p1, p2 = (loader["kinds"] == kind).mean(), (device["kinds"] == kind).mean()
+        pooled = (p1 * len(loader["kinds"]) + p2 * len(device["kinds"])) / (len(loader["kinds"]) + len(device["kinds"]))
+        tolerance = 4 * np.sqrt(pooled * (1 - pooled) * (1 / len(loader["kinds"]) + 1 / len(device["kinds"])))
+        if abs(p1 - p2) > tolerance:
+            failures.append(f"share of {ANOMALY_KINDS[kind]}: {p1:.3f} vs {p2:.3f}")
+    for name in ("coverage", "delta", "texture_mean", "texture_std", "texture_pair_difference"):
+        if len(loader[name]) and len(device[name]):
+            test = ks_2samp(loader[name], device[name])
+            if test.pvalue < 1e-3:
+                failures.append(f"{name}: KS statistic {test.statistic:.3f}, p = {test.pvalue:.1e}")
+    # Variety: (nearly) every texture anomaly pastes a texture of its own, as on the loader path.
+    if device["distinct_pasted_share"] < 0.9 * loader["distinct_pasted_share"]:
+        failures.append(f"distinct pasted textures: {loader['distinct_pasted_share']:.2f} vs {device['distinct_pasted_share']:.2f} of the samples")
+    if device["distinct_sources"] is not None and device["distinct_sources"] < 0.85 * loader["distinct_sources"]:
+        failures.append(f"distinct source textures: {loader['distinct_sources']} vs {device['distinct_sources']}")
+    return failures
+
+
+def test_device_path_draws_the_loader_paths_kinds_masks_and_deltas(many_textures):
+    """Default probabilities: the same kind shares, mask coverage and delta distributions."""
+    images = sim_images()
+    loader = loader_statistics(AnomalySynthesizer(None, many_textures), images, 400, seed=1)
+    device = device_statistics(device_synth(many_textures), images, 400, seed=2)
+    assert compare_paths(loader, device) == []
+    assert 0.35 < (device["kinds"] == 0).mean() < 0.65 and len(device["delta"]) > 150
+    assert device["delta"].min() >= 0.15 and device["delta"].max() <= 1.0
+
+
+def test_device_path_textures_are_as_varied_as_the_loader_paths(many_textures):
+    """Texture anomalies only: fresh textures and augmentations per sample, like the loader path;
+    the old behaviour (a fixed bank of pre-augmented textures, here 2, reused) is caught."""
+    images = sim_images()
+    texture_only = {"foreground": None, "p_normal": 0.0, "p_texture": 1.0}
+    loader = loader_statistics(AnomalySynthesizer(texture_source=many_textures, **texture_only), images, 300, seed=3)
+    synthesizer = device_synth(many_textures, **texture_only)  # 10 loads a batch: a slot lives 2.4 batches
+    device = device_statistics(synthesizer, images, 300, seed=4, batch=10)
+    assert compare_paths(loader, device) == []
+    assert synthesizer.texture_pool.refreshing and synthesizer.texture_pool.textures_loaded > 2 * POOL
+    assert device["distinct_pasted_share"] > 0.95 and device["distinct_sources"] > 100
+
+    fixed = texture_bank(many_textures, np.random.default_rng(0), 2, SIM)  # augmented once, then reused
+    old = TorchAnomalySynthesizer(texture_bank=fixed, texture_ops=0, **texture_only)
+    failures = compare_paths(loader, device_statistics(old, images, 300, seed=4, batch=10))
+    assert any(f.startswith("distinct pasted") for f in failures)
+    assert any(f.startswith("distinct source") for f in failures)
+    assert any(f.startswith("texture_mean") for f in failures)
+
+
+def test_small_sources_sit_in_the_pool_whole(textures):
+    synthesizer = TorchAnomalySynthesizer.from_texture_source(textures, np.random.default_rng(0), bank_size=64, image_size=(HEIGHT, WIDTH))
+    pool = synthesizer.texture_pool
+    assert not pool.refreshing and len(pool) == len(textures) == 6
+    assert pool.ids.tolist() == list(range(6))
+    for index in range(6):
+        expected = resize_to(textures.image(index), (HEIGHT, WIDTH))
+        np.testing.assert_array_equal(pool.textures[index].permute(1, 2, 0).numpy(), expected)
+    before = pool.textures.clone()
+    for seed in range(5):
+        synthesizer.sample(torch_batch(8), torch.Generator().manual_seed(seed))
+    assert torch.equal(pool.textures, before) and pool.textures_loaded == 6  # never refreshed
+
+
+def test_texture_ids_name_the_pasted_texture(many_textures):
+    """With no augmentation and delta = 1 the pasted pixels are the raw texture the id names."""
+    synthesizer = device_synth(many_textures, foreground=None, texture_ops=0, p_normal=0.0, p_texture=1.0)
+    images = torch.from_numpy(sim_images()).permute(0, 3, 1, 2).contiguous()
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(4):
+        result = synthesizer.sample(images, generator, deltas=1.0)
+        for k, index in enumerate(result.texture_ids.tolist()):
+            expected = torch.from_numpy(resize_to(many_textures.image(index), (SIM, SIM))).permute(2, 0, 1).float()
+            assert torch.equal(result.noise_images[k], expected)
+            inside = result.masks[k] > 0
+            assert torch.equal(result.images[k][:, inside], expected[:, inside].to(torch.uint8))
+
+
+def test_pool_refresh_schedule_and_seek(many_textures):
+    synthesizer = device_synth(many_textures, p_normal=0.5, p_texture=0.5, refresh_every=2)  # 0.25 loads per image
+    pool = synthesizer.texture_pool
+    assert pool.loads_per_image == 0.25 and pool.refresh_every == 2
+    images = torch.from_numpy(sim_images()).permute(0, 3, 1, 2).contiguous()  # batches of 8
+    outputs, used = [], []  # used[t]: the pool batch t drew from
+    for step in range(7):
+        outputs.append(synthesizer.sample(images, torch.Generator().manual_seed(100 + step)))
+        used.append((pool.ids.clone(), pool.textures.clone(), pool.loads_done))
+    # refreshes at the start of batches 0, 2, 4, 6, to floor(0.25 * images seen before) loads
+    assert [u[2] for u in used] == [0, 0, 4, 4, 8, 8, 12]
+    assert pool.textures_loaded == POOL + 12
+    # the oldest slots are replaced; loads follow a shuffled pass over the source (no repeats in it)
+    assert torch.equal(used[2][0][4:], used[0][0][4:]) and not torch.equal(used[2][0][:4], used[0][0][:4])
+    assert len(set(pool.ids.tolist())) == POOL
+    for k, index in enumerate(used[6][0].tolist()):
+        np.testing.assert_array_equal(used[6][1][k].permute(1, 2, 0).numpy(), resize_to(many_textures.image(index), (SIM, SIM)))
+
+    resumed = device_synth(many_textures, p_normal=0.5, p_texture=0.5, refresh_every=2)
+    resumed.seek(4, 8)  # as after 4 batches of 8
+    assert torch.equal(resumed.texture_pool.ids, used[3][0]) and torch.equal(resumed.texture_pool.textures, used[3][1])
+    for step in (4, 5, 6):
+        again = resumed.sample(images, torch.Generator().manual_seed(100 + step))
+        assert torch.equal(again.images, outputs[step].images) and torch.equal(again.texture_ids, outputs[step].texture_ids)
+    with pytest.raises(ValueError, match="batches_done"):
+        resumed.seek(-1, 8)
+
+
+def test_device_path_repeats_exactly_with_the_same_seeds(many_textures):
+    images = torch.from_numpy(sim_images()).permute(0, 3, 1, 2).contiguous()
+    runs = []
+    for _ in range(2):
+        synthesizer = device_synth(many_textures)
+        generator = torch.Generator().manual_seed(3)
+        runs.append([synthesizer.sample(images, generator) for _ in range(5)])
+    for a, b in zip(*runs):
+        assert torch.equal(a.images, b.images) and torch.equal(a.masks, b.masks) and torch.equal(a.texture_ids, b.texture_ids)
+    other = device_synth(many_textures).sample(images, torch.Generator().manual_seed(4))
+    assert not torch.equal(other.images, runs[0][0].images)
+
+
+def test_pool_and_texture_argument_errors(textures, bank):
+    with pytest.raises(ValueError, match="not both"):
+        TorchAnomalySynthesizer(None, bank, texture_source=textures, image_size=8)
+    with pytest.raises(ValueError, match="image_size"):
+        TorchAnomalySynthesizer(None, texture_source=textures)
+    with pytest.raises(TypeError, match="texture_source"):
+        TorchAnomalySynthesizer(None, texture_source="data/dtd", image_size=8)
+    with pytest.raises(ValueError, match="texture_ops"):
+        TorchAnomalySynthesizer(None, bank, texture_ops=11)
+    with pytest.raises(ValueError, match="refresh_rate"):
+        TorchAnomalySynthesizer(None, texture_source=textures, image_size=8, refresh_rate=-1)
+    with pytest.raises(ValueError, match="refresh_every"):
+        TorchAnomalySynthesizer(None, texture_source=textures, image_size=8, pool_size=2, refresh_every=0)
+    with pytest.raises(ValueError, match="pool_size"):
+        TorchAnomalySynthesizer(None, texture_source=textures, image_size=8, pool_size=0)
+    with pytest.raises(TypeError, match="rng"):
+        TorchAnomalySynthesizer.from_texture_source(textures, 0)
+    structure_only = TorchAnomalySynthesizer(None, texture_source=textures, image_size=8, p_texture=0.0)
+    assert structure_only.texture_pool is None  # no texture is ever read
+    with pytest.raises(ValueError, match="no textures"):
+        structure_only.sample(torch_batch(2), kinds="texture")

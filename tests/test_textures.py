@@ -1,20 +1,28 @@
-"""Texture source (procedural bank, DTD-style folders) and the 10 texture augmentations."""
+"""Texture source (procedural bank, DTD-style folders), the 10 texture augmentations (numpy and
+batched torch) and the texture pool of the device path."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from memseg_lite.core.io import write_image
 from memseg_lite.simulation.textures import (
     AUGMENTATIONS,
     PROCEDURAL_FAMILIES,
+    TexturePool,
     TextureSource,
     apply_augmentation,
+    apply_augmentation_torch,
     augment_texture,
+    augment_textures_torch,
+    draw_augmentation_params,
+    draw_augmentation_params_torch,
     is_default_texture_root,
     procedural_texture,
     random_colour_map,
+    resize_to,
     texture_bank,
 )
 
@@ -172,3 +180,124 @@ def test_texture_bank_shape_and_determinism():
     bank = texture_bank(source, np.random.default_rng(0), 5, (16, 24))
     assert bank.shape == (5, 16, 24, 3) and bank.dtype == np.uint8
     np.testing.assert_array_equal(bank, texture_bank(source, np.random.default_rng(0), 5, (16, 24)))
+
+
+# ---------------------------------------------------------------- batched torch augmentations
+def as_batch(*images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+
+
+def as_image(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.permute(1, 2, 0).numpy()
+
+
+@pytest.mark.parametrize("name", AUGMENTATIONS)
+def test_torch_augmentation_matches_numpy_with_the_same_parameters(name):
+    """Same parameters, same pixels (hue round trip and rotation interpolation: within 1 grey level)."""
+    images = [colourful(36, seed) for seed in range(6)]
+    images[0] = np.ascontiguousarray(np.concatenate([images[0][:, :20], images[0][:, :16]], axis=1))  # not square
+    for seed, image in enumerate(images):
+        params = draw_augmentation_params(name, np.random.default_rng(seed))
+        expected = apply_augmentation(image, name, np.random.default_rng(0), params)
+        got = as_image(apply_augmentation_torch(as_batch(image), name, params)[0])
+        difference = np.abs(expected.astype(int) - got)
+        assert difference.max() <= (1 if name in ("hue_saturation", "affine_rotation") else 0), name
+        assert difference.mean() < 0.02, name
+
+
+def test_torch_augmentation_uses_one_parameter_per_image():
+    images = [colourful(24, seed) for seed in range(4)]
+    params = [draw_augmentation_params("brightness", np.random.default_rng(seed)) for seed in range(4)]
+    batched = apply_augmentation_torch(
+        as_batch(*images), "brightness",
+        {"gain": torch.tensor([p["gain"] for p in params]), "offset": torch.tensor([p["offset"] for p in params])},
+    )
+    for k in range(4):
+        np.testing.assert_array_equal(as_image(batched[k]), apply_augmentation(images[k], "brightness", np.random.default_rng(0), params[k]))
+
+
+@pytest.mark.parametrize("name", [n for n in AUGMENTATIONS if n not in ("invert", "autocontrast", "equalize")])
+def test_torch_parameter_draws_follow_the_numpy_distributions(name):
+    from scipy.stats import ks_2samp
+
+    rng = np.random.default_rng(1)
+    numpy_draws = [draw_augmentation_params(name, rng) for _ in range(1500)]
+    torch_draws = draw_augmentation_params_torch(name, 1500, torch.Generator().manual_seed(1))
+    for key, values in torch_draws.items():
+        values = values.double().numpy()
+        reference = np.array([d[key] for d in numpy_draws], dtype=np.float64)
+        assert values.shape == reference.shape, key
+        if np.all(reference == np.rint(reference)):  # integer parameters: the same set of values
+            assert set(values.tolist()) == set(reference.tolist()), (name, key)
+        for column in range(values.reshape(1500, -1).shape[1]):
+            assert ks_2samp(values.reshape(1500, -1)[:, column], reference.reshape(1500, -1)[:, column]).pvalue > 1e-3, (name, key)
+
+
+def test_augment_textures_torch_is_seeded_per_sample_and_keeps_the_input():
+    texture = colourful(32)
+    batch = as_batch(*[texture] * 12)
+    original = batch.clone()
+    a = augment_textures_torch(batch, torch.Generator().manual_seed(3))
+    b = augment_textures_torch(batch, torch.Generator().manual_seed(3))
+    assert a.dtype == torch.uint8 and a.shape == batch.shape and torch.equal(a, b)
+    assert torch.equal(batch, original)  # the input is not modified
+    assert len({bytes(x.numpy().tobytes()) for x in a}) == 12  # each copy got its own augmentations
+    assert torch.equal(augment_textures_torch(batch, torch.Generator().manual_seed(3), n_ops=0), batch)
+    assert not torch.equal(augment_textures_torch(batch, torch.Generator().manual_seed(4)), a)
+    # The mechanics, replayed with the same generator: a random order of the 10 ops, then each
+    # op's parameters from the next uniform numbers.
+    for seed in range(5):
+        single = augment_textures_torch(batch[:1], torch.Generator().manual_seed(seed), n_ops=1)
+        generator = torch.Generator().manual_seed(seed)
+        name = AUGMENTATIONS[torch.rand((1, 10), generator=generator).argsort(1)[0, 0].item()]
+        expected = apply_augmentation_torch(batch[:1], name, draw_augmentation_params_torch(name, 1, generator))
+        assert torch.equal(single, expected), name
+
+
+def test_torch_augmentation_errors():
+    with pytest.raises(ValueError, match="uint8"):
+        augment_textures_torch(torch.zeros(2, 3, 8, 8))
+    with pytest.raises(ValueError, match="uint8"):
+        apply_augmentation_torch(torch.zeros(2, 1, 8, 8, dtype=torch.uint8), "invert", {})
+    with pytest.raises(ValueError, match="unknown augmentation"):
+        apply_augmentation_torch(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), "blur", {})
+    with pytest.raises(ValueError, match="n_ops"):
+        augment_textures_torch(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), n_ops=11)
+
+
+# ---------------------------------------------------------------- the texture pool
+def test_texture_pool_streams_a_large_source_in_shuffled_passes():
+    source = TextureSource(None, seed=2, n_procedural=10, procedural_size=16)
+    pool = TexturePool(source, (12, 12), pool_size=4, loads_per_image=1.0, seed=5)
+    assert pool.refreshing and len(pool) == 4 and pool.textures.shape == (4, 3, 12, 12)
+    loaded = list(pool.ids.tolist())
+    for _ in range(4):
+        before = pool.ids.clone()
+        pool.begin_batch(2)
+        loaded += [int(i) for i, j in zip(pool.ids.tolist(), before.tolist()) if i != j]
+    # 4 + 6 loads (2 per batch from the second batch on): one full pass over the 10 textures
+    assert pool.textures_loaded == 10 and sorted(loaded) == list(range(10))
+    for slot, index in enumerate(pool.ids.tolist()):
+        np.testing.assert_array_equal(pool.textures[slot].permute(1, 2, 0).numpy(), resize_to(source.image(index), (12, 12)))
+    textures, ids = pool.draw(500, torch.Generator().manual_seed(0))
+    assert textures.shape == (500, 3, 12, 12) and set(ids.tolist()) == set(pool.ids.tolist())
+    counts = np.bincount([pool.ids.tolist().index(i) for i in ids.tolist()], minlength=4)
+    assert counts.min() > 90  # uniform over the slots (expected 125 each)
+
+
+def test_texture_pool_of_a_small_source_and_errors():
+    source = TextureSource(None, seed=2, n_procedural=3, procedural_size=16)
+    pool = TexturePool(source, 8, pool_size=64)
+    assert not pool.refreshing and pool.ids.tolist() == [0, 1, 2]
+    pool.begin_batch(100)
+    assert pool.textures_loaded == 3
+    with pytest.raises(TypeError, match="TextureSource"):
+        TexturePool("data/dtd", 8)
+    with pytest.raises(ValueError, match="pool_size"):
+        TexturePool(source, 8, pool_size=0)
+    with pytest.raises(ValueError, match="refresh_every"):
+        TexturePool(source, 8, refresh_every=0)
+    with pytest.raises(ValueError, match="loads_per_image"):
+        TexturePool(source, 8, loads_per_image=-0.5)
+    with pytest.raises(ValueError, match="load_threads"):
+        TexturePool(source, 8, load_threads=0)

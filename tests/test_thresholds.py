@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from memseg_lite.evaluation.thresholds import (
+    VALIDATION_IMAGE_RULE,
     Thresholds,
     calibrated_thresholds,
     f1_optimal_threshold,
@@ -83,19 +84,146 @@ def test_normalised_scores_put_the_threshold_at_one_half():
         normalise_scores(grid, 1.0)
 
 
-def test_validation_thresholds_rule():
-    rng = np.random.default_rng(0)
-    good = rng.uniform(0.1, 0.3, 10)
-    synthetic = rng.uniform(0.5, 0.9, 20)
-    scores, labels = np.r_[good, synthetic], np.r_[np.zeros(10), np.ones(20)]
-    masks = np.zeros((30, 8, 8))
-    masks[10:, 2:5, 2:5] = 1
+def brute_force_quantile(values, q):
+    """Linear-interpolation quantile by hand: position q (n - 1) in the sorted values."""
+    ordered = sorted(float(v) for v in values)
+    position = q * (len(ordered) - 1)
+    below = int(np.floor(position))
+    above = min(below + 1, len(ordered) - 1)
+    return ordered[below] + (position - below) * (ordered[above] - ordered[below])
+
+
+def brute_force_f1_threshold(scores, labels, negative_weight=1.0):
+    """The (negative-weighted) F1-optimal threshold as documented: the best cut (ties: the higher one),
+    placed half-way to the next lower distinct score (at the lowest score when everything is called
+    defective). Returns (threshold, F1)."""
+    distinct = sorted({float(s) for s in scores}, reverse=True)
+    best_f1, best_index = -1.0, 0
+    for index, t in enumerate(distinct):
+        tp = sum(1 for s, l in zip(scores, labels) if s >= t and l)
+        fp = sum(1 for s, l in zip(scores, labels) if s >= t and not l)
+        fn = sum(1 for s, l in zip(scores, labels) if s < t and l)
+        f1 = 2 * tp / (2 * tp + negative_weight * fp + fn)
+        if f1 > best_f1 + 1e-12:  # strictly better only: among ties the first (highest) cut stays
+            best_f1, best_index = f1, index
+    cut = distinct[best_index]
+    return (0.5 * (cut + distinct[best_index + 1]) if best_index + 1 < len(distinct) else cut), best_f1
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("weight", [1.0, 0.5, 3.0, 6.0])
+def test_weighted_f1_optimal_threshold_matches_brute_force(seed, weight):
+    rng = np.random.default_rng(50 + seed)
+    n = int(rng.integers(6, 50))
+    labels = rng.integers(0, 2, n)
+    labels[:2] = [0, 1]
+    scores = np.round(rng.normal(labels * rng.uniform(0, 2), 1.0), 1)  # rounded: ties, also across classes
+    threshold, f1 = brute_force_f1_threshold(scores.tolist(), labels.tolist(), weight)
+    choice = f1_optimal_threshold(scores, labels, negative_weight=weight)
+    assert choice.threshold == pytest.approx(threshold, abs=1e-12)
+    assert choice.f1 == pytest.approx(f1, abs=1e-12)
+    called = scores >= choice.threshold
+    tp, fp = int((called & (labels == 1)).sum()), int((called & (labels == 0)).sum())
+    assert choice.precision == pytest.approx(tp / (tp + weight * fp))
+    assert choice.recall == pytest.approx(tp / labels.sum())
+
+
+def test_the_weight_moves_the_optimum_up_and_one_is_plain_f1():
+    # Two negatives (0.1, 0.2), six positives. Plain F1: the cut at 0.15 (TP 6, FP 1: F1 12/13) beats
+    # the one at 0.3 (TP 5, FP 0: 10/11). With each negative counted 3 times (balanced classes) the
+    # false alarm costs more: 12/15 against 10/11, so the cut moves up to 0.3.
+    scores = np.r_[0.1, 0.2, 0.15, 0.3, 0.4, 0.5, 0.6, 0.7]
+    labels = np.r_[0, 0, 1, 1, 1, 1, 1, 1]
+    plain = f1_optimal_threshold(scores, labels)
+    assert plain.threshold == pytest.approx(0.125) and plain.f1 == pytest.approx(12 / 13)
+    balanced = f1_optimal_threshold(scores, labels, negative_weight=3.0)
+    assert balanced.threshold == pytest.approx(0.25) and balanced.f1 == pytest.approx(10 / 11)
+    assert (balanced.precision, balanced.recall) == pytest.approx((1.0, 5 / 6))
+    assert f1_optimal_threshold(scores, labels, negative_weight=1.0) == plain
+    with pytest.raises(ValueError, match="negative_weight"):
+        f1_optimal_threshold(scores, labels, negative_weight=0)
+
+
+def validation_case(seed: int, n_good: int = 10, n_synthetic: int = 20, overlap: float = 0.0):
+    """Rounded validation scores (many ties, across the classes too) and 8 x 8 maps / masks."""
+    rng = np.random.default_rng(seed)
+    good = np.round(rng.uniform(0.1, 0.4, n_good), 2)
+    synthetic = np.round(rng.uniform(0.4 - overlap, 0.9, n_synthetic), 2)
+    scores, labels = np.r_[good, synthetic], np.r_[np.zeros(n_good), np.ones(n_synthetic)]
+    masks = np.zeros((n_good + n_synthetic, 8, 8))
+    masks[n_good:, 2:5, 2:5] = 1
     maps = np.where(masks > 0, 0.8, 0.2) + rng.uniform(-0.05, 0.05, masks.shape)
+    return scores, labels, maps, masks
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_validation_image_threshold_is_the_lower_of_the_two_candidates(seed):
+    overlap = (0.0, 0.15, 0.3)[seed % 3]  # separated, touching and overlapping classes
+    scores, labels, maps, masks = validation_case(seed, n_synthetic=(20, 60)[seed % 2], overlap=overlap)
+    good = scores[labels == 0]
+    quantile = brute_force_quantile(good, 0.99)
+    weight = (labels == 1).sum() / (labels == 0).sum()  # both classes weigh the same
+    synthetic_f1, _ = brute_force_f1_threshold(scores.tolist(), labels.tolist(), weight)
     thresholds = validation_thresholds(scores, labels, maps, masks)
-    assert thresholds.image == pytest.approx(np.quantile(good, 0.99))
+    assert thresholds.image == pytest.approx(min(quantile, synthetic_f1), abs=1e-12)
+    details = thresholds.details
+    assert details["image_rule"] == VALIDATION_IMAGE_RULE == "min_good_quantile_balanced_synthetic_f1"
+    assert details["good_weight"] == pytest.approx(weight)
+    assert details["good_quantile_threshold"] == pytest.approx(quantile, abs=1e-12)
+    assert details["synthetic_f1_threshold"] == pytest.approx(synthetic_f1, abs=1e-12)
+    assert details["image_rule_chosen"] == ("good_quantile" if quantile <= synthetic_f1 else "synthetic_f1")
+    at = precision_recall_f1(scores, labels, thresholds.image)
+    assert (details["synthetic_image_precision"], details["synthetic_image_f1"]) == (at.precision, at.f1)
+    assert "lower of" in thresholds.rule and "class-balanced" in thresholds.rule and thresholds.source == "validation"
+
+
+def test_each_candidate_wins_somewhere():
+    """Separated classes: the F1 cut sits mid-gap, above the good scores, so the quantile is lower;
+    overlapping classes: the F1 cut accepts some good images, below their largest score (one
+    synthetic anomaly per good image here, so the class weight is 1)."""
+    separated = validation_thresholds(np.r_[0.1, 0.2, 0.3, 0.7, 0.9], np.r_[0, 0, 0, 1, 1], np.zeros((5, 2, 2)),
+                                      np.r_[np.zeros((4, 2, 2)), np.ones((1, 2, 2))], quantile=1.0)
+    assert separated.image == pytest.approx(0.3) and separated.details["image_rule_chosen"] == "good_quantile"
+    assert separated.details["synthetic_f1_threshold"] == pytest.approx(0.5)
+    # Good 0.1, 0.2, 0.6; synthetic 0.5, 0.5, 0.7 (a tie at 0.5): the F1 cut is at 0.5 (F1 6/7), placed at 0.35.
+    overlapping = validation_thresholds(np.r_[0.1, 0.2, 0.6, 0.5, 0.5, 0.7], np.r_[0, 0, 0, 1, 1, 1],
+                                        np.zeros((6, 2, 2)), np.r_[np.zeros((5, 2, 2)), np.ones((1, 2, 2))],
+                                        quantile=1.0)
+    assert overlapping.image == pytest.approx(0.35) and overlapping.details["image_rule_chosen"] == "synthetic_f1"
+    assert overlapping.details["good_quantile_threshold"] == pytest.approx(0.6)
+
+
+def test_validation_pixel_threshold_and_quantile_option():
+    scores, labels, maps, masks = validation_case(0)
+    thresholds = validation_thresholds(scores, labels, maps, masks)
     assert 0.25 < thresholds.pixel < 0.75  # the F1-optimal pixel cut separates the two levels
-    assert thresholds.details["pixel_f1"] == 1.0 and thresholds.source == "validation"
-    assert validation_thresholds(scores, labels, maps, masks, quantile=0.5).image == pytest.approx(np.median(good))
+    assert thresholds.details["pixel_f1"] == 1.0
+    good = scores[labels == 0]
+    median_rule = validation_thresholds(scores, labels, maps, masks, quantile=0.5)
+    assert median_rule.details["good_quantile_threshold"] == pytest.approx(np.median(good))
+    assert median_rule.image == pytest.approx(min(np.median(good), median_rule.details["synthetic_f1_threshold"]))
+
+
+def test_validation_pixel_threshold_ignores_invalid_pixels():
+    scores, labels, maps, masks = validation_case(1)
+    valid = np.ones(maps.shape, dtype=np.uint8)
+    valid[:, :, :2] = 0  # two padding columns ...
+    padded = maps.copy()
+    padded[:, :, :2] = 0.95  # ... scoring higher than any defect pixel
+    cut = validation_thresholds(scores, labels, padded, masks, valid=valid)
+    assert cut.pixel == pytest.approx(validation_thresholds(scores, labels, maps[:, :, 2:], masks[:, :, 2:]).pixel)
+    assert cut.details["pixel_f1"] == 1.0
+    assert validation_thresholds(scores, labels, padded, masks).details["pixel_f1"] < 1.0  # the padding would count
+    with pytest.raises(ValueError, match="valid"):
+        validation_thresholds(scores, labels, maps, masks, valid=valid[:, :4])
+
+
+def test_validation_thresholds_need_both_kinds_of_images():
+    scores, labels, maps, masks = validation_case(2)
+    with pytest.raises(ValueError, match="at least one good"):
+        validation_thresholds(scores[labels == 1], labels[labels == 1], maps[labels == 1], masks[labels == 1])
+    with pytest.raises(ValueError, match="at least one synthetic anomaly"):
+        validation_thresholds(scores[labels == 0], labels[labels == 0], maps[labels == 0], masks[labels == 0])
 
 
 def test_thresholds_file_round_trip(tmp_path):

@@ -18,7 +18,13 @@ from conftest import tiny_config
 from memseg_lite.cli import main as cli
 from memseg_lite.core.checkpoint import load_checkpoint
 from memseg_lite.training.config import TrainConfig
-from memseg_lite.training.trainer import NonFiniteLossError, Trainer, read_log, train, warmup_cosine
+from memseg_lite.training.trainer import (
+    NonFiniteLossError,
+    Trainer,
+    read_log,
+    train,
+    warmup_cosine,
+)
 
 
 def test_one_step_lowers_the_loss_on_a_fixed_batch(tiny_demo, tmp_path):
@@ -69,6 +75,11 @@ def test_run_folder_contents_and_checkpoint_round_trip(tiny_demo, tmp_path):
     assert [r["step"] for r in validations] == [3, 6]
     assert all(set(r) >= {"loss", "l1", "focal", "lr"} for r in steps)
     assert result.best["step"] in (3, 6)
+    logged = {"loss", "image_auroc", "pixel_auroc", "pixel_ap", "aupro", "score", "seconds"}
+    assert all(set(r) >= logged for r in validations)
+    assert all(r["score"] == pytest.approx((r["pixel_ap"] + r["aupro"]) / 2) for r in validations), \
+        "the default selection score: the mean of pixel AP and AU-PRO"
+    assert result.last["step"] == 6 and result.last["pixel_ap"] == validations[-1]["pixel_ap"]
 
     payload = load_checkpoint(run / "checkpoint.pt")  # weights_only=True inside
     assert set(payload) >= {"model", "model_config", "optimizer", "scheduler", "rng", "step", "train_config"}
@@ -268,3 +279,195 @@ def test_anomalies_simulated_on_the_training_device(tiny_demo, tmp_path):
     assert [r["loss"] for r in whole.history] == [r["loss"] for r in read_log(tmp_path / "split")[0]]
     loader_losses = [r["loss"] for r in train(tiny_config(tiny_demo, tmp_path / "loader"), progress=False).history]
     assert loader_losses != [r["loss"] for r in whole.history], "the two simulators draw different anomalies"
+
+
+# ---- checkpoint selection -------------------------------------------------------------------------------
+def test_pixel_average_precision_matches_scikit_learn():
+    from sklearn.metrics import average_precision_score
+
+    from memseg_lite.evaluation.selection_metrics import pixel_average_precision
+
+    rng = np.random.default_rng(3)
+    masks = rng.random((4, 16, 16)) < 0.08
+    maps = np.round(rng.random((4, 16, 16)) * 0.6 + 0.5 * masks, 1).astype(np.float32)  # many ties
+    expected = average_precision_score(masks.ravel(), maps.ravel())
+    assert pixel_average_precision(maps, masks) == pytest.approx(expected, abs=1e-12)
+    assert pixel_average_precision(torch.from_numpy(maps), torch.from_numpy(masks)) == pytest.approx(expected, abs=1e-12)
+    assert pixel_average_precision(masks.astype(np.float32), masks) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="no anomalous pixel"):
+        pixel_average_precision(maps, np.zeros_like(masks))
+    with pytest.raises(ValueError, match="differ in shape"):
+        pixel_average_precision(maps[:2], masks)
+
+
+def test_validation_metrics_against_independent_computations():
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from memseg_lite.evaluation.metrics import naive_aupro
+    from memseg_lite.evaluation.selection_metrics import (
+        SELECTION_METRICS,
+        selection_score,
+        validation_metrics,
+    )
+
+    rng = np.random.default_rng(4)
+    masks = np.zeros((6, 20, 20), np.uint8)
+    masks[1, 3:8, 4:9] = 1
+    masks[2, 10:12, 10:18] = 1
+    masks[4, 0:3, 0:3] = masks[4, 15:19, 12:16] = 1
+    maps = (rng.random(masks.shape) * 0.7 + 0.3 * masks).astype(np.float32)
+    labels = masks.reshape(6, -1).max(1)
+    scores = maps.reshape(6, -1).max(1)
+    metrics = validation_metrics(scores, labels, maps, masks)
+    assert metrics["image_auroc"] == pytest.approx(roc_auc_score(labels, scores))
+    assert metrics["pixel_auroc"] == pytest.approx(roc_auc_score(masks.ravel(), maps.ravel()))
+    assert metrics["pixel_ap"] == pytest.approx(average_precision_score(masks.ravel(), maps.ravel()))
+    assert metrics["aupro"] == pytest.approx(naive_aupro(maps, masks, 0.3))
+    assert selection_score(metrics, "ap_aupro_mean") == pytest.approx((metrics["pixel_ap"] + metrics["aupro"]) / 2)
+    assert selection_score(metrics, "auroc_mean") == pytest.approx((metrics["image_auroc"] + metrics["pixel_auroc"]) / 2)
+    assert set(SELECTION_METRICS) == {"pixel_ap", "aupro", "ap_aupro_mean", "auroc_mean"}
+    with pytest.raises(ValueError, match="unknown selection metric 'f1'"):
+        selection_score(metrics, "f1")
+    with pytest.raises(ValueError, match="selection_metric must be one of"):
+        TrainConfig(selection_metric="f1")
+    with pytest.raises(ValueError, match="val_recipe must be one of"):
+        TrainConfig(val_recipe="harder")
+
+
+def _scripted_validation(monkeypatch, pixel_aps, aurocs):
+    """Validation metrics from a script (one entry per validation), so which step is best is known."""
+    from memseg_lite.evaluation import selection_metrics
+
+    calls = iter(range(len(pixel_aps)))
+
+    def scripted(scores, labels, maps, masks, fpr_limit=0.3):
+        index = next(calls)
+        return {"image_auroc": aurocs[index], "pixel_auroc": aurocs[index], "pixel_ap": pixel_aps[index], "aupro": 0.5}
+
+    monkeypatch.setattr(selection_metrics, "validation_metrics", scripted)
+
+
+@pytest.mark.parametrize("metric, best_step", [("pixel_ap", 2), ("auroc_mean", 3)])
+def test_selection_picks_the_best_by_the_chosen_metric(tiny_demo, tmp_path, monkeypatch, metric, best_step):
+    # The AUROCs saturate (0.990 -> 0.995 -> 0.999) while pixel AP peaks at step 2.
+    _scripted_validation(monkeypatch, pixel_aps=[0.2, 0.5, 0.4], aurocs=[0.990, 0.995, 0.999])
+    run = tmp_path / "run"
+    result = train(tiny_config(tiny_demo, run, steps=3, val_every=1, selection_metric=metric), progress=False)
+    assert result.best["step"] == best_step
+    best = load_checkpoint(run / "best.pt")
+    assert best["step"] == best_step and best["validation"]["score"] == result.best["score"]
+    scores = [r["score"] for r in read_log(run)[1]]
+    expected = [0.2, 0.5, 0.4] if metric == "pixel_ap" else [0.990, 0.995, 0.999]
+    assert scores == pytest.approx(expected)
+
+
+def test_last_and_best_checkpoints_carry_their_own_thresholds(tiny_demo, tmp_path, monkeypatch):
+    from memseg_lite.evaluation.evaluate import load_model
+    from memseg_lite.evaluation.thresholds import load_thresholds, validation_thresholds
+
+    _scripted_validation(monkeypatch, pixel_aps=[0.2, 0.5, 0.4], aurocs=[0.9, 0.9, 0.9])
+    run = tmp_path / "run"
+    config = tiny_config(tiny_demo, run, steps=3, val_every=1)
+    trainer = Trainer(config, progress=False)
+    trainer.fit()
+    best, last = load_checkpoint(run / "best.pt"), load_checkpoint(run / "checkpoint.pt")
+    assert (best["step"], last["step"]) == (2, 3)
+    assert best["thresholds"]["details"]["step"] == 2 and last["thresholds"]["details"]["step"] == 3
+    assert load_thresholds(run / "thresholds.json").to_dict() == best["thresholds"], "thresholds.json: the best's"
+    # Independently: the rule applied to each model's own validation predictions.
+    validation = trainer.validation
+    for payload, path in ((best, run / "best.pt"), (last, run / "checkpoint.pt")):
+        model, _ = load_model(path, device="cpu")
+        with torch.no_grad():
+            maps = torch.softmax(model(validation.images), dim=1)[:, 1]
+        expected = validation_thresholds(model.image_score(maps).numpy(), validation.labels.numpy(), maps.numpy(),
+                                         validation.masks.numpy())
+        assert payload["thresholds"]["image"] == pytest.approx(expected.image, rel=1e-5)
+        assert payload["thresholds"]["pixel"] == pytest.approx(expected.pixel, rel=1e-5)
+    assert best["thresholds"] != last["thresholds"]
+
+
+def test_a_run_from_before_the_selection_options_resumes_with_its_own_rules(tiny_demo, tmp_path):
+    """A config / checkpoint without val_recipe and selection_metric: the old validation set and AUROC mean."""
+    from memseg_lite.core.checkpoint import save_checkpoint
+    from memseg_lite.training.config import LEGACY_VALUES
+
+    run = tmp_path / "run"
+    config = tiny_config(tiny_demo, run, steps=2, val_every=1, val_anomalies_per_image=2, val_recipe="basic",
+                         selection_metric="auroc_mean")
+    train(config, progress=False, stop_after=1)
+    old = {k: v for k, v in config.to_dict().items() if k not in LEGACY_VALUES}
+    (run / "config.json").write_text(json.dumps(old))
+    payload = load_checkpoint(run / "checkpoint.pt")
+    save_checkpoint({k: v for k, v in {**payload, "train_config": old}.items()
+                     if k not in ("format", "format_version")}, run / "checkpoint.pt")
+    assert TrainConfig.load(run / "config.json") == config, "missing options take the values runs had before"
+    new_defaults = TrainConfig(**{**old, "val_anomalies_per_image": TrainConfig.val_anomalies_per_image})
+    assert new_defaults.changes_blocking_resume(TrainConfig.load(run / "config.json")) == [
+        "val_anomalies_per_image", "val_recipe", "selection_metric"], "resuming with other rules is refused"
+    assert cli(["train", "--out", str(run), "--resume", "--no-progress"]) == 0
+    validations = read_log(run)[1]
+    assert [r["step"] for r in validations] == [1, 2]
+    assert validations[-1]["score"] == pytest.approx(
+        (validations[-1]["image_auroc"] + validations[-1]["pixel_auroc"]) / 2)
+    trainer = Trainer(TrainConfig.load(run / "config.json"), progress=False)
+    assert len(trainer.validation) == 3 * 3 and set(trainer.validation.variants) == {"good", "regular"}
+
+
+def test_cli_evaluate_best_and_last_side_by_side(tiny_demo, tmp_path, monkeypatch, capsys):
+    _scripted_validation(monkeypatch, pixel_aps=[0.2, 0.5, 0.4], aurocs=[0.9, 0.9, 0.9])
+    run = tmp_path / "run"
+    train(tiny_config(tiny_demo, run, steps=3, val_every=1), progress=False)
+    capsys.readouterr()
+    assert cli(["evaluate", "--checkpoint", str(run), "--no-figures", "--backend", "eager"]) == 0
+    printed = capsys.readouterr().out
+    best = json.loads((run / "evaluation" / "metrics.json").read_text())
+    last = json.loads((run / "evaluation" / "last" / "metrics.json").read_text())
+    assert (best["training_steps"], last["training_steps"]) == (2, 3)
+    assert last["checkpoint"].endswith("checkpoint.pt") and last["same_as_best"] is False
+    assert best["image_auroc"] != last["image_auroc"] or best["pixel_auroc"] != last["pixel_auroc"]
+    table = (run / "evaluation" / "best_vs_last.md").read_text()
+    assert "| button | best (step 2) | last (step 3) |" in table and table.strip() in printed
+    assert f"| image AUROC | {best['image_auroc']:.4f} | {last['image_auroc']:.4f} |" in table
+    # --also-last with the best checkpoint's file does the same
+    out = tmp_path / "again"
+    assert cli(["evaluate", "--checkpoint", str(run / "best.pt"), "--also-last", "--no-figures", "--out", str(out),
+                "--backend", "eager"]) == 0
+    assert json.loads((out / "last" / "metrics.json").read_text())["image_auroc"] == last["image_auroc"]
+    assert cli(["evaluate", "--checkpoint", str(tmp_path)]) == 1
+    assert "without best.pt or checkpoint.pt" in capsys.readouterr().err
+
+
+def test_cli_evaluate_once_when_the_best_is_the_last_step(tiny_demo, tmp_path, monkeypatch, capsys):
+    _scripted_validation(monkeypatch, pixel_aps=[0.2, 0.5], aurocs=[0.9, 0.9])
+    run = tmp_path / "run"
+    train(tiny_config(tiny_demo, run, steps=2, val_every=1), progress=False)
+    import memseg_lite.evaluation.evaluate as evaluate_module
+    from memseg_lite.deployment.fast import FAST_BACKENDS
+
+    calls = []
+    real = evaluate_module.evaluate_checkpoint
+    monkeypatch.setattr(evaluate_module, "evaluate_checkpoint",
+                        lambda *a, **k: calls.append((a[0], k.get("backend"))) or real(*a, **k))
+    assert cli(["evaluate", "--checkpoint", str(run)]) == 0
+    assert "the same model" in capsys.readouterr().out and len(calls) == 1
+    assert calls[0][1] is FAST_BACKENDS["fast"], "--backend defaults to fast"
+    last = json.loads((run / "evaluation" / "last" / "metrics.json").read_text())
+    assert last["same_as_best"] is True and last["training_steps"] == 2
+    assert (run / "evaluation" / "roc.png").is_file() and not (run / "evaluation" / "last" / "roc.png").exists()
+
+
+def test_cli_calibrate_passes_the_backend(tmp_path, monkeypatch):
+    import memseg_lite.evaluation.evaluate as evaluate_module
+    from memseg_lite.deployment.fast import FAST_BACKENDS
+
+    seen = {}
+
+    def fake_calibrate(checkpoint, *args, **kwargs):
+        seen.update(kwargs)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(evaluate_module, "calibrate_checkpoint", fake_calibrate)
+    with pytest.raises(SystemExit):
+        cli(["calibrate", "--checkpoint", str(tmp_path / "best.pt"), "--backend", "folded"])
+    assert seen["backend"] is FAST_BACKENDS["folded"]

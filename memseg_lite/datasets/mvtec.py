@@ -223,8 +223,24 @@ def images_to_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.stack([image_to_tensor(image) for image in images])
 
 
+def valid_region(image_shape: tuple[int, int], image_size, center_crop: int | None = None,
+                 resize: str = "stretch") -> np.ndarray:
+    """uint8 ``H x W`` map, 1 where the network input shows the image's own pixels, 0 on letterbox padding.
+
+    The image's frame fitted exactly as its pixels are (nearest-neighbour, then the same crop), so
+    it lines up with the image and the mask. All ones for ``"stretch"`` and for images with the
+    input's aspect ratio.
+    """
+    frame = np.ones(tuple(int(v) for v in image_shape[:2]), dtype=np.uint8)
+    return resize_mask(frame, image_size, center_crop, mode=resize)
+
+
 class EvaluationSet(Dataset):
-    """The test split of one category: items are dicts with image, mask, label, defect, path."""
+    """The test split of one category: items are dicts with image, mask, valid, label, defect, path.
+
+    ``valid`` (uint8 ``H x W``, :func:`valid_region`) marks the image's own pixels, so pixel metrics
+    can leave letterbox padding out.
+    """
 
     def __init__(self, files: CategoryFiles, image_size, center_crop: int | None = None, resize: str = "stretch"):
         if not files.test:
@@ -242,9 +258,11 @@ class EvaluationSet(Dataset):
         raw = ensure_rgb(read_image(item.image))
         image = resize_image(raw, self.image_size, self.center_crop, mode=self.resize)
         mask = load_mask(item.mask, raw.shape[:2], self.image_size, self.center_crop, resize=self.resize)
+        valid = valid_region(raw.shape[:2], self.image_size, self.center_crop, resize=self.resize)
         return {
             "image": image_to_tensor(image),
             "mask": torch.from_numpy(mask),
+            "valid": torch.from_numpy(valid),
             "label": item.label,
             "defect": item.defect,
             "path": str(item.image),

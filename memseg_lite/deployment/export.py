@@ -5,6 +5,10 @@ r"""Deploying a trained model: an inference-only network, batch norms folded, ON
 exactly what :class:`~memseg_lite.network.model.MemSeg` does in eval mode, written with operations
 every ONNX runtime has (``torch.cdist`` is replaced by an explicit broadcast
 $\sum_j |m_{ij} - x_j|$; the legacy ONNX exporter translates ``cdist`` wrongly).
+Its stages are methods, so a backend can step in between: :meth:`~DeployedMemSeg.encode`
+(features), :meth:`~DeployedMemSeg.select` (the closest memory sample, and whether that choice
+is a near tie within rounding: :func:`near_ties`) and :meth:`~DeployedMemSeg.decode` (DI*,
+MSFF, decoder, map and score).
 
 :func:`fold_batchnorms` merges each eval-mode batch norm into the convolution before it. A batch
 norm in eval mode is an affine map per channel,
@@ -121,6 +125,54 @@ def ablation_switches(model: MemSeg) -> dict:
     return {name: config[name] for name, value in PAPER_SWITCHES.items() if config.get(name, value) != value}
 
 
+#: Relative margin under which the two closest memory samples count as a near tie (see :func:`near_ties`).
+TIE_RTOL = 1e-4
+
+
+def _flatten_like(tensor: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """``[B, C, h, w]`` -> ``[B, C*h*w]`` in ``reference``'s memory order (NCHW or channels_last): any
+    order gives the same distances as long as input and bank share it, and this one copies nothing."""
+    if reference.dim() == 4 and not reference.is_contiguous() and reference.is_contiguous(memory_format=torch.channels_last):
+        return tensor.permute(0, 2, 3, 1).reshape(tensor.shape[0], -1)
+    return tensor.reshape(tensor.shape[0], -1)
+
+
+def near_ties(distances: list[torch.Tensor], features: list[torch.Tensor], rule: str, rtol: float = TIE_RTOL) -> torch.Tensor:
+    r"""``bool [B]``: inputs whose closest and second-closest memory samples are too close to call.
+
+    A deployed network computes the features with folded batch norms and in another memory order,
+    so its distances differ from the eager model's by rounding, and where the two smallest
+    distances are that close the choice of memory sample could differ. For the L1 rules the
+    rounding is bounded by the feature error,
+    $|D^{\mathrm{fast}}_i - D^{\mathrm{eager}}_i| \le \lVert f^{\mathrm{fast}} - f^{\mathrm{eager}} \rVert_1$,
+    which is about $10^{-6} \lVert f \rVert_1$. A gap is a near tie when
+    $D_{(2)} - D_{(1)} \le \mathrm{rtol} \cdot (s + D_{(1)})$ with $s = \sum_l \lVert f_l \rVert_1$
+    (``"tootouch"``: $s = \sum_l \mathrm{mean}(f_l^2)$; ``"official"``: per level), so ``rtol = 1e-4``
+    leaves a wide margin. The fast backends recompute a batch with a near tie with the eager model.
+
+    Args:
+        distances: 3 tensors ``float [B, N]`` (per level, as the rule defines them).
+        features: the 3 input feature levels ``[B, C_l, h_l, w_l]``.
+        rule: ``"paper"``, ``"official"`` or ``"tootouch"``.
+    """
+    batch = features[0].shape[0]
+    if distances[0].shape[1] < 2:  # one memory sample: nothing to choose
+        return torch.zeros(batch, dtype=torch.bool, device=features[0].device)
+    if rule == "tootouch":
+        sizes = [feature.square().mean(dim=(1, 2, 3)) for feature in features]
+    else:
+        sizes = [feature.abs().sum(dim=(1, 2, 3)) for feature in features]
+    if rule == "official":
+        pairs = [(distance, size) for distance, size in zip(distances, sizes)]
+    else:
+        pairs = [(distances[0] + distances[1] + distances[2], sizes[0] + sizes[1] + sizes[2])]
+    tie = torch.zeros(batch, dtype=torch.bool, device=features[0].device)
+    for distance, size in pairs:
+        two = distance.topk(2, dim=1, largest=False).values
+        tie |= (two[:, 1] - two[:, 0]) <= rtol * (size + two[:, 0])
+    return tie
+
+
 class DeployedMemSeg(nn.Module):
     """MemSeg for inference: ``images -> (anomaly_map [B, H, W], score [B])``, eval mode only.
 
@@ -160,13 +212,25 @@ class DeployedMemSeg(nn.Module):
             raise ValueError("DeployedMemSeg is for inference only; train the MemSeg model instead")
         return super().train(False)
 
-    def _difference(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
-        """``DI*`` per level with the model's selection rule (see :mod:`memseg_lite.network.memory`)."""
+    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+        """``(stem, [level1, level2, level3], level4)`` encoder features of normalised images."""
+        encoder = self.encoder
+        stem = encoder.stem(images)
+        level1 = encoder.layer1(encoder.pool(stem))
+        level2 = encoder.layer2(level1)
+        level3 = encoder.layer3(level2)
+        return stem, [level1, level2, level3], encoder.layer4(level3)
+
+    def select(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(indices, near_tie)``: the closest memory sample(s) by the model's selection rule (see
+        :mod:`memseg_lite.network.memory`; ``int64 [B]``, ``[B, 3]`` for ``"official"``) and
+        ``bool [B]``, the inputs where that choice is within rounding (:func:`near_ties`; all
+        ``False`` in an exported graph)."""
         memory = [self.memory1, self.memory2, self.memory3]
         distances = []
         exporting = torch.onnx.is_in_onnx_export()
         for feature, stored in zip(features, memory):
-            flat_input, flat_memory = feature.flatten(1), stored.flatten(1)
+            flat_input, flat_memory = _flatten_like(feature, stored), _flatten_like(stored, stored)
             if not exporting:  # torch: the same sums without the [B, N, D] intermediate
                 if self.selection_rule == "tootouch":
                     squared = torch.cdist(flat_input, flat_memory, p=2, compute_mode="donot_use_mm_for_euclid_dist") ** 2
@@ -180,33 +244,35 @@ class DeployedMemSeg(nn.Module):
             else:
                 distances.append(difference.abs().sum(dim=2))
         if self.selection_rule == "official":
-            chosen = [distance.argmin(dim=1) for distance in distances]  # per level
+            indices = torch.stack([distance.argmin(dim=1) for distance in distances], dim=1)  # per level
         else:
-            total = distances[0] + distances[1] + distances[2]
-            chosen = [total.argmin(dim=1)] * 3
+            indices = (distances[0] + distances[1] + distances[2]).argmin(dim=1)
+        if exporting:
+            return indices, torch.zeros(indices.shape[0], dtype=torch.bool, device=indices.device)
+        return indices, near_ties(distances, features, self.selection_rule)
+
+    def decode(self, stem: torch.Tensor, features: list[torch.Tensor], level4: torch.Tensor,
+               indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(anomaly_map [B, H, W], score [B])`` from the encoder features and the chosen memory samples."""
+        memory = [self.memory1, self.memory2, self.memory3]
         di_star = []
-        for feature, stored, index in zip(features, memory, chosen):
+        for level, (feature, stored) in enumerate(zip(features, memory)):
+            index = indices[:, level] if self.selection_rule == "official" else indices
             difference = stored.index_select(0, index) - feature
             di_star.append(difference.square() if self.selection_rule == "tootouch" else difference.abs())
-        return di_star
-
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``float [B, 3, H, W]`` normalised images -> ``(anomaly_map [B, H, W], score [B])``."""
-        encoder = self.encoder
-        stem = encoder.stem(images)
-        level1 = encoder.layer1(encoder.pool(stem))
-        level2 = encoder.layer2(level1)
-        level3 = encoder.layer3(level2)
-        level4 = encoder.layer4(level3)
-        inputs = [level1, level2, level3]
-        di_star = self._difference(inputs)
-        concatenated = [torch.cat([ii, di], dim=1) for ii, di in zip(inputs, di_star)]
+        concatenated = [torch.cat([ii, di], dim=1) for ii, di in zip(features, di_star)]
         fused = self.msff(concatenated, spatial_attention_maps(di_star))
         logits = self.decoder(level4, fused, stem)
         maps = torch.softmax(logits, dim=1)[:, 1]
         flat = maps.flatten(1)
         scores = flat.topk(min(self.top_k, flat.shape[1]), dim=1).values.mean(dim=1)
         return maps, scores
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``float [B, 3, H, W]`` normalised images -> ``(anomaly_map [B, H, W], score [B])``."""
+        stem, features, level4 = self.encode(images)
+        indices, _ = self.select(features)
+        return self.decode(stem, features, level4, indices)
 
 
 def deployed_from_checkpoint(

@@ -5,19 +5,30 @@ Every backend has the signature of the Inferencer's seam (:mod:`memseg_lite.depl
 float batch ``[B, 3, H, W]`` returns ``(anomaly_maps [B, H, W], scores [B])``, float32 on the CPU.
 
 - ``"folded"`` (:class:`FoldedTorchBackend`): PyTorch, fp32, the inference-only network of
-  :mod:`memseg_lite.deployment.export` with every batch norm folded into its convolution,
-  ``channels_last`` memory layout, ``torch.inference_mode``. Nothing to export, no extra package.
+  :mod:`memseg_lite.deployment.export` with every batch norm folded into its convolution; every
+  convolution a oneDNN call with its weight reordered once ("prepacked") and its ReLU /
+  hard-swish / residual addition fused in (:class:`PackedConv2d`, what ``torch.compile`` does,
+  without its minutes of compiling); ``channels_last``; ``torch.inference_mode``; a batch run in
+  chunks of 2 images (large batches spill the caches). Nothing to export, no extra package.
 - ``"onnx"`` (:class:`OnnxBackend`): ONNX Runtime on the CPU, from an exported ``.onnx`` file or
   from the model (exported in memory first: seconds at 256 x 256; pass ``onnx_path`` to reuse a
   file from ``memseg-lite export``). Needs the ``deploy`` extra (onnx, onnxruntime).
 
-Measured on 2 shared CPU cores at 256 x 256 (``benchmarks/bench_inference.py``; medians of repeated
-timings, against the eager model in the same run; README for the numbers): ONNX Runtime is the
-fastest (about 6x at batch 1, 1.9x at batch 8); the folded model about 2.5x at batch 1 but close
-to eager at batch 8. Hence the ``"fast"`` choice (:func:`fast_backend`, :func:`default_backend`):
-on the CPU ONNX Runtime when ``memseg-lite export`` has written a current ``CHECKPOINT.onnx``
-next to the checkpoint (nothing is exported behind the user's back: an export takes tens of
-seconds at 256 x 256), else the folded model; on GPUs the eager model with autocast as trained.
+Same maps: both compute the eager model's numbers up to float rounding (max abs map difference
+about 1e-7). The choice of memory sample is an ``argmin``, which rounding can flip where two memory
+samples are almost equally close; the folded backend detects such near ties
+(:func:`~memseg_lite.deployment.export.near_ties`) and lets the eager model's own frozen encoder
+make that choice (:func:`eager_selection`), so its choice is always the eager model's.
+
+Speed (``benchmarks/bench_inference.py``, 256 x 256, N = 30, against the eager model in the same
+run; README for the numbers). 85-90 % of the time goes into convolutions, which the eager model
+already runs at 65-70 % of the CPU's fp32 matrix-multiply peak, so no exact fp32 backend can be
+much more than 1.4x faster on one core without doing fewer multiplications. Measured with one
+thread (CPU time, shared machine): folded about 1.25x at batch 1 and 1.45x at batch 8 (where the
+eager model loses time to cache misses), ONNX Runtime about 1.25x and 1.4x. Hence the ``"fast"``
+choice (:func:`fast_backend`, :func:`default_backend`): on the CPU the folded model (as fast as
+ONNX Runtime, and it keeps the eager model's choice of memory sample), ONNX Runtime when asked
+for; on GPUs the eager model with autocast as trained.
 """
 
 from __future__ import annotations
@@ -27,10 +38,12 @@ import os
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from memseg_lite.core.runtime import resolve_device
 from memseg_lite.deployment.export import (
     INPUT_NAME,
+    OUTPUT_NAMES,
     DeployedMemSeg,
     ablation_switches,
     file_sha256,
@@ -38,6 +51,7 @@ from memseg_lite.deployment.export import (
     trace_to_onnx,
 )
 from memseg_lite.evaluation.evaluate import autocast_for, load_model
+from memseg_lite.network.memory import memory_distances, select_indices
 
 #: Backends defined here (name -> class); "torch" is the eager model of the Inferencer.
 FAST_BACKENDS: dict[str, type] = {}
@@ -57,27 +71,228 @@ class EagerBackend:
         return maps.cpu(), self.model.image_score(maps).float().cpu()
 
 
-class FoldedTorchBackend:
-    """PyTorch fp32 with batch norms folded, ``channels_last`` and ``inference_mode`` (see the module docstring)."""
+# --------------------------------------------------------------------------------------------
+# oneDNN convolutions with prepacked weights and fused activations
+# --------------------------------------------------------------------------------------------
+_ACTIVATIONS = {nn.ReLU: "relu", nn.Hardswish: "hardswish"}
+_ONEDNN_OK: bool | None = None
 
-    def __init__(self, model, payload: dict | None, device: torch.device, checkpoint=None, channels_last: bool = True):
+
+def onednn_fusion_available() -> bool:
+    """Whether this PyTorch build runs oneDNN convolutions with fused activations on the CPU
+    (``torch.ops.mkldnn._convolution_pointwise``, the kernel ``torch.compile`` uses); checked once."""
+    global _ONEDNN_OK
+    if _ONEDNN_OK is None:
+        try:
+            x, w = torch.ones(1, 2, 4, 4), torch.ones(2, 2, 3, 3)
+            packed = torch.ops.mkldnn._reorder_convolution_weight(w, [1, 1], [1, 1], [1, 1], 1, [1, 2, 4, 4])
+            y = torch.ops.mkldnn._convolution_pointwise(x, packed, None, [1, 1], [1, 1], [1, 1], 1, "relu", [], "")
+            _ONEDNN_OK = bool(torch.backends.mkldnn.is_available()) and torch.allclose(
+                y, torch.relu(nn.functional.conv2d(x, w, padding=1))
+            )
+        except (AttributeError, RuntimeError):  # not built with oneDNN, or an op of another signature
+            _ONEDNN_OK = False
+    return _ONEDNN_OK
+
+
+class PackedConv2d(nn.Module):
+    """A ``Conv2d`` (its batch norm already folded in) plus its activation, as one oneDNN call.
+
+    ``F.conv2d`` reorders the weight into oneDNN's blocked layout on every call and runs the
+    activation as a second pass over the output; here the weight is reordered once per input
+    shape and the activation (``"relu"``, ``"hardswish"`` or ``"none"``) runs inside the
+    convolution. ``forward(x, residual)`` also adds ``residual`` before the activation (a ResNet
+    block's ``relu(conv(x) + identity)``). Where oneDNN is not available (another device, another
+    build) it computes the same with ``F.conv2d``.
+    """
+
+    _MAX_SHAPES = 8  # packed weights kept per layer (one per input shape seen)
+
+    def __init__(self, conv: nn.Conv2d, activation: str = "none"):
+        super().__init__()
+        if not isinstance(conv, nn.Conv2d) or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+            raise ValueError("PackedConv2d needs an nn.Conv2d with numeric zero padding")
+        if activation not in ("none", *_ACTIVATIONS.values()):
+            raise ValueError(f"activation must be 'none', 'relu' or 'hardswish', got {activation!r}")
+        self.weight = nn.Parameter(conv.weight.detach().clone(), requires_grad=False)
+        bias = conv.bias.detach().clone() if conv.bias is not None else torch.zeros(conv.out_channels)
+        self.bias = nn.Parameter(bias, requires_grad=False)
+        self.stride, self.padding = list(conv.stride), list(conv.padding)
+        self.dilation, self.groups = list(conv.dilation), int(conv.groups)
+        self.activation = activation
+        self._packed: dict[tuple, torch.Tensor] = {}
+
+    def _use_onednn(self, x: torch.Tensor) -> bool:
+        return x.device.type == "cpu" and x.dtype == torch.float32 and self.weight.dtype == torch.float32 \
+            and not torch.is_grad_enabled() and onednn_fusion_available()
+
+    def _packed_weight(self, x: torch.Tensor) -> torch.Tensor:
+        key = (tuple(x.shape), x.is_contiguous(), self.weight.data_ptr())
+        packed = self._packed.get(key)
+        if packed is None:
+            if len(self._packed) >= self._MAX_SHAPES:
+                self._packed.clear()
+            packed = torch.ops.mkldnn._reorder_convolution_weight(
+                self.weight, self.padding, self.stride, self.dilation, self.groups, list(x.shape)
+            )
+            self._packed[key] = packed
+        return packed
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        if self._use_onednn(x):
+            weight = self._packed_weight(x)
+            arguments = (self.padding, self.stride, self.dilation, self.groups)
+            if residual is None:
+                return torch.ops.mkldnn._convolution_pointwise(x, weight, self.bias, *arguments, self.activation, [], "")
+            if self.activation in ("relu", "none"):  # the fusions oneDNN offers after an addition
+                unary = None if self.activation == "none" else self.activation
+                return torch.ops.mkldnn._convolution_pointwise.binary(
+                    x, residual, weight, self.bias, *arguments, "add", None, unary, [], ""
+                )
+            y = torch.ops.mkldnn._convolution_pointwise(x, weight, self.bias, *arguments, "none", [], "") + residual
+            return nn.functional.hardswish(y)
+        y = nn.functional.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        if residual is not None:
+            y = y + residual
+        if self.activation == "relu":
+            return torch.relu(y)
+        return nn.functional.hardswish(y) if self.activation == "hardswish" else y
+
+    def _apply(self, fn, recurse=True):
+        self._packed.clear()  # moved or converted: pack again from the new weight
+        return super()._apply(fn, recurse)
+
+    def extra_repr(self) -> str:
+        return (f"{self.weight.shape[1] * self.groups}, {self.weight.shape[0]}, kernel_size={tuple(self.weight.shape[2:])}, "
+                f"stride={tuple(self.stride)}, padding={tuple(self.padding)}, activation={self.activation}")
+
+
+class PackedBasicBlock(nn.Module):
+    """torchvision's ResNet ``BasicBlock`` with folded batch norms as two :class:`PackedConv2d`:
+    ``relu(conv2(relu(conv1(x))) + identity)``, the addition and the last ReLU inside ``conv2``."""
+
+    def __init__(self, block: nn.Module):
+        super().__init__()
+        if not (isinstance(block.bn1, nn.Identity) and isinstance(block.bn2, nn.Identity)):
+            raise ValueError("PackedBasicBlock needs a block whose batch norms are folded (fold_batchnorms)")
+        self.conv1 = PackedConv2d(block.conv1, "relu")
+        self.conv2 = PackedConv2d(block.conv2, "relu")
+        self.downsample = pack_convolutions(block.downsample) if block.downsample is not None else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = self.downsample(x) if self.downsample is not None else x
+        return self.conv2(self.conv1(x), residual=identity)
+
+
+def _following_activation(modules: list[nn.Module], start: int) -> int | None:
+    """Index of the ReLU / Hardswish that follows position ``start`` across folded batch norms (Identity)."""
+    for index in range(start + 1, len(modules)):
+        if isinstance(modules[index], tuple(_ACTIVATIONS)):
+            return index
+        if not isinstance(modules[index], nn.Identity):
+            return None
+    return None
+
+
+def pack_convolutions(module: nn.Module) -> nn.Module:
+    """Replace, in place, every ``Conv2d`` of a batch-norm-folded network by a :class:`PackedConv2d`:
+    ``Conv2d -> (folded BN) -> ReLU/Hardswish`` in an ``nn.Sequential`` becomes one fused call,
+    ResNet blocks become :class:`PackedBasicBlock`, the coordinate attention's shared convolution
+    takes its hard-swish. Returns ``module`` (a lone ``Conv2d`` is returned packed)."""
+    from torchvision.models.resnet import BasicBlock
+
+    from memseg_lite.network.attention import CoordinateAttention
+
+    if isinstance(module, nn.Conv2d):
+        return PackedConv2d(module)
+    if isinstance(module, BasicBlock):
+        return PackedBasicBlock(module)
+    if isinstance(module, nn.Sequential):
+        names = list(module._modules)
+        children = [module._modules[name] for name in names]
+        for index, child in enumerate(children):
+            if isinstance(child, nn.Conv2d):
+                activation = _following_activation(children, index)
+                if activation is not None:
+                    module._modules[names[index]] = PackedConv2d(child, _ACTIVATIONS[type(children[activation])])
+                    module._modules[names[activation]] = nn.Identity()
+                    children[activation] = nn.Identity()
+                    continue
+            module._modules[names[index]] = pack_convolutions(child)
+        return module
+    if isinstance(module, CoordinateAttention) and isinstance(module.norm, nn.Identity):
+        module.shared = PackedConv2d(module.shared, "hardswish")
+        module.activation = nn.Identity()
+    for name, child in list(module._modules.items()):
+        if child is not None and not isinstance(child, PackedConv2d):
+            module._modules[name] = pack_convolutions(child)
+    return module
+
+
+# --------------------------------------------------------------------------------------------
+# Backends
+# --------------------------------------------------------------------------------------------
+@torch.no_grad()
+def eager_selection(model, images: torch.Tensor) -> torch.Tensor:
+    """The memory sample(s) the eager ``model`` picks for ``images``: its own frozen encoder and
+    :func:`~memseg_lite.network.memory.memory_distances`, exactly as its forward pass computes them."""
+    frozen = model.encoder.frozen_features(images)
+    features = [frozen.level1, frozen.level2, frozen.level3]
+    return select_indices(memory_distances(features, model.memory.features, model.selection_rule), model.selection_rule)
+
+
+class FoldedTorchBackend:
+    """PyTorch fp32: batch norms folded, oneDNN convolutions with prepacked weights and fused
+    activations, ``channels_last``, ``inference_mode``, a batch run in chunks of ``chunk_size``
+    images (``None``: whole batches); see the module docstring.
+
+    The choice of memory sample is always the eager model's: where the two closest samples are
+    within rounding (:func:`~memseg_lite.deployment.export.near_ties`), the eager model's frozen
+    encoder recomputes the choice for those images (:func:`eager_selection`);
+    ``exact_selections`` counts such images, ``last_indices`` holds the last batch's choice.
+    ``packed=False`` keeps plain ``F.conv2d`` (the folded model of the first version).
+    """
+
+    def __init__(self, model, payload: dict | None, device: torch.device, checkpoint=None, channels_last: bool = True,
+                 packed: bool = True, chunk_size: int | None = 2):
+        if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+            raise ValueError(f"chunk_size must be an integer >= 1 or None (whole batches), got {chunk_size!r}")
         self.payload, self.device = payload, resolve_device(device)
-        self.channels_last = bool(channels_last)
+        self.channels_last, self.chunk_size = bool(channels_last), chunk_size
+        self.model = model.eval()
         network = DeployedMemSeg(model, fold=True).to(self.device)
-        if self.channels_last:
+        self.packed = bool(packed) and self.device.type == "cpu" and onednn_fusion_available()
+        if self.packed:
+            pack_convolutions(network)
+        if self.channels_last:  # the bank too: compared flat in the same (NHWC) order, without copies
             network = network.to(memory_format=torch.channels_last)
-            for name in ("memory1", "memory2", "memory3"):  # the bank is compared flat: keep it contiguous
-                setattr(network, name, getattr(network, name).contiguous())
         self.network = network
+        self.exact_selections = 0
+        self.last_indices: torch.Tensor | None = None
+
+    def _run(self, original: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        images = original.to(self.device, dtype=torch.float32)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        stem, features, level4 = self.network.encode(images)
+        indices, near_tie = self.network.select(features)
+        if bool(near_tie.any()):
+            exact = eager_selection(self.model, original[near_tie.cpu()].to(self.device))
+            indices = indices.clone()
+            indices[near_tie] = exact.to(indices.device)
+            self.exact_selections += int(near_tie.sum())
+        maps, scores = self.network.decode(stem, features, level4, indices)
+        return maps, scores, indices
 
     def __call__(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.inference_mode():
-            batch = batch.to(self.device, dtype=torch.float32)
-            if self.channels_last:
-                batch = batch.contiguous(memory_format=torch.channels_last)
-            maps, scores = self.network(batch)
+            outputs = [self._run(chunk) for chunk in batch.split(self.chunk_size or max(1, batch.shape[0]))]
+            maps = torch.cat([output[0] for output in outputs]).float().cpu()
+            scores = torch.cat([output[1] for output in outputs]).float().cpu()
+            indices = torch.cat([output[2] for output in outputs]).cpu()
+        self.last_indices = indices.clone()
         # Clones made outside inference mode are ordinary tensors (callers may change them in place).
-        return maps.float().cpu().contiguous().clone(), scores.float().cpu().clone()
+        return maps.contiguous().clone(), scores.clone()
 
 
 def _onnxruntime():
@@ -94,7 +309,7 @@ class OnnxBackend:
     """ONNX Runtime on the CPU (see the module docstring).
 
     ``onnx_path``: an exported model (``memseg-lite export``); without it the model is exported
-    in memory. ``threads``: ONNX Runtime's intra-op threads (default: its own choice).
+    in memory. ``threads``: ONNX Runtime's intra-op threads (default: torch's, ``torch.get_num_threads()``).
     """
 
     def __init__(
@@ -107,8 +322,7 @@ class OnnxBackend:
         if onnx_path is not None and not os.path.isfile(onnx_path):
             raise FileNotFoundError(f"ONNX model {onnx_path} not found; write it with memseg-lite export --checkpoint CKPT")
         options = ort.SessionOptions()
-        if threads is not None:
-            options.intra_op_num_threads = int(threads)
+        options.intra_op_num_threads = int(threads) if threads is not None else torch.get_num_threads()
         if onnx_path is not None:
             source = str(onnx_path)
         else:
@@ -116,11 +330,12 @@ class OnnxBackend:
             trace_to_onnx(DeployedMemSeg(model.cpu() if hasattr(model, "cpu") else model, fold=True), buffer)
             source = buffer.getvalue()
         self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        self.source = str(onnx_path) if onnx_path is not None else "memory"  # where the graph came from
         self.payload = payload
 
     def __call__(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         array = batch.detach().to("cpu", torch.float32).contiguous().numpy()
-        maps, scores = self.session.run(None, {INPUT_NAME: array})
+        maps, scores = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: array})
         return torch.from_numpy(maps), torch.from_numpy(scores)
 
 
@@ -141,21 +356,21 @@ def current_export(checkpoint) -> Path | None:
 
 
 def default_backend(device: str | torch.device = "auto", checkpoint=None) -> str:
-    """The fastest measured backend available: on the CPU ``"onnx"`` when a current export of
-    ``checkpoint`` lies next to it (:func:`current_export`), else ``"folded"``; on GPUs ``"eager"``
-    (the model with autocast as trained)."""
-    if resolve_device(device).type != "cpu":
-        return "eager"
-    return "onnx" if current_export(checkpoint) is not None else "folded"
+    """The backend of the ``"fast"`` choice: on the CPU ``"folded"``, on GPUs ``"eager"`` (the model
+    with autocast as trained).
+
+    ONNX Runtime is about as fast on the CPU (module docstring) but runs a fixed graph, which cannot
+    hand a near tie between memory samples back to the eager model; it serves when asked for
+    (``backend="onnx"``, using ``memseg-lite export``'s current ``CHECKPOINT.onnx`` when there is one,
+    :func:`current_export`). ``checkpoint`` is accepted for that seam and does not change the choice.
+    """
+    return "eager" if resolve_device(device).type != "cpu" else "folded"
 
 
 def fast_backend(model, payload: dict, device: torch.device, checkpoint=None):
-    """The Inferencer-seam factory of the ``"fast"`` choice: :func:`default_backend`'s backend."""
-    name = default_backend(device, checkpoint)
-    if ablation_switches(model):  # an ablated network: only the eager model implements it
-        name = "eager"
-    if name == "onnx":
-        return OnnxBackend(model, payload, device, checkpoint=checkpoint, onnx_path=current_export(checkpoint))
+    """The Inferencer-seam factory of the ``"fast"`` choice: :func:`default_backend`'s backend
+    (the eager model for a network with ablation switches, which only it implements)."""
+    name = "eager" if ablation_switches(model) else default_backend(device, checkpoint)
     return FAST_BACKENDS[name](model, payload, device, checkpoint=checkpoint)
 
 
@@ -166,12 +381,13 @@ def load_fast_model(checkpoint, device: str | torch.device = "auto", backend: st
     """Load ``checkpoint`` once and wrap it in a backend: ``backend(batch) -> (maps, scores)``.
 
     ``backend``: ``"auto"`` (:func:`default_backend`), ``"eager"``, ``"folded"`` or ``"onnx"``
-    (``options`` go to the backend, e.g. ``onnx_path=``). The checkpoint payload is ``.payload``.
+    (``options`` go to the backend, e.g. ``chunk_size=``, ``onnx_path=``; ``"onnx"`` uses a current
+    ``CHECKPOINT.onnx`` when there is one). The checkpoint payload is ``.payload``.
     """
     if backend == "auto":
         backend = default_backend(device, checkpoint)
-        if backend == "onnx":
-            options.setdefault("onnx_path", current_export(checkpoint))
+    if backend == "onnx" and options.get("onnx_path") is None:
+        options["onnx_path"] = current_export(checkpoint)  # else exported in memory
     if backend not in FAST_BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {['auto', *FAST_BACKENDS]}")
     target = resolve_device(device) if backend != "onnx" else torch.device("cpu")

@@ -121,8 +121,9 @@ class TorchBackend:
 
 
 register_backend("torch", TorchBackend)
-# The optimised backends (memseg_lite.deployment.fast): "fast" (the default) picks the fastest measured
-# one available: ONNX Runtime next to a current export, else the folded-batch-norm model; eager on GPUs.
+# The optimised backends (memseg_lite.deployment.fast): "fast" (the default) is the folded-batch-norm model
+# with fused oneDNN convolutions on the CPU (the eager model's maps and choice of memory sample, faster),
+# the eager model on GPUs; "onnx" is ONNX Runtime.
 for _name, _factory in FAST_BACKENDS.items():
     register_backend(_name, _factory)
 

@@ -6,21 +6,40 @@
   checkpoint has decision thresholds, precision, recall and F1 at them (image level, and pixel
   level where there are masks), with where the thresholds came from
 - ``scores.csv``     one row per test image: file, defect type, label, image score (and verdict)
+- ``roc.png``        image-level and pixel-level ROC curves
+- ``pro.png``        the per-region-overlap curve, shaded up to the FPR limit
+- ``anomaly_maps.png`` one example per defect type: image, ground truth, anomaly map
+- ``best_worst.png`` the best and the worst detected defective images (by pixel AUROC)
 
 The test images are ``data_root/category/test`` (MVTec AD layout), or the plain folders given as
 ``folders={"test_good_dir": ..., "test_defect_dir": ..., "mask_dir": ...}``, or, when neither is
 given, the test folders the run was trained with (``TrainConfig.test_good_dir`` ...). Defective
 images without masks count for the image-level numbers only.
-- ``roc.png``        image-level and pixel-level ROC curves
-- ``pro.png``        the per-region-overlap curve, shaded up to the FPR limit
-- ``anomaly_maps.png`` one example per defect type: image, ground truth, anomaly map
-- ``best_worst.png`` the best and the worst detected defective images (by pixel AUROC)
+
+**Backend.** ``backend=None`` runs the eager model (autocast as in training). Otherwise
+``backend`` is a factory with the Inferencer's seam, ``backend(model, payload, device,
+checkpoint=path)``, returning a callable ``batch [B, 3, H, W] -> (maps [B, H, W], scores [B])``
+(float, CPU), e.g. the fast backends of :mod:`memseg_lite.deployment.fast` (this layer never
+imports them; the CLI passes one in). ``metrics.json`` says which one ran (``"backend"``).
+
+**Letterboxed images.** With ``train_config["resize"] == "letterbox"``, an image whose aspect ratio
+differs from the input's gets black borders. Those padding pixels are not the product (mask 0,
+map near 0) and would count as easy normal pixels, inflating pixel AUROC, AU-PRO and the pixel
+precision / recall / F1. The pixel numbers are therefore computed over each image's own pixels
+only, with a valid-region mask per image (:func:`memseg_lite.datasets.mvtec.valid_region`).
+Why a mask rather than mapping the maps back to the original pixels
+(:func:`memseg_lite.core.transforms.unfit_map`): the evaluation stays at network resolution with
+nearest-resized masks, exactly as for square and stretched images, so the numbers of the two
+modes are comparable and images that fill the input give bit-for-bit the numbers of before;
+mapping back would resample the maps bilinearly and evaluate full-resolution masks (16x the
+pixels for 1024 x 1024 MVTec AD images), a different metric.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import json
 import time
 from dataclasses import dataclass
@@ -48,10 +67,26 @@ class Predictions:
     defects: list[str]
     paths: list[str]
     seconds: float
+    valid: np.ndarray | None = None  # uint8 [N, S, S], 1 = the image's own pixel (0: letterbox padding)
+    backend: str = "eager"  # what computed the maps (see the module docstring)
 
     @property
     def images_per_second(self) -> float:
         return len(self.labels) / max(self.seconds, 1e-9)
+
+    def pixel_valid(self) -> np.ndarray | None:
+        """The valid-pixel masks for the pixel metrics, or ``None`` when every pixel counts."""
+        if self.valid is None or self.valid.all():
+            return None
+        return self.valid
+
+    def pixel_values(self) -> tuple[np.ndarray, np.ndarray]:
+        """(map values, mask values), flat, of the pixels the pixel metrics count."""
+        valid = self.pixel_valid()
+        if valid is None:
+            return self.maps.ravel(), self.masks.ravel()
+        inside = valid.astype(bool)
+        return self.maps[inside], self.masks[inside]
 
 
 def load_model(checkpoint: str | Path | dict, device: str | torch.device = "auto"):
@@ -120,7 +155,7 @@ def threshold_metrics(predictions: Predictions, thresholds, with_pixels: bool = 
         "image_precision": image.precision, "image_recall": image.recall, "image_f1": image.f1,
     }
     if with_pixels:
-        pixel = precision_recall_f1(predictions.maps.ravel(), predictions.masks.ravel(), thresholds.pixel)
+        pixel = precision_recall_f1(*predictions.pixel_values(), thresholds.pixel)
         result.update(pixel_precision=pixel.precision, pixel_recall=pixel.recall, pixel_f1=pixel.f1)
     return result
 
@@ -131,13 +166,41 @@ def autocast_for(payload: dict, device: torch.device):
     return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
+def _checked_output(output, images: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """A backend's ``(maps [B, H, W], scores [B])`` as float32 CPU tensors; a clear error otherwise."""
+    if not (isinstance(output, (tuple, list)) and len(output) == 2):
+        raise TypeError(f"backend {name} must return (anomaly maps [B, H, W], scores [B]), got {type(output).__name__}")
+    maps, scores = (torch.as_tensor(value).detach().float().cpu() for value in output)
+    batch, _, height, width = images.shape
+    if tuple(maps.shape) != (batch, height, width) or tuple(scores.shape) != (batch,):
+        raise ValueError(f"backend {name} returned maps {tuple(maps.shape)} and scores {tuple(scores.shape)} for a "
+                         f"batch {tuple(images.shape)}; expected ({batch}, {height}, {width}) and ({batch},)")
+    return maps, scores
+
+
+def backend_name(factory, runner) -> str:
+    """What ran: ``"eager"`` without a backend; else the runner's ``name`` attribute, its class name
+    (a factory such as ``fast_backend`` may return one of several classes), or the factory's name."""
+    if factory is None:
+        return "eager"
+    named = getattr(runner, "name", None)
+    if isinstance(named, str) and named:
+        return named
+    if not callable(runner) or hasattr(runner, "__code__") or isinstance(runner, functools.partial):
+        return getattr(factory, "__name__", type(factory).__name__)  # a plain function: its factory says more
+    return type(runner).__name__
+
+
 @torch.no_grad()
 def predict_dataset(
-    model, dataset, batch_size: int = 16, num_workers: int = 0, progress: bool = True, autocast=None
+    model, dataset, batch_size: int = 16, num_workers: int = 0, progress: bool = True, autocast=None,
+    runner=None, runner_name: str = "eager",
 ) -> Predictions:
     """Run ``model`` over an :class:`EvaluationSet`; maps and scores in float32 on the CPU.
 
     ``autocast``: a context-manager factory for the forward pass (default: none).
+    ``runner``: a built backend, ``runner(batch) -> (maps [B, H, W], scores [B])`` (see the module
+    docstring), used instead of ``model``; ``runner_name`` is recorded as ``Predictions.backend``.
     """
     device = next(model.parameters()).device
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, pin_memory=device.type == "cuda")
@@ -145,14 +208,21 @@ def predict_dataset(
         from tqdm.auto import tqdm
 
         loader = tqdm(loader, desc="evaluating", unit="batch", leave=False)
-    maps, masks, labels, defects, paths = [], [], [], [], []
+    maps, scores, masks, valid, labels, defects, paths = [], [], [], [], [], [], []
     started = time.perf_counter()
     for batch in loader:
-        images = batch["image"].to(device, non_blocking=True)
-        with autocast() if autocast is not None else contextlib.nullcontext():
-            logits = model(images)
-        maps.append(torch.softmax(logits.float(), dim=1)[:, 1].cpu())
+        if runner is None:
+            images = batch["image"].to(device, non_blocking=True)
+            with autocast() if autocast is not None else contextlib.nullcontext():
+                logits = model(images)
+            maps.append(torch.softmax(logits.float(), dim=1)[:, 1].cpu())
+        else:
+            batch_maps, batch_scores = _checked_output(runner(batch["image"]), batch["image"], runner_name)
+            maps.append(batch_maps)
+            scores.append(batch_scores)
         masks.append(batch["mask"])
+        if "valid" in batch:
+            valid.append(batch["valid"])
         labels.append(batch["label"])
         defects += list(batch["defect"])
         paths += list(batch["path"])
@@ -160,14 +230,18 @@ def predict_dataset(
         torch.cuda.synchronize()
     seconds = time.perf_counter() - started
     maps_tensor = torch.cat(maps)
+    # The eager model's scores are computed once for all maps, as before; a backend brings its own.
+    image_scores = model.image_score(maps_tensor) if runner is None else torch.cat(scores)
     return Predictions(
         maps=maps_tensor.numpy(),
-        scores=model.image_score(maps_tensor).numpy().astype(np.float32),
+        scores=image_scores.numpy().astype(np.float32),
         labels=torch.cat(labels).numpy().astype(np.int64),
         masks=torch.cat(masks).numpy().astype(np.uint8),
         defects=defects,
         paths=paths,
         seconds=seconds,
+        valid=torch.cat(valid).numpy().astype(np.uint8) if valid else None,
+        backend=runner_name,
     )
 
 
@@ -175,13 +249,17 @@ def compute_metrics(predictions: Predictions, fpr_limit: float = 0.3) -> dict:
     from memseg_lite.evaluation.metrics import compute_all, image_auroc
 
     # One sort of all test pixels serves both pixel AUROC and AU-PRO.
+    # Letterbox padding is left out of the pixel metrics (see the module docstring).
+    valid = predictions.pixel_valid()
     result = {
         name: float(value)
         for name, value in compute_all(
-            predictions.scores, predictions.labels, predictions.maps, predictions.masks, fpr_limit=fpr_limit
+            predictions.scores, predictions.labels, predictions.maps, predictions.masks, fpr_limit=fpr_limit,
+            valid=valid,
         ).items()
     }
     result["aupro_fpr_limit"] = fpr_limit
+    result["padding_pixels_left_out"] = 0 if valid is None else int((valid == 0).sum())
     # Image AUROC of each defect type against the good images: which defects are hard.
     good = [i for i, d in enumerate(predictions.defects) if d == "good"]
     per_defect = {}
@@ -192,13 +270,28 @@ def compute_metrics(predictions: Predictions, fpr_limit: float = 0.3) -> dict:
     return result
 
 
-def predict_test_files(model, payload: dict, files, batch_size: int = 16, progress: bool = True):
-    """(:class:`Predictions`, the :class:`EvaluationSet`) of ``model`` on ``files.test``."""
+def predict_test_files(model, payload: dict, files, batch_size: int = 16, progress: bool = True,
+                       backend=None, checkpoint=None):
+    """(:class:`Predictions`, the :class:`EvaluationSet`) of ``model`` on ``files.test``.
+
+    ``backend``: ``None`` (the eager model) or a factory ``backend(model, payload, device,
+    checkpoint=checkpoint)`` (see the module docstring); it is built once, before the timing starts.
+    """
     image_size, center_crop = input_size(payload)
     dataset = EvaluationSet(files, image_size, center_crop, resize=resize_mode(payload))
     model_device = next(model.parameters()).device
+    runner = None
+    if backend is not None:
+        if not callable(backend):
+            raise TypeError(f"backend must be None or a factory backend(model, payload, device, checkpoint=...), "
+                            f"got {backend!r}")
+        runner = backend(model, payload, model_device, checkpoint=checkpoint)
+        if not callable(runner):
+            raise TypeError(f"backend factory {getattr(backend, '__name__', backend)!r} returned {type(runner).__name__}, "
+                            "not a callable batch -> (maps, scores)")
     predictions = predict_dataset(
-        model, dataset, batch_size=batch_size, progress=progress, autocast=lambda: autocast_for(payload, model_device)
+        model, dataset, batch_size=batch_size, progress=progress, autocast=lambda: autocast_for(payload, model_device),
+        runner=runner, runner_name=backend_name(backend, runner),
     )
     return predictions, dataset
 
@@ -213,8 +306,12 @@ def evaluate_checkpoint(
     figures: bool = True,
     progress: bool = True,
     folders: dict | None = None,
+    backend=None,
 ) -> dict:
-    """Evaluate ``checkpoint`` on labelled test images (see the module docstring); returns (and writes) the metrics."""
+    """Evaluate ``checkpoint`` on labelled test images (see the module docstring); returns (and writes) the metrics.
+
+    ``backend``: ``None`` (the eager model) or a backend factory (see the module docstring).
+    """
     from memseg_lite.evaluation.metrics import image_auroc
     from memseg_lite.evaluation.thresholds import thresholds_of
 
@@ -222,7 +319,8 @@ def evaluate_checkpoint(
     image_size, center_crop = input_size(payload)
     files = labelled_files(payload, data_root, category, folders)
     category = files.category
-    predictions, dataset = predict_test_files(model, payload, files, batch_size, progress)
+    predictions, dataset = predict_test_files(model, payload, files, batch_size, progress, backend=backend,
+                                              checkpoint=checkpoint)
     with_pixels = _has_all_masks(files)
     if with_pixels:
         quality = compute_metrics(predictions)
@@ -239,7 +337,7 @@ def evaluate_checkpoint(
         "checkpoint": str(checkpoint),
         **quality,
         **at_threshold,
-        "n_images": int(len(predictions.labels)),
+        "n_images": len(predictions.labels),
         "n_good": int((predictions.labels == 0).sum()),
         "n_defective": int(predictions.labels.sum()),
         "image_size": center_crop or (list(image_size) if isinstance(image_size, tuple) else int(image_size)),
@@ -250,6 +348,7 @@ def evaluate_checkpoint(
         "seconds": round(predictions.seconds, 3),
         "images_per_second": round(predictions.images_per_second, 2),
         "device": str(next(model.parameters()).device),
+        "backend": predictions.backend,
     }
     if out_dir is not None:
         out = Path(out_dir)
@@ -282,29 +381,36 @@ def calibrate_checkpoint(
     progress: bool = True,
     folders: dict | None = None,
     write: bool = True,
+    backend=None,
 ):
     """F1-optimal thresholds on labelled images (``memseg-lite calibrate``); returns the :class:`Thresholds`.
 
     The images are chosen as for :func:`evaluate_checkpoint`. With ``write``, the thresholds replace
     those in ``checkpoint`` (and in ``checkpoint.pt`` beside it) and in ``thresholds.json`` in its
     folder. Numbers evaluated afterwards on the same images are optimistic: calibrate on images you
-    do not report on.
+    do not report on. ``backend``: as for :func:`evaluate_checkpoint`. Letterbox padding pixels are
+    left out of the pixel threshold's F1 (see the module docstring).
     """
     from memseg_lite.core.checkpoint import save_checkpoint
-    from memseg_lite.evaluation.thresholds import THRESHOLDS_NAME, calibrated_thresholds, save_thresholds, thresholds_of
+    from memseg_lite.evaluation.thresholds import (
+        THRESHOLDS_NAME,
+        calibrated_thresholds,
+        save_thresholds,
+        thresholds_of,
+    )
 
     checkpoint = Path(checkpoint)
     model, payload = load_model(checkpoint, device)
     files = labelled_files(payload, data_root, category, folders)
-    predictions, _ = predict_test_files(model, payload, files, batch_size, progress)
+    predictions, _ = predict_test_files(model, payload, files, batch_size, progress, backend=backend,
+                                        checkpoint=checkpoint)
     previous = thresholds_of(payload)
     with_pixels = _has_all_masks(files)
     fallback = previous.pixel if previous is not None else float(predictions.maps.max() * 0.5)
     data = sorted({str(Path(item.image).parent) for item in files.test})
+    pixel_maps, pixel_masks = predictions.pixel_values() if with_pixels else (None, None)  # without padding
     thresholds = calibrated_thresholds(
-        predictions.scores, predictions.labels,
-        predictions.maps if with_pixels else None, predictions.masks if with_pixels else None,
-        fallback_pixel=fallback, data=", ".join(data),
+        predictions.scores, predictions.labels, pixel_maps, pixel_masks, fallback_pixel=fallback, data=", ".join(data),
     )
     if write:
         stored = load_checkpoint(checkpoint)

@@ -28,6 +28,13 @@ fits in memory. Ties need no special care: a search for ``t`` counts every pixel
 equals ``t``, which is what "keep only the last index of each run of equal scores" does in the
 argsort-and-cumsum formulation of MVTec's code. The curves are the same point for point.
 
+**Valid pixels.** An image letterboxed into the network's ``H x W`` (aspect ratio kept, black
+borders) has padding pixels that are not the product: mask 0 and an anomaly map near 0, they
+would count as easy normal pixels and inflate pixel AUROC and AU-PRO. The pixel metrics take an
+optional ``valid`` mask per image (1 = the image's own pixel, e.g.
+:class:`memseg_lite.datasets.mvtec.EvaluationSet`'s ``"valid"``); pixels with 0 are left out
+of every count. Without it (or with it all ones) the numbers are exactly those of all pixels.
+
 ``naive_pro_curve`` / ``naive_aupro`` compute the same thing the slow, obvious way (a loop over
 thresholds) so the fast version can be checked against the definition.
 """
@@ -268,19 +275,45 @@ class _SortedPixels:
     region_sizes: np.ndarray | None  # [R] int64 pixels per region
 
 
-def _sort_pixels(anomaly_maps: ArrayLike, masks: ArrayLike, with_regions: bool) -> _SortedPixels:
+def _valid_masks(valid: ArrayLike | None, maps: list[np.ndarray]) -> list[np.ndarray] | None:
+    """Checked bool ``valid`` masks, one per map (``None``: every pixel counts)."""
+    if valid is None:
+        return None
+    inside = _as_image_list(valid, "valid")
+    if len(inside) != len(maps):
+        raise ValueError(f"got {len(maps)} anomaly maps but {len(inside)} valid masks; pass one per map")
+    for index, (score_map, region) in enumerate(zip(maps, inside)):
+        if region.shape != score_map.shape:
+            raise ValueError(f"valid[{index}] has shape {region.shape} but anomaly_maps[{index}] has shape "
+                             f"{score_map.shape}; the valid mask marks which pixels of the map are the image's own")
+    return [_as_binary(region, f"valid[{i}]") for i, region in enumerate(inside)]
+
+
+def _sort_pixels(
+    anomaly_maps: ArrayLike, masks: ArrayLike, with_regions: bool, valid: ArrayLike | None = None
+) -> _SortedPixels:
     maps, truths = _maps_and_masks(anomaly_maps, masks)
+    inside = _valid_masks(valid, maps)
+    if inside is not None:
+        # Pixels outside the valid region (letterbox padding) are neither normal nor anomalous; a
+        # defect region is only its valid part, so it is cut the same way as its image.
+        truths = [mask & region for mask, region in zip(truths, inside)]
     num_anomalous = sum(int(np.count_nonzero(mask)) for mask in truths)
-    num_normal = sum(mask.size for mask in truths) - num_anomalous
+    if inside is None:
+        num_normal = sum(mask.size for mask in truths) - num_anomalous
+    else:
+        num_normal = sum(int(np.count_nonzero(region)) for region in inside) - num_anomalous
     # One preallocated copy of the scores, split by class: the only per-pixel memory we add.
     normal = np.empty(num_normal, dtype=maps[0].dtype)
     anomalous = np.empty(num_anomalous, dtype=maps[0].dtype)
     region = np.empty(num_anomalous, dtype=np.int32) if with_regions else None
     sizes: list[np.ndarray] = []
     at_normal = at_anomalous = num_regions = 0
-    for score_map, mask in zip(maps, truths):
+    for index, (score_map, mask) in enumerate(zip(maps, truths)):
         count = int(np.count_nonzero(mask))
-        normal[at_normal : at_normal + mask.size - count] = score_map[~mask]
+        normal_here = ~mask if inside is None else inside[index] & ~mask
+        num_normal_here = mask.size - count if inside is None else int(np.count_nonzero(normal_here))
+        normal[at_normal : at_normal + num_normal_here] = score_map[normal_here]
         anomalous[at_anomalous : at_anomalous + count] = score_map[mask]
         if with_regions and count:
             # Regions: 8-connected components of this image's mask (label 0 is the background),
@@ -292,7 +325,7 @@ def _sort_pixels(anomaly_maps: ArrayLike, masks: ArrayLike, with_regions: bool) 
             region[at_anomalous : at_anomalous + count] = local + num_regions
             sizes.append(np.bincount(local, minlength=num_labels - 1))
             num_regions += num_labels - 1
-        at_normal += mask.size - count
+        at_normal += num_normal_here
         at_anomalous += count
     normal.sort()
     if with_regions:
@@ -304,19 +337,21 @@ def _sort_pixels(anomaly_maps: ArrayLike, masks: ArrayLike, with_regions: bool) 
     return _SortedPixels(normal, anomalous, None, None)
 
 
-def pixel_auroc(anomaly_maps: ArrayLike, masks: ArrayLike) -> float:
+def pixel_auroc(anomaly_maps: ArrayLike, masks: ArrayLike, valid: ArrayLike | None = None) -> float:
     """AUROC over all pixels of all maps (ties count 1/2), memory-efficient.
 
     Args:
         anomaly_maps: ``[N, H, W]`` or ``[N, 1, H, W]`` float scores (numpy or torch), or a list of
             ``[H, W]`` maps (sizes may differ between images). Kept in float32 (float64 if given).
         masks: ground truth of the same shape(s), 0/1 or bool.
+        valid: optional ``[N, H, W]`` 0/1 masks (or a list), 1 where the pixel is the image's own;
+            pixels with 0 (e.g. letterbox padding) are left out of every count. ``None``: all pixels.
 
     Returns:
         The same number as ``roc_auc_score(masks.ravel(), anomaly_maps.ravel())``, using about
         5 bytes per pixel on top of the inputs (scikit-learn: about 50).
     """
-    pixels = _sort_pixels(anomaly_maps, masks, with_regions=False)
+    pixels = _sort_pixels(anomaly_maps, masks, with_regions=False, valid=valid)
     _check_both_classes(pixels.normal.size, pixels.anomalous.size, "pixel AUROC")
     return _auroc_from_sorted_normals(pixels.normal, pixels.anomalous)
 
@@ -360,7 +395,7 @@ def _pro_curve_from_sorted(
 
 
 def pro_curve(
-    anomaly_maps: ArrayLike, masks: ArrayLike, max_points: int | None = None
+    anomaly_maps: ArrayLike, masks: ArrayLike, max_points: int | None = None, valid: ArrayLike | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-region-overlap curve: PRO against FPR at every distinct score, highest first.
 
@@ -369,6 +404,9 @@ def pro_curve(
         masks: ground truth of the same shape(s), 0/1 or bool; regions are the 8-connected
             components of each image's mask.
         max_points: for plots, keep at most this many points (both ends kept); ``None`` keeps all.
+        valid: optional ``[N, H, W]`` 0/1 masks (or a list), 1 where the pixel is the image's own;
+            pixels with 0 (e.g. letterbox padding) are left out of every count
+            (FPR over valid normal pixels, regions cut to their valid part). ``None``: all pixels.
 
     Returns:
         ``(fpr, pro, thresholds)``, float64 ``[P]`` each, with ``fpr`` and ``pro`` non-decreasing
@@ -377,7 +415,7 @@ def pro_curve(
     Raises:
         ValueError: no normal or no anomalous pixel, shape mismatch, masks that are not 0/1.
     """
-    fpr, pro, thresholds = _pro_curve_from_sorted(_sort_pixels(anomaly_maps, masks, with_regions=True))
+    fpr, pro, thresholds = _pro_curve_from_sorted(_sort_pixels(anomaly_maps, masks, with_regions=True, valid=valid))
     return _thin_curve(fpr, pro, thresholds, max_points)
 
 
@@ -409,14 +447,15 @@ def area_up_to(x: np.ndarray, y: np.ndarray, x_limit: float) -> float:
     return float(np.sum((xs[1:] - xs[:-1]) * (ys[1:] + ys[:-1]) / 2))  # trapezoids
 
 
-def aupro(anomaly_maps: ArrayLike, masks: ArrayLike, fpr_limit: float = 0.3) -> float:
+def aupro(anomaly_maps: ArrayLike, masks: ArrayLike, fpr_limit: float = 0.3, valid: ArrayLike | None = None) -> float:
     """Area under the PRO curve for FPR in [0, fpr_limit], divided by ``fpr_limit`` (so 1.0 is perfect).
 
     Same definition as MVTec AD's official evaluation code; see the module docstring and
-    :func:`pro_curve` for the arguments. A constant map scores ``fpr_limit / 2``.
+    :func:`pro_curve` for the arguments (``valid``: only those pixels count). A constant map
+    scores ``fpr_limit / 2``.
     """
     fpr_limit = _check_fpr_limit(fpr_limit)
-    pixels = _sort_pixels(anomaly_maps, masks, with_regions=True)
+    pixels = _sort_pixels(anomaly_maps, masks, with_regions=True, valid=valid)
     fpr, pro, _ = _pro_curve_from_sorted(pixels, fpr_limit)
     return area_up_to(fpr, pro, fpr_limit) / fpr_limit
 
@@ -427,10 +466,14 @@ def compute_all(
     anomaly_maps: ArrayLike,
     masks: ArrayLike,
     fpr_limit: float = 0.3,
+    valid: ArrayLike | None = None,
 ) -> dict[str, float]:
-    """``{"image_auroc", "pixel_auroc", "aupro"}`` in one call (the pixels are sorted only once)."""
+    """``{"image_auroc", "pixel_auroc", "aupro"}`` in one call (the pixels are sorted only once).
+
+    ``valid``: as in :func:`pixel_auroc`, for the two pixel metrics.
+    """
     fpr_limit = _check_fpr_limit(fpr_limit)
-    pixels = _sort_pixels(anomaly_maps, masks, with_regions=True)
+    pixels = _sort_pixels(anomaly_maps, masks, with_regions=True, valid=valid)
     _check_both_classes(pixels.normal.size, pixels.anomalous.size, "pixel AUROC")
     fpr, pro, _ = _pro_curve_from_sorted(pixels, fpr_limit)
     return {

@@ -1,4 +1,8 @@
-"""Figures of an evaluation: ROC curves, the PRO curve, anomaly-map examples."""
+"""Figures of an evaluation: ROC curves, the PRO curve, anomaly-map examples.
+
+The pixel curves count the same pixels as the pixel metrics: each image's own, not its letterbox
+padding (``Predictions.pixel_valid``, :mod:`memseg_lite.evaluation.evaluate`).
+"""
 
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ def roc_figure(predictions, metrics: dict):
     fpr, tpr, _ = roc_curve(predictions.scores, predictions.labels)
     axes[0].plot(fpr, tpr, lw=2)
     axes[0].set_title(f"image ROC (AUROC {metrics['image_auroc']:.3f})")
-    pixel_fpr, pixel_tpr, _ = roc_curve(predictions.maps.ravel(), predictions.masks.ravel(), max_points=2000)
+    pixel_fpr, pixel_tpr, _ = roc_curve(*predictions.pixel_values(), max_points=2000)
     axes[1].plot(pixel_fpr, pixel_tpr, lw=2, color="tab:orange")
     axes[1].set_title(f"pixel ROC (AUROC {metrics['pixel_auroc']:.3f})")
     for axis in axes:
@@ -34,7 +38,7 @@ def pro_figure(predictions, metrics: dict):
     from memseg_lite.evaluation.metrics import pro_curve
 
     limit = metrics.get("aupro_fpr_limit", 0.3)
-    fpr, pro, _ = pro_curve(predictions.maps, predictions.masks, max_points=2000)
+    fpr, pro, _ = pro_curve(predictions.maps, predictions.masks, max_points=2000, valid=predictions.pixel_valid())
     figure, axis = plt.subplots(figsize=(5, 4))
     axis.plot(fpr, pro, lw=2)
     inside = fpr <= limit
@@ -49,14 +53,17 @@ def pro_figure(predictions, metrics: dict):
 
 
 def per_image_pixel_auroc(predictions) -> dict[int, float]:
-    """Pixel AUROC of each defective image (ranks how well each defect was found)."""
+    """Pixel AUROC of each defective image over its own pixels (ranks how well each defect was found)."""
     from memseg_lite.evaluation.metrics import pixel_auroc
 
+    valid = predictions.pixel_valid()
     result = {}
     for index in np.flatnonzero(predictions.labels == 1):
-        mask = predictions.masks[index]
+        inside = np.ones(predictions.masks[index].shape, dtype=bool) if valid is None else valid[index] > 0
+        mask = predictions.masks[index][inside]
         if 0 < mask.sum() < mask.size:
-            result[int(index)] = float(pixel_auroc(predictions.maps[index][None], mask[None]))
+            where = None if valid is None else valid[index][None]
+            result[int(index)] = float(pixel_auroc(predictions.maps[index][None], predictions.masks[index][None], valid=where))
     return result
 
 

@@ -1,14 +1,16 @@
 """What each part of MemSeg buys: train named variants of the network and the simulation, table them.
 
 ``memseg-lite ablate --data-root data/demo --category button --variants full,no_memory --seeds 0,1 --out DIR``
-trains every variant once per seed into ``DIR/<variant>/seed<k>``, evaluates each on the test split
-and writes ``DIR/results.csv`` and ``DIR/results.md``: image AUROC, pixel AUROC and AU-PRO per
-variant, the mean and the spread (sample standard deviation, and min-max) over the seeds.
+trains every variant once per seed into ``DIR/<variant>/seed<k>``, evaluates each run's best
+checkpoint (chosen on validation data) and its last checkpoint on the test split and writes
+``DIR/results.csv`` and ``DIR/results.md``: image AUROC, pixel AUROC and AU-PRO per variant, for
+the best and (``last_*``) the last checkpoint, the mean and the spread (sample standard deviation,
+and min-max) over the seeds.
 
-Resumable: a run whose ``evaluation/metrics.json`` exists is skipped; a run with a checkpoint is
-resumed; a run folder without one (killed before its first checkpoint) is started over. A finished
-run whose saved settings differ from what its variant asks for now (other steps, image size, ...)
-is an error: use another ``--out`` for other settings.
+Resumable (:func:`memseg_lite.experiments.runs.train_and_evaluate`): a run whose evaluations exist
+is skipped; a run with a checkpoint is resumed; a run folder without one (killed before its first
+checkpoint) is started over. A run whose saved settings differ from what its variant asks for now
+(other steps, image size, ...) is an error: use another ``--out`` for other settings.
 
 The variants (:data:`VARIANTS`) change one thing against ``full`` (the method as the paper
 describes it; the defaults of :class:`memseg_lite.training.config.TrainConfig`):
@@ -38,18 +40,18 @@ by hand.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from memseg_lite.core.checkpoint import load_checkpoint
 from memseg_lite.core.io import atomic_output, write_text_atomic
+from memseg_lite.experiments.runs import METRICS_FILE, train_and_evaluate  # noqa: F401 (METRICS_FILE: a public name here before)
 from memseg_lite.training.config import TrainConfig
 
-METRICS_FILE = Path("evaluation") / "metrics.json"
 METRIC_KEYS = ("image_auroc", "pixel_auroc", "aupro")
+#: The table's columns: the best checkpoint's metrics, then the last checkpoint's.
+COLUMNS = (*METRIC_KEYS, *(f"last_{key}" for key in METRIC_KEYS))
 
 # ---- the authors' released code (areylng/MemSeg), per category --------------------------------
 # Source: the authors' code as reviewed in issue 13 (areylng/MemSeg): memory size 30 images,
@@ -128,41 +130,12 @@ def run_dir_for(out_dir: str | os.PathLike, variant: str, seed: int) -> Path:
 
 
 def run_variant(config: TrainConfig, progress: bool = True, figures: bool = False) -> tuple[str, dict | None]:
-    """Train (or resume) and evaluate one run unless it is finished.
+    """Train (or resume) and evaluate one run unless it is finished (:func:`memseg_lite.experiments.runs.train_and_evaluate`).
 
-    Returns ``(status, metrics)``: status ``"skipped"`` (metrics existed), ``"done"`` or
-    ``"interrupted"`` (metrics ``None``; run again to continue).
+    Returns ``(status, {"best": metrics, "last": metrics})``: status ``"skipped"`` (evaluated
+    before), ``"done"`` or ``"interrupted"`` (both metrics ``None``; run again to continue).
     """
-    from memseg_lite.evaluation.evaluate import evaluate_checkpoint
-    from memseg_lite.training.trainer import (
-        BEST_NAME,
-        CHECKPOINT_NAME,
-        CONFIG_NAME,
-        train,
-    )
-
-    run_dir = Path(config.out_dir)
-    saved_path = run_dir / CONFIG_NAME
-    if saved_path.is_file():
-        blocking = config.changes_blocking_resume(TrainConfig.load(saved_path))
-        if blocking:
-            raise ValueError(
-                f"the run in {run_dir} was made with other settings ({', '.join(blocking)} differ); use another "
-                "--out for these settings, or delete that run folder to redo it"
-            )
-    metrics_path = run_dir / METRICS_FILE
-    if metrics_path.is_file():
-        return "skipped", json.loads(metrics_path.read_text())
-    started = (run_dir / CHECKPOINT_NAME).is_file()
-    finished = started and int(load_checkpoint(run_dir / CHECKPOINT_NAME)["step"]) >= config.steps
-    if not finished:
-        # Killed before its first checkpoint, a run left files but nothing to resume: start it over.
-        result = train(config, resume=started, restart=not started, progress=progress)
-        if result.interrupted:
-            return "interrupted", None
-    metrics = evaluate_checkpoint(run_dir / BEST_NAME, config.data_root, config.category, run_dir / "evaluation",
-                                  device=config.device, figures=figures, progress=progress)
-    return "done", metrics
+    return train_and_evaluate(config, progress=progress, figures=figures)
 
 
 def _spread(values: list[float]) -> dict:
@@ -173,14 +146,22 @@ def _spread(values: list[float]) -> dict:
     return {"mean": mean, "std": std, "min": min(values), "max": max(values)}
 
 
-def summarise(runs: dict[str, dict[int, dict]]) -> list[dict]:
-    """One row per variant: per metric (in %) the mean, sample std (``None`` for one seed), min and max."""
+def summarise(runs: dict[str, dict[int, dict]], last: dict[str, dict[int, dict]] | None = None) -> list[dict]:
+    """One row per variant: per metric (in %) the mean, sample std (``None`` for one seed), min and max.
+
+    ``runs``: variant -> seed -> the best checkpoint's metrics (keys ``image_auroc`` ...);
+    ``last``: the same for the last checkpoint (keys ``last_image_auroc`` ... in the rows; their
+    spreads are all ``None`` without it).
+    """
     rows = []
     for variant, per_seed in runs.items():
         row: dict = {"variant": variant, "seeds": sorted(per_seed)}
+        last_per_seed = (last or {}).get(variant, {})
         for key in METRIC_KEYS:
             values = [100.0 * float(m[key]) for m in per_seed.values() if m.get(key) is not None]
             row[key] = _spread(values)
+            last_values = [100.0 * float(m[key]) for m in last_per_seed.values() if m and m.get(key) is not None]
+            row[f"last_{key}"] = _spread(last_values)
         rows.append(row)
     return rows
 
@@ -188,7 +169,7 @@ def summarise(runs: dict[str, dict[int, dict]]) -> list[dict]:
 def write_results(out: Path, rows: list[dict], category: str, description: str = "") -> tuple[Path, Path]:
     """``results.csv`` and ``results.md`` (atomic writes)."""
     out.mkdir(parents=True, exist_ok=True)
-    fields = ["variant", "seeds"] + [f"{key}_{stat}" for key in METRIC_KEYS for stat in ("mean", "std", "min", "max")]
+    fields = ["variant", "seeds"] + [f"{key}_{stat}" for key in COLUMNS for stat in ("mean", "std", "min", "max")]
 
     def number(value) -> str:
         return "" if value is None else f"{value:.2f}"
@@ -199,13 +180,14 @@ def write_results(out: Path, rows: list[dict], category: str, description: str =
         writer.writeheader()
         for row in rows:
             record = {"variant": row["variant"], "seeds": " ".join(map(str, row["seeds"]))}
-            for key in METRIC_KEYS:
+            for key in COLUMNS:
+                spread = row.get(key) or _spread([])
                 for stat in ("mean", "std", "min", "max"):
-                    record[f"{key}_{stat}"] = number(row[key][stat])
+                    record[f"{key}_{stat}"] = number(spread[stat])
             writer.writerow(record)
 
-    def cell(spread: dict) -> str:
-        if spread["mean"] is None:
+    def cell(spread: dict | None) -> str:
+        if spread is None or spread["mean"] is None:
             return "-"
         if spread["std"] is None:
             return f"{spread['mean']:.2f}"
@@ -214,10 +196,16 @@ def write_results(out: Path, rows: list[dict], category: str, description: str =
     lines = [f"# Ablation on {category}", ""]
     if description:
         lines += [description, ""]
-    lines += ["| variant | seeds | image AUROC | pixel AUROC | AU-PRO (FPR 0.3) |", "|---|---|---|---|---|"]
-    lines += [f"| {r['variant']} | {len(r['seeds'])} | {cell(r['image_auroc'])} | {cell(r['pixel_auroc'])} | "
-              f"{cell(r['aupro'])} |" for r in rows]
+    lines += ["| variant | seeds | checkpoint | image AUROC | pixel AUROC | AU-PRO (FPR 0.3) |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['variant']} | {len(r['seeds'])} | best | {cell(r['image_auroc'])} | "
+                     f"{cell(r['pixel_auroc'])} | {cell(r['aupro'])} |")
+        lines.append(f"| {r['variant']} | {len(r['seeds'])} | last | {cell(r.get('last_image_auroc'))} | "
+                     f"{cell(r.get('last_pixel_auroc'))} | {cell(r.get('last_aupro'))} |")
     lines += [
+        "",
+        ("Best: the checkpoint chosen on validation data (held-out good images with simulated anomalies); "
+         "last: the model after the last training step."),
         "",
         ("Values in %: the mean over seeds, ± the sample standard deviation and (min-max) when there are "
          "several seeds. A difference between two variants smaller than their spread is noise."),
@@ -269,6 +257,7 @@ def ablate(
             configs[name, seed] = TrainConfig(data_root=str(data_root), category=category,
                                               out_dir=str(run_dir_for(out, name, seed)), seed=seed, **options)
     runs: dict[str, dict[int, dict]] = {name: {} for name in names}
+    last_runs: dict[str, dict[int, dict]] = {name: {} for name in names}
     for (name, seed), config in configs.items():
         if progress:
             print(f"[ablate] {name} seed {seed}: {config.out_dir}")
@@ -277,8 +266,9 @@ def ablate(
             raise KeyboardInterrupt
         if progress and status == "skipped":
             print(f"[ablate] {name} seed {seed}: finished before, skipped")
-        runs[name][seed] = metrics
-    rows = summarise(runs)
+        runs[name][seed] = metrics["best"]
+        last_runs[name][seed] = metrics["last"]
+    rows = summarise(runs, last_runs)
     common = ", ".join(f"{k}={v}" for k, v in sorted(config_overrides.items()))
     write_results(out, rows, category, f"Data: {data_root}, category {category}; common options: {common or 'defaults'}.")
     return rows

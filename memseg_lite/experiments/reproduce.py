@@ -1,8 +1,10 @@
 """Train and evaluate every MVTec AD category present, then tabulate against published numbers.
 
 ``memseg-lite reproduce --data-root data/mvtec --device cuda`` is the full GPU run. It is
-resumable: a category whose ``evaluation/metrics.json`` exists is skipped, and an interrupted
-training continues from its checkpoint.
+resumable: a category whose ``evaluation/metrics.json`` exists is not trained again, and an
+interrupted training continues from its checkpoint (:func:`memseg_lite.experiments.runs.train_and_evaluate`).
+Each category's best checkpoint (chosen on validation data) and its last checkpoint are both
+evaluated; the table shows them side by side.
 
 Categories in parallel (each category is an independent run, so this scales with the devices):
 
@@ -25,14 +27,18 @@ import json
 import os
 from pathlib import Path
 
-from memseg_lite.core.checkpoint import load_checkpoint
 from memseg_lite.core.io import atomic_output, write_text_atomic
 from memseg_lite.datasets.mvtec import MVTEC_CATEGORIES, list_categories
 from memseg_lite.experiments.reference_numbers import REPORTED
+from memseg_lite.experiments.runs import (
+    LAST_METRICS_FILE,
+    METRICS_FILE,
+    train_and_evaluate,
+)
 from memseg_lite.training.config import TrainConfig
 from memseg_lite.training.distributed import launched_world, rank_device
 
-METRICS_FILE = Path("evaluation") / "metrics.json"
+METRIC_KEYS = ("image_auroc", "pixel_auroc", "aupro")
 # A barrier may wait for a whole category's training on the slowest rank.
 BARRIER_TIMEOUT = datetime.timedelta(days=7)
 
@@ -54,31 +60,19 @@ def _choose_categories(data_root: Path, categories: list[str] | None) -> list[st
 
 def run_category(data_root: str | os.PathLike, category: str, out_dir: str | os.PathLike, progress: bool = True,
                  **config_overrides) -> str:
-    """Train (or resume) and evaluate one category unless it is finished; returns what happened.
+    """Train (or resume) and evaluate one category's best and last checkpoints unless done; returns what happened.
 
-    ``"skipped"`` (its metrics exist), ``"done"``, or ``"interrupted"`` (Ctrl-C / SIGTERM: the
-    checkpoint is saved, a later call continues it).
+    ``"skipped"`` (both were evaluated before), ``"done"``, or ``"interrupted"`` (Ctrl-C /
+    SIGTERM: the checkpoint is saved, a later call continues it).
     """
-    from memseg_lite.evaluation.evaluate import evaluate_checkpoint
-    from memseg_lite.training.trainer import BEST_NAME, CHECKPOINT_NAME, train
-
     run_dir = Path(out_dir) / category
-    if (run_dir / METRICS_FILE).is_file():
-        print(f"[{category}] already evaluated, skipping ({run_dir / METRICS_FILE})")
-        return "skipped"
     config = TrainConfig(data_root=str(data_root), category=category, out_dir=str(run_dir), **config_overrides)
-    started = (run_dir / CHECKPOINT_NAME).is_file()
-    finished = started and int(load_checkpoint(run_dir / CHECKPOINT_NAME)["step"]) >= config.steps
-    if not finished:
-        print(f"[{category}] {'resuming' if started else 'training'} {config.steps} steps on {config.device}")
-        # Killed before its first checkpoint, a run left files but nothing to resume: start it over.
-        result = train(config, resume=started, restart=not started, progress=progress)
-        if result.interrupted:
-            return "interrupted"
-    print(f"[{category}] evaluating")
-    evaluate_checkpoint(run_dir / BEST_NAME, data_root, category, run_dir / "evaluation",
-                        device=config.device, progress=progress)
-    return "done"
+    if (run_dir / METRICS_FILE).is_file() and (run_dir / LAST_METRICS_FILE).is_file():
+        print(f"[{category}] already evaluated, skipping ({run_dir / METRICS_FILE})")
+    elif (run_dir / METRICS_FILE).is_file():
+        print(f"[{category}] already evaluated (best checkpoint); evaluating the last checkpoint")
+    status, _ = train_and_evaluate(config, progress=progress, figures=True)
+    return status
 
 
 # ---- --jobs N: a pool of local worker processes ------------------------------------------------
@@ -208,46 +202,80 @@ def reproduce(
         raise KeyboardInterrupt
     if rank != 0:
         return []
-    rows = []
-    for category in categories:
-        metrics = json.loads((out / category / METRICS_FILE).read_text())
-        rows.append({
-            "category": category,
-            "image_auroc": 100 * metrics["image_auroc"],
-            "pixel_auroc": 100 * metrics["pixel_auroc"],
-            "aupro": 100 * metrics["aupro"],
-            "backbone": metrics.get("backbone", "unknown"),
-            "textures": metrics.get("textures", "unknown"),
-        })
+    rows = [result_row(category, out / category) for category in categories]
     write_results(out, rows)
     return rows
 
 
+def _percent(metrics: dict | None, key: str) -> float | None:
+    value = None if metrics is None else metrics.get(key)
+    return None if value is None else 100 * float(value)
+
+
+def result_row(category: str, run_dir: Path) -> dict:
+    """One table row: the best checkpoint's metrics (in %) and, as ``last_*``, the last checkpoint's."""
+    best = json.loads((run_dir / METRICS_FILE).read_text())
+    last_path = run_dir / LAST_METRICS_FILE
+    last = json.loads(last_path.read_text()) if last_path.is_file() else None
+    row = {"category": category, **{key: _percent(best, key) for key in METRIC_KEYS}}
+    row.update({f"last_{key}": _percent(last, key) for key in METRIC_KEYS})
+    row["best_step"] = best.get("training_steps")
+    row["last_step"] = None if last is None else last.get("training_steps")
+    row["backbone"] = best.get("backbone", "unknown")
+    row["textures"] = best.get("textures", "unknown")
+    return row
+
+
+def _mean(rows: list[dict], key: str) -> float | None:
+    values = [r.get(key) for r in rows]
+    return None if any(v is None for v in values) else sum(values) / len(values)
+
+
 def write_results(out: Path, rows: list[dict]) -> tuple[Path, Path]:
-    """results.csv (per category + mean) and results.md (with the published numbers beside)."""
+    """results.csv (per category + mean) and results.md (with the published numbers beside).
+
+    Beside each category's best checkpoint (``image_auroc`` ...) the last checkpoint's numbers
+    (``last_image_auroc`` ...; empty where a row has none).
+    """
     out.mkdir(parents=True, exist_ok=True)
-    keys = ("image_auroc", "pixel_auroc", "aupro")
-    mean = {"category": f"mean ({len(rows)} categories)", **{k: sum(r[k] for r in rows) / len(rows) for k in keys}}
+    keys = (*METRIC_KEYS, *(f"last_{key}" for key in METRIC_KEYS))
+    mean = {"category": f"mean ({len(rows)} categories)", **{k: _mean(rows, k) for k in keys}}
     # What stood in for the paper's inputs: a random encoder (no ImageNet weights) or procedural textures (no DTD).
     sources = ("backbone", "textures")
     for name in sources:
         mean[name] = "/".join(sorted({str(r.get(name, "unknown")) for r in rows}))
     table = rows + [mean]
+    steps = ("best_step", "last_step")
+
+    def number(value) -> str:
+        return "" if value is None else f"{value:.2f}"
+
     csv_path = out / "results.csv"
     with atomic_output(csv_path) as temporary, temporary.open("w", newline="") as stream:
-        writer = csv.DictWriter(stream, fieldnames=["category", *keys, *sources])
+        writer = csv.DictWriter(stream, fieldnames=["category", *keys, *steps, *sources])
         writer.writeheader()
         for row in table:
-            writer.writerow({"category": row["category"], **{k: f"{row[k]:.2f}" for k in keys},
+            writer.writerow({"category": row["category"], **{k: number(row.get(k)) for k in keys},
+                             **{k: "" if row.get(k) is None else row[k] for k in steps},
                              **{name: row.get(name, "unknown") for name in sources}})
 
     def cell(value) -> str:
         return "-" if value is None else f"{value:.2f}"
 
+    def step_cell(row: dict) -> str:
+        best, last = row.get("best_step"), row.get("last_step")
+        if best is None and last is None:
+            return "-"
+        return f"{best if best is not None else '-'} / {last if last is not None else '-'}"
+
     lines = ["# MemSeg on MVTec AD: this run vs published numbers", "",
-             "| category | image AUROC | pixel AUROC | AU-PRO (FPR 0.3) | encoder | textures |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['category']} | {cell(r['image_auroc'])} | {cell(r['pixel_auroc'])} | {cell(r['aupro'])} "
-              f"| {r.get('backbone', 'unknown')} | {r.get('textures', 'unknown')} |" for r in table]
+             ("Image AUROC, pixel AUROC and AU-PRO: the checkpoint chosen on validation data (held-out good "
+              "images with simulated anomalies); last: the model after the last training step."), "",
+             ("| category | image AUROC | pixel AUROC | AU-PRO (FPR 0.3) | last: image AUROC | last: pixel AUROC "
+              "| last: AU-PRO | steps best / last | encoder | textures |"),
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['category']} | " + " | ".join(cell(r.get(k)) for k in keys)
+              + f" | {step_cell(r)} | {r.get('backbone', 'unknown')} | {r.get('textures', 'unknown')} |" for r in table]
     if any(r.get("backbone") == "random" or r.get("textures") == "procedural" for r in rows):
         lines += ["", "**Fallbacks were used**: a random encoder (no ImageNet weights; copy resnet18-f37072fd.pth to "
                   "~/.cache/torch/hub/checkpoints/ or allow the download) and/or procedural textures (no DTD; "

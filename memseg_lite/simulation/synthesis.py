@@ -16,7 +16,9 @@ MemSeg trains its segmenter on good images with pasted-in anomalies. One sample:
 
 About half of the training samples stay normal (empty mask), so the network also sees clean
 images. :class:`AnomalySynthesizer` does this with numpy / opencv per image (the reference);
-:class:`TorchAnomalySynthesizer` does the same for a batch on the training device.
+:class:`TorchAnomalySynthesizer` does the same for a batch on the training device, with the same
+distributions (kinds, masks, deltas, textures and their augmentations), so training on the device
+and validating with the numpy path see the same kind of anomalies.
 """
 
 from __future__ import annotations
@@ -38,8 +40,7 @@ from memseg_lite.simulation.foreground import (
     resolve_foreground,
 )
 from memseg_lite.simulation.perlin import perlin_mask, perlin_mask_torch
-from memseg_lite.simulation.textures import TextureSource, augment_texture
-from memseg_lite.simulation.textures import texture_bank as build_texture_bank
+from memseg_lite.simulation.textures import TexturePool, TextureSource, augment_texture, augment_textures_torch
 
 
 class SimulationError(RuntimeError):
@@ -471,7 +472,9 @@ class SynthesisBatch:
     ``images``: input dtype ``[B, C, H, W]``; ``masks``: float32 ``[B, H, W]`` in {0, 1};
     ``kinds``: int64 ``[B]`` indices into :data:`ANOMALY_KINDS`; ``deltas``: float32 ``[B]`` (0 for
     normal samples); ``noise_images``: float32 ``[B, C, H, W]`` in the input's scale (0 for normal
-    samples); ``perlin_masks``, ``foreground_masks``: bool ``[B, H, W]``.
+    samples); ``perlin_masks``, ``foreground_masks``: bool ``[B, H, W]``; ``texture_ids``: int64
+    ``[B]``, for texture anomalies the index of the raw texture in the texture source (or in a
+    fixed ``texture_bank``), -1 for the other samples.
     """
 
     images: torch.Tensor
@@ -481,6 +484,7 @@ class SynthesisBatch:
     noise_images: torch.Tensor
     perlin_masks: torch.Tensor
     foreground_masks: torch.Tensor
+    texture_ids: torch.Tensor | None = None
 
 
 class TorchAnomalySynthesizer:
@@ -488,13 +492,60 @@ class TorchAnomalySynthesizer:
 
     The same recipe as :class:`AnomalySynthesizer`, vectorised: Perlin masks from
     :func:`~memseg_lite.simulation.perlin.perlin_mask_torch`, foreground masks from
-    :func:`~memseg_lite.simulation.foreground.foreground_mask_torch`, texture anomalies from a bank of
-    pre-augmented textures kept on the device (each use randomly mirrored), structure anomalies by
+    :func:`~memseg_lite.simulation.foreground.foreground_mask_torch`, structure anomalies by
     flips / quarter turns / small rotations / colour jitter and a grid shuffle, then the same blend.
 
-    ``texture_bank``: uint8 ``[N, H, W, 3]`` (numpy, e.g. from :func:`memseg_lite.simulation.textures.texture_bank`)
-    or ``[N, 3, H, W]`` (tensor); required when ``p_texture > 0``. The other arguments are those of
-    :class:`AnomalySynthesizer`; ``device=None`` keeps each batch where it is.
+    Texture anomalies, as on the loader path, get a texture drawn afresh for every sample and their
+    own ``texture_ops`` (3) augmentations out of the 10, with the numpy path's parameter
+    distributions (:func:`~memseg_lite.simulation.textures.augment_textures_torch`; with equal
+    parameters the ops give the same pixels, rotation and hue within 1 grey level). The raw
+    textures come from a :class:`~memseg_lite.simulation.textures.TexturePool` on the device:
+
+    - sources of at most ``pool_size`` textures (the procedural bank, 40) sit in the pool whole
+      and never change: each sample's texture is a uniform draw from the source, as on the loader path;
+    - larger sources (DTD, 5640 images) are streamed through the pool in shuffled passes: at each
+      ``refresh_every``-th batch the pool catches up to ``refresh_rate`` loads per texture anomaly
+      expected (``refresh_rate * (1 - p_normal) * p_texture`` loads per image), each replacing the
+      oldest slot.
+
+    Defaults, chosen by measurement: ``pool_size=64`` (12.6 MB at 256 x 256), ``refresh_rate=1``
+    (one raw texture read per texture anomaly, like the loader path, but no augmentation on the
+    host), ``refresh_every=4`` (a slice of the pool per 4 batches, read by ``load_threads=4``
+    threads). Measured by streaming a 5640-texture source (DTD's size) through the pool for the
+    reference run (batch 8, 5000 steps, about 2 texture anomalies a batch), against the loader
+    path's independent draws:
+
+    ==============  ===========================  ==========================  ==================
+    refresh_rate    reads per batch of 8         distinct textures, run      per 1000 steps
+    ==============  ===========================  ==========================  ==================
+    0.5             1                            92 % of the loader's        52 %
+    1 (default)     2                            98 % (4553 vs 4658)         75 %
+    2               4                            99.5 %                      90 %
+    ==============  ===========================  ==========================  ==================
+
+    ``refresh_every`` (1 or 8) does not change these numbers; it only groups the reads. The marginal
+    distribution is the loader path's at any rate (each sample's texture is uniform over the
+    source); the pool only repeats a texture more often within a few hundred steps, each time with
+    fresh augmentations. Keep ``refresh_every * batch * (1 - p_normal) * p_texture * refresh_rate``
+    at most ``pool_size``: a larger slice replaces the whole pool and the extra reads are skipped.
+    ``tests/test_synthesis.py`` compares both paths (kind shares, mask coverage, deltas, texture
+    statistics, variety); ``benchmarks/bench_synthesis.py`` measures the refresh cost. The old
+    behaviour (64 textures augmented once per run, only mirrored at each use) fails that comparison.
+
+    Arguments: those of :class:`AnomalySynthesizer`, plus
+
+    - ``texture_bank``: a fixed set of raw textures instead of a source, uint8 ``[N, H, W, 3]``
+      (numpy, e.g. ``texture_bank(source, rng, n, size, n_ops=0)``) or ``[N, 3, H, W]`` (tensor);
+    - ``texture_source`` (with ``image_size``, the textures' ``(height, width)``): stream textures
+      from this source through a pool of ``pool_size`` on the device, seeded by ``pool_seed``,
+      refreshed as above (``refresh_rate``, ``refresh_every``, ``load_threads``);
+    - ``texture_ops``: augmentations per texture use (0: the textures as they are);
+    - ``device``: where the simulation runs (``None``: where each batch is).
+
+    One of ``texture_bank`` / ``texture_source`` is required when ``p_texture > 0``. Randomness:
+    the ``generator`` of each call, plus the pool's ``pool_seed``; a CPU run repeats exactly. The
+    pool state follows the batches simulated; after a resume call :meth:`seek` with the batches
+    already done, so that the pool is where an uninterrupted run would have it.
     """
 
     def __init__(
@@ -509,6 +560,15 @@ class TorchAnomalySynthesizer:
         structure_grid: tuple[int, int] = (4, 8),
         max_tries: int = 10,
         device: str | torch.device | None = None,
+        *,
+        texture_source: TextureSource | None = None,
+        image_size: int | tuple[int, int] | None = None,
+        pool_size: int = 64,
+        refresh_rate: float = 1.0,
+        refresh_every: int = 4,
+        pool_seed: int = 0,
+        texture_ops: int = 3,
+        load_threads: int = 4,
     ):
         self.foreground, self._foreground_label = resolve_foreground(foreground)
         config = _check_config(p_normal, p_texture, delta_range, perlin_scale_range, perlin_threshold, structure_grid, max_tries)
@@ -516,12 +576,34 @@ class TorchAnomalySynthesizer:
         for name, value in config.items():
             setattr(self, name, value)
         self.device = resolve_device(device) if device is not None else None
-        self.texture_bank = self._check_bank(texture_bank)
-        if self.texture_bank is None and self.p_texture > 0:
+        if isinstance(texture_ops, bool) or not isinstance(texture_ops, (int, np.integer)) or not 0 <= texture_ops <= 10:
+            raise ValueError(f"texture_ops must be an int in 0..10 (augmentations per texture use), got {texture_ops!r}")
+        self.texture_ops = int(texture_ops)
+        if (
+            isinstance(refresh_rate, bool) or not isinstance(refresh_rate, (int, float, np.floating))
+            or not 0.0 <= refresh_rate <= 16.0
+        ):
+            raise ValueError(f"refresh_rate must be a number in [0, 16] (textures loaded per texture anomaly), got {refresh_rate!r}")
+        if texture_bank is not None and texture_source is not None:
+            raise ValueError("give texture_bank (fixed textures) or texture_source (a refreshing pool), not both")
+        self.texture_pool: TexturePool | None = None
+        self._fixed_bank = self._check_bank(texture_bank)
+        if texture_source is not None:
+            if not isinstance(texture_source, TextureSource):
+                raise TypeError(f"texture_source must be a TextureSource, got {type(texture_source).__name__}")
+            if image_size is None:
+                raise ValueError("texture_source needs image_size, the (height, width) of the training images")
+            if self.p_texture > 0:  # structure-only runs never read a texture
+                self.texture_pool = TexturePool(
+                    texture_source, image_size, pool_size,
+                    loads_per_image=float(refresh_rate) * (1.0 - self.p_normal) * self.p_texture,
+                    refresh_every=refresh_every, seed=pool_seed, device=self.device, load_threads=load_threads,
+                )
+        if self._fixed_bank is None and texture_source is None and self.p_texture > 0:
             raise ValueError(
-                "texture_bank is required when p_texture > 0: build one with "
-                "memseg_lite.simulation.textures.texture_bank(TextureSource(...), rng, count, size), "
-                "or use TorchAnomalySynthesizer.from_texture_source(...)"
+                "texture_bank or texture_source is required when p_texture > 0: use "
+                "TorchAnomalySynthesizer.from_texture_source(TextureSource(...), rng, image_size=...), or pass "
+                "texture_bank=memseg_lite.simulation.textures.texture_bank(source, rng, count, size, n_ops=0)"
             )
 
     def _check_bank(self, bank: np.ndarray | torch.Tensor | None) -> torch.Tensor | None:
@@ -537,26 +619,49 @@ class TorchAnomalySynthesizer:
             raise ValueError("texture_bank is empty")
         return bank.to(self.device) if self.device is not None else bank
 
+    @property
+    def texture_bank(self) -> torch.Tensor | None:
+        """The raw textures available now: uint8 ``[N, 3, H, W]`` (the pool's current content, or the fixed bank)."""
+        return self.texture_pool.textures if self.texture_pool is not None else self._fixed_bank
+
     @classmethod
     def from_texture_source(
         cls, source: TextureSource, rng: np.random.Generator, bank_size: int = 64, image_size: int | tuple[int, int] = 256,
         **kwargs,
     ) -> TorchAnomalySynthesizer:
-        """Build the texture bank (``bank_size`` augmented textures at ``image_size``) and the synthesizer."""
-        return cls(texture_bank=build_texture_bank(source, rng, bank_size, image_size), **kwargs)
+        """A synthesizer whose texture anomalies stream from ``source`` through a pool of
+        ``bank_size`` raw textures at ``image_size`` (the pool is seeded from ``rng``)."""
+        if not isinstance(rng, np.random.Generator):
+            raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+        pool_seed = int(rng.integers(2**63))
+        return cls(texture_source=source, image_size=image_size, pool_size=bank_size, pool_seed=pool_seed, **kwargs)
 
-    def _textures(self, batch: int, size: tuple[int, int], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-        """``batch`` textures from the bank, mirrored at random: float32 ``[B, 3, H, W]`` in 0..255."""
-        draws = _rand(generator, batch, 3).to(device)
-        bank = self.texture_bank.to(device)
-        chosen = bank[(draws[:, 0] * len(bank)).long().clamp(max=len(bank) - 1)]
-        for selected, dims in ((draws[:, 1] < 0.5, (-1,)), (draws[:, 2] < 0.5, (-2,))):
-            if bool(selected.any()):
-                chosen[selected] = chosen[selected].flip(dims)
-        chosen = chosen.float()
+    def seek(self, batches_done: int, batch_size: int) -> None:
+        """Set the texture pool to its state after ``batches_done`` batches of ``batch_size`` images
+        (e.g. after resuming a run at that step); nothing to do without a refreshing pool."""
+        if self.texture_pool is not None:
+            self.texture_pool.seek(batches_done, batch_size)
+
+    def _textures(
+        self, count: int, size: tuple[int, int], generator: torch.Generator | None, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``count`` freshly drawn and augmented textures, float32 ``[count, 3, H, W]`` in 0..255, and
+        their texture indices (int64 ``[count]``)."""
+        if self.texture_pool is not None:
+            chosen, ids = self.texture_pool.draw(count, generator)
+        else:
+            bank = self._fixed_bank
+            if bank is None:
+                raise ValueError(
+                    "texture anomalies were asked for, but this synthesizer has no textures (it was built with "
+                    "p_texture=0 and no texture_bank / texture_source); pass one of them"
+                )
+            slots = (_rand(generator, count) * len(bank)).long().clamp(max=len(bank) - 1)
+            chosen, ids = bank[slots.to(bank.device)], slots.cpu()
+        chosen = augment_textures_torch(chosen.to(device), generator, self.texture_ops).float()
         if tuple(chosen.shape[-2:]) != tuple(size):
             chosen = F.interpolate(chosen, size=size, mode="bilinear", align_corners=False, antialias=True)
-        return chosen
+        return chosen, ids.to(device)
 
     def _anomaly_masks(
         self, foreground: torch.Tensor, anomalous: torch.Tensor, generator: torch.Generator | None
@@ -640,12 +745,16 @@ class TorchAnomalySynthesizer:
             if tuple(foreground_masks.shape) != (batch, height, width):
                 raise ValueError(f"foreground_masks must be bool [B, H, W] = {[batch, height, width]}, got {list(foreground_masks.shape)}")
         masks, perlin_masks = self._anomaly_masks(foreground_masks, anomalous, generator)
+        if self.texture_pool is not None:
+            self.texture_pool.begin_batch(batch)  # refresh the pool when one is due
 
         rgb = pixels if channels == 3 else pixels.expand(-1, 3, -1, -1)
         noise = torch.zeros(batch, 3, height, width, device=device)
+        texture_ids = torch.full((batch,), -1, dtype=torch.long, device=device)
         texture, structure = kind_index == 1, kind_index == 2
         if bool(texture.any()):
-            noise[texture] = self._textures(int(texture.sum()), (height, width), generator, device) * (full_scale / 255.0)
+            textures, texture_ids[texture] = self._textures(int(texture.sum()), (height, width), generator, device)
+            noise[texture] = textures * (full_scale / 255.0)
         if bool(structure.any()):
             noise[structure] = structure_noise_torch(rgb[structure], generator, self.structure_grid, full_scale)
         if channels == 1:
@@ -653,7 +762,9 @@ class TorchAnomalySynthesizer:
 
         blended = blend_torch(pixels, noise, masks.float(), delta_values)
         out = blended.round().clamp(0, 255).to(torch.uint8) if images.dtype == torch.uint8 else blended.to(images.dtype)
-        return SynthesisBatch(out, masks.float(), kind_index.long(), delta_values.float(), noise, perlin_masks, foreground_masks)
+        return SynthesisBatch(
+            out, masks.float(), kind_index.long(), delta_values.float(), noise, perlin_masks, foreground_masks, texture_ids
+        )
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(images, masks)``: simulated ``[B, C, H, W]`` (input dtype) and float32 ``[B, H, W]`` masks."""

@@ -9,14 +9,18 @@ from a seed. Put DTD at ``data/dtd`` (layout ``images/<class>/*.jpg``) to use th
 
 from __future__ import annotations
 
+import math
 import os
+import time
 import warnings
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F  # noqa: N812
 from torchvision.transforms.v2 import functional as tvf
 
 from memseg_lite.core.io import list_images, read_image
@@ -270,6 +274,10 @@ class TextureSource:
 # --------------------------------------------------------------------------------------------
 # The 10 texture augmentations (3 are applied to each texture)
 # --------------------------------------------------------------------------------------------
+# Each augmentation is split into drawing its random parameters and applying them. The numpy
+# version (one image, parameters from a numpy rng) and the batched torch version (parameters from
+# uniform numbers of a torch.Generator) share the parameter distributions below, and with the
+# same parameters they give the same pixels (rotation: within interpolation rounding).
 def _to_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
 
@@ -283,86 +291,283 @@ def _signed(rng: np.random.Generator, low: float, high: float) -> float:
     return float(rng.uniform(low, high) * rng.choice([-1.0, 1.0]))
 
 
-def _gamma_contrast(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+# ---- parameter draws (numpy); the order of the rng calls is part of the seeded behaviour
+def _draw_gamma_contrast(rng: np.random.Generator) -> dict:
     # Per-channel gamma in [0.5, 2] (log-uniform, at least 2**0.25 away from 1).
-    gammas = 2.0 ** np.array([_signed(rng, 0.25, 1.0) for _ in range(3)])
+    return {"gammas": 2.0 ** np.array([_signed(rng, 0.25, 1.0) for _ in range(3)])}
+
+
+def _draw_brightness(rng: np.random.Generator) -> dict:
+    gain = rng.uniform(0.8, 1.2)
+    return {"gain": gain, "offset": _signed(rng, 10.0, 30.0)}
+
+
+def _draw_sharpness(rng: np.random.Generator) -> dict:
+    return {"factor": rng.uniform(0.0, 0.5) if rng.random() < 0.5 else rng.uniform(2.0, 4.0)}  # blur or sharpen
+
+
+def _draw_hue_saturation(rng: np.random.Generator) -> dict:
+    hue = _signed(rng, 0.05, 0.2)
+    return {"hue": hue, "saturation": float(rng.uniform(0.5, 1.5))}
+
+
+def _draw_solarize(rng: np.random.Generator) -> dict:
+    return {"threshold": int(rng.integers(32, 129))}
+
+
+def _draw_posterize(rng: np.random.Generator) -> dict:
+    return {"bits": int(rng.integers(2, 6))}
+
+
+def _draw_nothing(rng: np.random.Generator) -> dict:
+    return {}
+
+
+def _draw_affine_rotation(rng: np.random.Generator) -> dict:
+    return {"angle": _signed(rng, 5.0, 45.0)}
+
+
+# ---- the same distributions from uniform numbers u ([N, 6], each in [0, 1)) for a batch
+def _signed_torch(magnitude: torch.Tensor, sign: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    return (low + (high - low) * magnitude) * torch.where(sign < 0.5, -1.0, 1.0).to(magnitude.dtype)
+
+
+_TORCH_DRAWS: dict[str, Callable[[torch.Tensor], dict]] = {
+    "gamma_contrast": lambda u: {"gammas": 2.0 ** _signed_torch(u[:, 0:3].double(), u[:, 3:6].double(), 0.25, 1.0)},
+    "brightness": lambda u: {"gain": 0.8 + 0.4 * u[:, 0], "offset": _signed_torch(u[:, 1], u[:, 2], 10.0, 30.0)},
+    "sharpness": lambda u: {"factor": torch.where(u[:, 0] < 0.5, 0.5 * u[:, 1], 2.0 + 2.0 * u[:, 1])},
+    "hue_saturation": lambda u: {"hue": _signed_torch(u[:, 0], u[:, 1], 0.05, 0.2), "saturation": 0.5 + u[:, 2]},
+    "solarize": lambda u: {"threshold": (32 + (u[:, 0] * 97).long()).clamp(max=128)},
+    "posterize": lambda u: {"bits": (2 + (u[:, 0] * 4).long()).clamp(max=5)},
+    "invert": lambda u: {},
+    "autocontrast": lambda u: {},
+    "equalize": lambda u: {},
+    "affine_rotation": lambda u: {"angle": _signed_torch(u[:, 0], u[:, 1], 5.0, 45.0)},
+}
+_UNIFORMS_PER_OP = 6  # the most uniform numbers one parameter draw uses (gamma: 3 magnitudes, 3 signs)
+
+
+# ---- numpy implementations (uint8 H x W x 3 in and out)
+def _gamma_contrast(image: np.ndarray, gammas: np.ndarray) -> np.ndarray:
     levels = np.arange(256) / 255.0
     out = np.empty_like(image)
-    for channel, gamma in enumerate(gammas):
+    for channel, gamma in enumerate(np.asarray(gammas, dtype=np.float64)):
         lut = np.clip(np.rint(255.0 * levels**gamma), 0, 255).astype(np.uint8)
         out[..., channel] = cv2.LUT(image[..., channel], lut)
     return out
 
 
-def _brightness(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    gain, offset = rng.uniform(0.8, 1.2), _signed(rng, 10.0, 30.0)
+def _brightness(image: np.ndarray, gain: float, offset: float) -> np.ndarray:
     return np.clip(np.rint(image.astype(np.float32) * gain + offset), 0, 255).astype(np.uint8)
 
 
-def _sharpness(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    factor = rng.uniform(0.0, 0.5) if rng.random() < 0.5 else rng.uniform(2.0, 4.0)  # blur or sharpen
+def _sharpness(image: np.ndarray, factor: float) -> np.ndarray:
     return _to_numpy(tvf.adjust_sharpness(_to_tensor(image), float(factor)))
 
 
-def _hue_saturation(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    tensor = tvf.adjust_hue(_to_tensor(image), _signed(rng, 0.05, 0.2))
-    return _to_numpy(tvf.adjust_saturation(tensor, float(rng.uniform(0.5, 1.5))))
+def _hue_saturation(image: np.ndarray, hue: float, saturation: float) -> np.ndarray:
+    tensor = tvf.adjust_hue(_to_tensor(image), float(hue))
+    return _to_numpy(tvf.adjust_saturation(tensor, float(saturation)))
 
 
-def _solarize(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    return _to_numpy(tvf.solarize(_to_tensor(image), float(rng.integers(32, 129))))
+def _solarize(image: np.ndarray, threshold: int) -> np.ndarray:
+    return _to_numpy(tvf.solarize(_to_tensor(image), float(threshold)))
 
 
-def _posterize(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    return _to_numpy(tvf.posterize(_to_tensor(image), int(rng.integers(2, 6))))
+def _posterize(image: np.ndarray, bits: int) -> np.ndarray:
+    return _to_numpy(tvf.posterize(_to_tensor(image), int(bits)))
 
 
-def _invert(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _invert(image: np.ndarray) -> np.ndarray:
     return 255 - image
 
 
-def _autocontrast(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _autocontrast(image: np.ndarray) -> np.ndarray:
     return _to_numpy(tvf.autocontrast(_to_tensor(image)))
 
 
-def _equalize(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _equalize(image: np.ndarray) -> np.ndarray:
     return _to_numpy(tvf.equalize(_to_tensor(image)))
 
 
-def _affine_rotation(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _affine_rotation(image: np.ndarray, angle: float) -> np.ndarray:
     # DRAEM rotates by up to 45 degrees with black corners; reflecting the border avoids pasting
     # artificial black triangles into the anomaly.
     height, width = image.shape[:2]
-    matrix = cv2.getRotationMatrix2D(((width - 1) / 2.0, (height - 1) / 2.0), _signed(rng, 5.0, 45.0), 1.0)
+    matrix = cv2.getRotationMatrix2D(((width - 1) / 2.0, (height - 1) / 2.0), float(angle), 1.0)
     return cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
 
 
-_AUGMENTATIONS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
-    "gamma_contrast": _gamma_contrast,
-    "brightness": _brightness,
-    "sharpness": _sharpness,
-    "hue_saturation": _hue_saturation,
-    "solarize": _solarize,
-    "posterize": _posterize,
-    "invert": _invert,
-    "autocontrast": _autocontrast,
-    "equalize": _equalize,
-    "affine_rotation": _affine_rotation,
+# ---- batched torch implementations (uint8 [N, 3, H, W] in and out; parameters [N] or [N, 3])
+def _per_image(values: torch.Tensor | float, images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A parameter as ``[N, 1, 1, 1]`` on the images' device (a number is used for all images)."""
+    values = torch.as_tensor(values, device=images.device).to(dtype)
+    return values.expand(len(images)).reshape(-1, 1, 1, 1) if values.ndim == 0 else values.reshape(-1, 1, 1, 1)
+
+
+def _gamma_contrast_torch(images: torch.Tensor, gammas: torch.Tensor) -> torch.Tensor:
+    # One 256-entry look-up table per image and channel, computed in float64 like the numpy one.
+    gammas = torch.as_tensor(gammas, dtype=torch.float64, device=images.device).reshape(-1, 3).expand(len(images), 3)
+    levels = torch.arange(256, dtype=torch.float64, device=images.device) / 255.0
+    tables = (255.0 * levels.view(1, 1, 256) ** gammas.unsqueeze(-1)).round().clamp(0, 255).to(torch.uint8)
+    return tables.gather(2, images.flatten(2).long()).view_as(images)
+
+
+def _brightness_torch(images: torch.Tensor, gain: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+    out = images.float() * _per_image(gain, images) + _per_image(offset, images)
+    return out.round().clamp(0, 255).to(torch.uint8)
+
+
+def _sharpness_torch(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """torchvision's adjust_sharpness with one factor per image: blend with a 3 x 3 smoothed copy
+    (the border row and column stay as they are)."""
+    if images.shape[-2] <= 2 or images.shape[-1] <= 2:
+        return images
+    a, b = 1.0 / 13.0, 5.0 / 13.0
+    kernel = torch.tensor([[a, a, a], [a, b, a], [a, a, a]], dtype=torch.float32, device=images.device)
+    out = images.float()
+    smoothed = F.conv2d(out, kernel.expand(3, 1, 3, 3), groups=3).round()
+    inner = out[..., 1:-1, 1:-1]
+    out[..., 1:-1, 1:-1] = inner + (1.0 - _per_image(factor, images)) * (smoothed - inner)
+    return out.clamp(0, 255).to(torch.uint8)  # truncation, like torchvision's uint8 result
+
+
+def _rgb_to_hsv(rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Float RGB ``[N, 3, H, W]`` in [0, 1] to (hue in [0, 1), saturation, value), each ``[N, H, W]``."""
+    red, green, _ = rgb.unbind(1)
+    value, lowest = rgb.amax(1), rgb.amin(1)
+    span = value - lowest
+    grey = span == 0  # no hue; also covers black (value 0)
+    safe_span = torch.where(grey, torch.ones_like(span), span)
+    saturation = torch.where(grey, torch.zeros_like(span), span / torch.where(grey, torch.ones_like(value), value))
+    # Distances of each channel from the maximum, in units of the span.
+    r, g, b = ((value.unsqueeze(1) - rgb) / safe_span.unsqueeze(1)).unbind(1)
+    hue = torch.where(value == red, b - g, torch.where(value == green, 2.0 + r - b, 4.0 + g - r))
+    hue = torch.where(grey, torch.zeros_like(hue), hue)
+    return (hue / 6.0).remainder(1.0), saturation, value
+
+
+# For each of the 6 hue sectors: which of (v, p, q, t) becomes red, green and blue.
+_SECTOR_CHANNELS = ((0, 2, 1, 1, 3, 0), (3, 0, 0, 2, 1, 1), (1, 1, 3, 0, 0, 2))
+
+
+def _hsv_to_rgb(hue: torch.Tensor, saturation: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    scaled = hue * 6.0
+    sector = torch.floor(scaled)
+    fraction = scaled - sector
+    sector = sector.long().remainder(6)
+    p = (value * (1.0 - saturation)).clamp(0.0, 1.0)
+    q = (value * (1.0 - saturation * fraction)).clamp(0.0, 1.0)
+    t = (value * (1.0 - saturation * (1.0 - fraction))).clamp(0.0, 1.0)
+    candidates = torch.stack((value, p, q, t), dim=1)  # [N, 4, H, W]
+    table = torch.tensor(_SECTOR_CHANNELS, dtype=torch.long, device=hue.device)  # [3, 6]
+    index = table[:, sector].permute(1, 0, 2, 3)  # [N, 3, H, W]
+    return candidates.gather(1, index)
+
+
+def _hue_saturation_torch(images: torch.Tensor, hue: torch.Tensor, saturation: torch.Tensor) -> torch.Tensor:
+    """torchvision's adjust_hue then adjust_saturation, one factor pair per image."""
+    h, s, v = _rgb_to_hsv(images.float() * (1.0 / 255.0))
+    h = (h + _per_image(hue, images).view(-1, 1, 1)).remainder(1.0)
+    shifted = (_hsv_to_rgb(h, s, v) * (256.0 - 1e-3)).to(torch.uint8)  # torchvision's float -> uint8 rule
+    pixels = shifted.float()
+    grey = (0.2989 * pixels[:, 0] + 0.587 * pixels[:, 1] + 0.114 * pixels[:, 2]).floor().unsqueeze(1)
+    ratio = _per_image(saturation, images)
+    return (ratio * pixels + (1.0 - ratio) * grey).clamp(0, 255).to(torch.uint8)
+
+
+def _solarize_torch(images: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+    return torch.where(images >= _per_image(threshold, images, torch.int16), 255 - images, images)
+
+
+def _posterize_torch(images: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
+    bits = _per_image(bits, images, torch.long)
+    keep = ((2**bits - 1) * 2 ** (8 - bits)).to(torch.uint8)  # the top `bits` bits
+    return images & keep
+
+
+def _invert_torch(images: torch.Tensor) -> torch.Tensor:
+    return 255 - images
+
+
+def _autocontrast_torch(images: torch.Tensor) -> torch.Tensor:
+    return tvf.autocontrast(images)  # per image and channel already
+
+
+def _equalize_torch(images: torch.Tensor) -> torch.Tensor:
+    return tvf.equalize(images)  # per image and channel already
+
+
+def _reflect_101(coordinate: torch.Tensor, length: int) -> torch.Tensor:
+    """Fold pixel coordinates into ``[0, length - 1]`` like ``cv2.BORDER_REFLECT_101`` (gfedcb|abcdefgh|gfedcba)."""
+    if length == 1:
+        return torch.zeros_like(coordinate)
+    period = 2.0 * (length - 1)
+    folded = coordinate.remainder(period)
+    return torch.where(folded > length - 1, period - folded, folded)
+
+
+def _affine_rotation_torch(images: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+    """Rotate about the centre by ``angle`` degrees (counter-clockwise, as ``cv2.getRotationMatrix2D``),
+    bilinear, border reflected (101)."""
+    count, _, height, width = images.shape
+    theta = torch.deg2rad(_per_image(angle, images).view(-1, 1, 1))
+    cos, sin = torch.cos(theta), torch.sin(theta)
+    y, x = torch.meshgrid(
+        torch.arange(height, dtype=torch.float32, device=images.device),
+        torch.arange(width, dtype=torch.float32, device=images.device), indexing="ij",
+    )
+    dx, dy = x - (width - 1) / 2.0, y - (height - 1) / 2.0
+    # Where each output pixel comes from: the inverse rotation (what cv2.warpAffine does).
+    source_x = _reflect_101(cos * dx - sin * dy + (width - 1) / 2.0, width)
+    source_y = _reflect_101(sin * dx + cos * dy + (height - 1) / 2.0, height)
+    grid = torch.stack(
+        (2.0 * source_x / max(width - 1, 1) - 1.0, 2.0 * source_y / max(height - 1, 1) - 1.0), dim=-1
+    ).expand(count, height, width, 2)
+    out = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return out.round().clamp(0, 255).to(torch.uint8)
+
+
+_AUGMENTATIONS: dict[str, tuple[Callable, Callable, Callable]] = {
+    # name: (numpy parameter draw, numpy op, batched torch op)
+    "gamma_contrast": (_draw_gamma_contrast, _gamma_contrast, _gamma_contrast_torch),
+    "brightness": (_draw_brightness, _brightness, _brightness_torch),
+    "sharpness": (_draw_sharpness, _sharpness, _sharpness_torch),
+    "hue_saturation": (_draw_hue_saturation, _hue_saturation, _hue_saturation_torch),
+    "solarize": (_draw_solarize, _solarize, _solarize_torch),
+    "posterize": (_draw_posterize, _posterize, _posterize_torch),
+    "invert": (_draw_nothing, _invert, _invert_torch),
+    "autocontrast": (_draw_nothing, _autocontrast, _autocontrast_torch),
+    "equalize": (_draw_nothing, _equalize, _equalize_torch),
+    "affine_rotation": (_draw_affine_rotation, _affine_rotation, _affine_rotation_torch),
 }
 #: The names of the 10 texture augmentations, in a fixed order.
 AUGMENTATIONS: tuple[str, ...] = tuple(_AUGMENTATIONS)
 
 
-def apply_augmentation(image: np.ndarray, name: str, rng: np.random.Generator) -> np.ndarray:
-    """Apply the augmentation ``name`` (one of :data:`AUGMENTATIONS`) with random parameters from ``rng``.
+def _check_augmentation(name: str) -> None:
+    if name not in _AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {name!r}; choose one of {AUGMENTATIONS}")
+
+
+def draw_augmentation_params(name: str, rng: np.random.Generator) -> dict:
+    """The random parameters :func:`apply_augmentation` would draw for ``name`` (keyword arguments)."""
+    _check_rng(rng)
+    _check_augmentation(name)
+    return _AUGMENTATIONS[name][0](rng)
+
+
+def apply_augmentation(image: np.ndarray, name: str, rng: np.random.Generator, params: dict | None = None) -> np.ndarray:
+    """Apply the augmentation ``name`` (one of :data:`AUGMENTATIONS`) with random parameters from ``rng``
+    (or with ``params``, as :func:`draw_augmentation_params` returns them).
 
     ``image``: uint8 ``H x W x 3``; returns a new uint8 image of the same shape.
     """
     _check_rng(rng)
     image = _check_rgb_uint8(image)
-    if name not in _AUGMENTATIONS:
-        raise ValueError(f"unknown augmentation {name!r}; choose one of {AUGMENTATIONS}")
-    return _AUGMENTATIONS[name](image, rng)
+    _check_augmentation(name)
+    draw, op, _ = _AUGMENTATIONS[name]
+    return op(image, **(draw(rng) if params is None else params))
 
 
 def augment_texture(image: np.ndarray, rng: np.random.Generator, n_ops: int = 3) -> np.ndarray:
@@ -372,25 +577,249 @@ def augment_texture(image: np.ndarray, rng: np.random.Generator, n_ops: int = 3)
     """
     _check_rng(rng)
     image = _check_rgb_uint8(image)
+    _check_n_ops(n_ops)
+    for index in rng.permutation(len(AUGMENTATIONS))[:n_ops]:
+        draw, op, _ = _AUGMENTATIONS[AUGMENTATIONS[index]]
+        image = op(image, **draw(rng))
+    return image
+
+
+def _check_n_ops(n_ops: int) -> int:
     if isinstance(n_ops, bool) or not isinstance(n_ops, (int, np.integer)) or not 0 <= n_ops <= len(AUGMENTATIONS):
         raise ValueError(f"n_ops must be an int in 0..{len(AUGMENTATIONS)}, got {n_ops!r}")
-    for index in rng.permutation(len(AUGMENTATIONS))[:n_ops]:
-        image = _AUGMENTATIONS[AUGMENTATIONS[index]](image, rng)
-    return image
+    return int(n_ops)
+
+
+def _uniform(generator: torch.Generator | None, *shape: int) -> torch.Tensor:
+    """Uniform [0, 1) numbers drawn where the generator lives (so they depend on the seed only)."""
+    device = generator.device if generator is not None else torch.device("cpu")
+    return torch.rand(shape, generator=generator, device=device)
+
+
+def _check_texture_batch(textures: torch.Tensor) -> torch.Tensor:
+    if not isinstance(textures, torch.Tensor) or textures.dtype != torch.uint8 or textures.ndim != 4 or textures.shape[1] != 3:
+        raise ValueError(
+            f"textures must be a uint8 [N, 3, H, W] tensor, got {getattr(textures, 'dtype', type(textures).__name__)} "
+            f"{tuple(getattr(textures, 'shape', ()))}"
+        )
+    return textures
+
+
+def draw_augmentation_params_torch(name: str, count: int, generator: torch.Generator | None = None) -> dict:
+    """``count`` parameter draws for ``name`` as tensors (the distributions of :func:`draw_augmentation_params`)."""
+    _check_augmentation(name)
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
+        raise ValueError(f"count must be an int >= 0, got {count!r}")
+    return _TORCH_DRAWS[name](_uniform(generator, int(count), _UNIFORMS_PER_OP))
+
+
+def apply_augmentation_torch(textures: torch.Tensor, name: str, params: dict) -> torch.Tensor:
+    """The batched torch version of :func:`apply_augmentation`: uint8 ``[N, 3, H, W]`` in and out.
+
+    ``params``: the keyword arguments of the op, each a number (for all images) or one value per
+    image (``gammas``: 3 per image), as :func:`draw_augmentation_params` returns them.
+    """
+    _check_texture_batch(textures)
+    _check_augmentation(name)
+    return _AUGMENTATIONS[name][2](textures, **params)
+
+
+def augment_textures_torch(textures: torch.Tensor, generator: torch.Generator | None = None, n_ops: int = 3) -> torch.Tensor:
+    """Batched :func:`augment_texture`: each texture gets its own ``n_ops`` distinct augmentations,
+    in its own random order, with its own parameters (the same distributions as the numpy version).
+
+    ``textures``: uint8 ``[N, 3, H, W]`` on any device; returns uint8 of the same shape and device.
+    Randomness comes from ``generator`` only (a fixed number of draws per call).
+    """
+    _check_texture_batch(textures)
+    n_ops = _check_n_ops(n_ops)
+    count = len(textures)
+    if count == 0 or n_ops == 0:
+        return textures.clone()
+    device = textures.device
+    # argsort of uniform numbers: a uniformly random order of the 10 ops for each texture.
+    order = _uniform(generator, count, len(AUGMENTATIONS)).argsort(dim=1)[:, :n_ops].to(device)
+    out = textures.clone()
+    for position in range(n_ops):
+        uniforms = _uniform(generator, count, _UNIFORMS_PER_OP).to(device)
+        for index, name in enumerate(AUGMENTATIONS):
+            selected = order[:, position] == index
+            if bool(selected.any()):
+                out[selected] = _AUGMENTATIONS[name][2](out[selected], **_TORCH_DRAWS[name](uniforms[selected]))
+    return out
 
 
 def texture_bank(
     source: TextureSource, rng: np.random.Generator, count: int, size: int | tuple[int, int], n_ops: int = 3
 ) -> np.ndarray:
-    """``count`` augmented textures from ``source`` at ``size``: uint8 ``[N, H, W, 3]``.
+    """``count`` textures from ``source`` at ``size``, each with ``n_ops`` augmentations: uint8 ``[N, H, W, 3]``.
 
-    For the batched torch synthesizer, which draws its texture anomalies from such a bank on the
-    training device instead of reading and augmenting images in the loop.
+    A fixed set of textures, e.g. to show them in a notebook. ``n_ops=0`` gives raw textures. (The
+    batched torch synthesizer uses a refreshing :class:`TexturePool` and augments at each use.)
     """
     if not isinstance(count, (int, np.integer)) or count < 1:
         raise ValueError(f"count must be a positive int, got {count!r}")
     size = _size_pair(size)
     return np.stack([augment_texture(source.sample(rng, size), rng, n_ops) for _ in range(count)])
+
+
+# --------------------------------------------------------------------------------------------
+# The texture pool on the training device
+# --------------------------------------------------------------------------------------------
+class TexturePool:
+    """Raw (un-augmented) textures kept on the training device and refreshed from a :class:`TextureSource`.
+
+    The batched simulator draws a pool slot per texture anomaly and augments the texture there
+    (:func:`augment_textures_torch`), so only raw textures have to cross from the host.
+
+    - When the source holds at most ``pool_size`` textures (the procedural bank: 40), the pool
+      holds every texture once and never changes: a uniform slot is a uniform texture, exactly the
+      loader path's :meth:`TextureSource.sample`.
+    - When the source is larger (DTD: 5640 images), the pool holds ``pool_size`` of them. Textures
+      are loaded in the order of a shuffled pass over the whole source (then another shuffled pass,
+      and so on), so every texture is loaded equally often and, stationary, each slot holds a
+      uniform texture. At the start of every ``refresh_every``-th batch the pool catches up to
+      ``floor(loads_per_image * images seen)`` loads, each replacing the slot loaded longest ago.
+
+    The content is a pure function of ``(seed, loads done)``, so :meth:`seek` can rebuild the state
+    after any number of batches (for an exact resume). ``load_seconds`` and ``loads_done`` count
+    the host-side cost (reading, resizing, copying to the device); a refresh reads its textures
+    with up to ``load_threads`` threads. ``size``: ``(height, width)`` of the stored textures
+    (resized as :meth:`TextureSource.sample` does).
+    """
+
+    def __init__(
+        self,
+        source: TextureSource,
+        size: int | tuple[int, int],
+        pool_size: int = 64,
+        loads_per_image: float = 0.125,
+        refresh_every: int = 1,
+        seed: int = 0,
+        device: str | torch.device | None = None,
+        load_threads: int = 4,
+    ):
+        if not isinstance(source, TextureSource):
+            raise TypeError(f"source must be a TextureSource, got {type(source).__name__}")
+        if isinstance(pool_size, bool) or not isinstance(pool_size, (int, np.integer)) or pool_size < 1:
+            raise ValueError(f"pool_size must be a positive int, got {pool_size!r}")
+        if isinstance(refresh_every, bool) or not isinstance(refresh_every, (int, np.integer)) or refresh_every < 1:
+            raise ValueError(f"refresh_every must be a positive int (batches between refreshes), got {refresh_every!r}")
+        if (
+            isinstance(loads_per_image, bool) or not isinstance(loads_per_image, (int, float, np.floating))
+            or not 0.0 <= loads_per_image <= 64.0
+        ):
+            raise ValueError(f"loads_per_image must be a number in [0, 64] (textures loaded per image simulated), got {loads_per_image!r}")
+        if isinstance(load_threads, bool) or not isinstance(load_threads, (int, np.integer)) or load_threads < 1:
+            raise ValueError(f"load_threads must be a positive int, got {load_threads!r}")
+        self.load_threads = int(load_threads)
+        self.source = source
+        self.size = _size_pair(size)
+        self.capacity = min(int(pool_size), len(source))
+        self.refreshing = len(source) > int(pool_size)
+        self.loads_per_image = float(loads_per_image)
+        self.refresh_every = int(refresh_every)
+        self.seed = int(seed)
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.batches_done = 0
+        self.images_done = 0
+        self.loads_done = 0  # refresh loads, after the first fill
+        self.load_seconds = 0.0
+        self.textures_loaded = 0
+        self._orders: dict[int, np.ndarray] = {}
+        self.textures, self.ids = self._build(0)
+
+    def __repr__(self) -> str:
+        how = (
+            f"refreshed {self.loads_per_image:g} loads per image every {self.refresh_every} batch(es)"
+            if self.refreshing else "all of the source, fixed"
+        )
+        return f"TexturePool({self.capacity} textures {self.size[0]}x{self.size[1]} on {self.device}, {how}; {self.source!r})"
+
+    def __len__(self) -> int:
+        return self.capacity
+
+    # ---- which texture load k brings, and which load a slot holds
+    def _texture_id(self, load: int) -> int:
+        if not self.refreshing:
+            return load
+        count = len(self.source)
+        cycle = load // count
+        if cycle not in self._orders:
+            if len(self._orders) > 2:
+                self._orders.pop(min(self._orders))
+            self._orders[cycle] = np.random.default_rng([self.seed, cycle]).permutation(count)
+        return int(self._orders[cycle][load % count])
+
+    def _slot_load(self, slot: int, loads: int) -> int:
+        """The load index slot ``slot`` holds after ``loads`` refresh loads (the first fill is loads 0..P-1)."""
+        if loads <= slot:
+            return slot
+        last = slot + self.capacity * ((loads - 1 - slot) // self.capacity)  # the last refresh load into this slot
+        return self.capacity + last
+
+    def _fetch(self, ids: list[int]) -> torch.Tensor:
+        start = time.perf_counter()
+
+        def load(index: int) -> np.ndarray:
+            return resize_to(self.source.image(index), self.size)
+
+        threads = min(self.load_threads, len(ids))
+        if threads > 1:  # decoding and resizing release the GIL; the threads end with the refresh
+            with ThreadPoolExecutor(max_workers=threads) as executor:
+                pixels = np.stack(list(executor.map(load, ids)))
+        else:
+            pixels = np.stack([load(index) for index in ids])
+        tensor = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous().to(self.device)
+        self.load_seconds += time.perf_counter() - start
+        self.textures_loaded += len(ids)
+        return tensor
+
+    def _build(self, loads: int) -> tuple[torch.Tensor, torch.Tensor]:
+        ids = [self._texture_id(self._slot_load(slot, loads)) for slot in range(self.capacity)]
+        return self._fetch(ids), torch.tensor(ids, dtype=torch.long)
+
+    def _due(self, images: int) -> int:
+        return math.floor(self.loads_per_image * images) if self.refreshing else 0
+
+    def _refresh_to(self, loads: int) -> None:
+        if loads <= self.loads_done:
+            return
+        if loads - self.loads_done >= self.capacity:  # every slot changes: load only the final content
+            self.textures, self.ids = self._build(loads)
+        else:
+            refreshes = range(self.loads_done, loads)
+            slots = torch.tensor([m % self.capacity for m in refreshes], dtype=torch.long)
+            ids = [self._texture_id(self.capacity + m) for m in refreshes]
+            self.textures[slots.to(self.device)] = self._fetch(ids)
+            self.ids[slots] = torch.tensor(ids, dtype=torch.long)
+        self.loads_done = loads
+
+    # ---- the public interface
+    def begin_batch(self, batch_size: int) -> None:
+        """Account for one batch of ``batch_size`` images; refresh first when a refresh is due."""
+        if self.batches_done % self.refresh_every == 0:
+            self._refresh_to(self._due(self.images_done))
+        self.batches_done += 1
+        self.images_done += int(batch_size)
+
+    def seek(self, batches_done: int, batch_size: int) -> None:
+        """Put the pool in the state it has after ``batches_done`` batches of ``batch_size`` images."""
+        for name, value in (("batches_done", batches_done), ("batch_size", batch_size)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+        last_refresh = ((batches_done - 1) // self.refresh_every) * self.refresh_every if batches_done > 0 else 0
+        loads = self._due(last_refresh * batch_size)
+        if loads != self.loads_done:
+            self.textures, self.ids = self._build(loads)
+            self.loads_done = loads
+        self.batches_done, self.images_done = int(batches_done), int(batches_done) * int(batch_size)
+
+    def draw(self, count: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``count`` uniformly drawn pool textures (uint8 ``[count, 3, H, W]`` on the pool's device)
+        and their source indices (int64 ``[count]``, CPU)."""
+        slots = (_uniform(generator, count) * self.capacity).long().clamp(max=self.capacity - 1).cpu()
+        return self.textures[slots.to(self.device)], self.ids[slots]
 
 
 def describe_bank(source: TextureSource) -> str:
@@ -404,7 +833,8 @@ def describe_bank(source: TextureSource) -> str:
 
 
 __all__ = [
-    "AUGMENTATIONS", "DEFAULT_TEXTURE_ROOT", "PROCEDURAL_FAMILIES", "TextureSource", "apply_augmentation",
-    "augment_texture", "describe_bank", "find_texture_images", "is_default_texture_root", "procedural_texture",
-    "random_colour_map", "resize_to", "texture_bank",
+    "AUGMENTATIONS", "DEFAULT_TEXTURE_ROOT", "PROCEDURAL_FAMILIES", "TexturePool", "TextureSource", "apply_augmentation",
+    "apply_augmentation_torch", "augment_texture", "augment_textures_torch", "describe_bank", "draw_augmentation_params",
+    "draw_augmentation_params_torch",
+    "find_texture_images", "is_default_texture_root", "procedural_texture", "random_colour_map", "resize_to", "texture_bank",
 ]

@@ -13,10 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from memseg_lite.core.sizes import RESIZE_MODES, parse_size
+from memseg_lite.evaluation.selection_metrics import SELECTION_METRICS
 from memseg_lite.network.selection import SELECTION_RULES
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 SYNTHESIS_PLACES = ("loader", "device")
+#: How the validation anomalies are made (memseg_lite.training.data.anomaly_plan).
+VALIDATION_RECIPES = ("hard", "basic")
+#: Values that options added later had before they existed: a saved config without them (an older
+#: run) keeps the rules it was started with, so it resumes and is judged as before.
+LEGACY_VALUES = {"val_recipe": "basic", "selection_metric": "auroc_mean"}
 
 
 @dataclass
@@ -39,7 +45,13 @@ class TrainConfig:
     mask_dir: str | None = None
     memory_size: int = 30
     val_images: int = 10  # held-out train/good images for validation (never the test split)
-    val_anomalies_per_image: int = 2
+    # Synthetic anomalies per held-out image, made by val_recipe: "hard" (texture and structure
+    # anomalies, each regular, small and faint) or "basic" (kinds alternating, all regular: runs before).
+    val_anomalies_per_image: int = 6
+    val_recipe: str = "hard"
+    # What best.pt is selected by (memseg_lite.evaluation.selection_metrics.SELECTION_METRICS): the mean
+    # of pixel average precision and AU-PRO keeps separating checkpoints after the AUROCs saturate.
+    selection_metric: str = "ap_aupro_mean"
     # optimisation
     steps: int = 5000
     batch_size: int = 8
@@ -135,7 +147,12 @@ class TrainConfig:
         need(self.mask_dir is None or self.test_defect_dir is not None, "mask_dir needs test_defect_dir")
         need(self.memory_size >= 1, f"memory_size must be >= 1, got {self.memory_size}")
         need(self.val_images >= 1, f"val_images must be >= 1, got {self.val_images}")
-        need(self.val_anomalies_per_image >= 1, "val_anomalies_per_image must be >= 1")
+        need(self.val_anomalies_per_image >= 1,
+             f"val_anomalies_per_image must be >= 1, got {self.val_anomalies_per_image}")
+        need(self.val_recipe in VALIDATION_RECIPES,
+             f"val_recipe must be one of {VALIDATION_RECIPES}, got {self.val_recipe!r}")
+        need(self.selection_metric in SELECTION_METRICS,
+             f"selection_metric must be one of {tuple(SELECTION_METRICS)}, got {self.selection_metric!r}")
         need(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
         need(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         need(self.lr > 0, f"lr must be > 0, got {self.lr}")
@@ -226,11 +243,16 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
+        """The config of a saved dict (``config.json``, a checkpoint's ``train_config``).
+
+        Options missing from ``data`` take their defaults, except those in :data:`LEGACY_VALUES`
+        (added later): an older run keeps its validation set and selection rule.
+        """
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"TrainConfig: unknown option(s) {unknown}; known options: {sorted(known)}")
-        return cls(**data)
+        return cls(**{**LEGACY_VALUES, **data})
 
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:

@@ -7,7 +7,7 @@ images are three disjoint parts of ``train/good`` (see :func:`split_train_images
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +16,7 @@ from torch.utils.data import Dataset, Sampler
 
 from memseg_lite.core.transforms import image_to_tensor
 from memseg_lite.datasets.mvtec import images_to_tensor
+from memseg_lite.training.config import VALIDATION_RECIPES
 
 
 # --------------------------------------------------------------------------------------------
@@ -150,12 +151,27 @@ class GoodImageDataset(Dataset):
         return pixels, seed
 
 
+#: The ``"hard"`` recipe's cycle of (kind, variant): both kinds, each regular, small and faint.
+HARD_CYCLE = (
+    ("texture", "regular"), ("structure", "regular"),
+    ("texture", "small"), ("structure", "small"),
+    ("texture", "faint"), ("structure", "faint"),
+)
+#: Blend factor of faint anomalies: the low end of the method's delta ~ U[0.15, 1].
+FAINT_DELTA = (0.15, 0.25)
+#: Radius of the disc a small anomaly is cut to, as a fraction of the image's shorter side
+#: (about 1 % of a square image's area; at least 2 pixels).
+SMALL_RADIUS = 0.06
+
+
 @dataclass
 class ValidationSet:
     """Held-out good images with fixed synthetic anomalies (never the test split).
 
     ``images``: normalised ``[M, 3, H, W]``; ``masks``: ``[M, H, W]`` in {0, 1}; ``labels``: ``[M]``
-    (1 where the mask is non-empty); ``sources``: the train/good file each sample came from.
+    (1 where the mask is non-empty); ``sources``: the train/good file each sample came from;
+    ``kinds``: ``"normal"``, ``"texture"`` or ``"structure"`` per sample; ``variants``: ``"good"``,
+    ``"regular"``, ``"small"`` or ``"faint"`` per sample.
     """
 
     images: torch.Tensor
@@ -163,9 +179,44 @@ class ValidationSet:
     labels: torch.Tensor
     sources: list[Path]
     pixels: np.ndarray  # uint8 [M, H, W, 3], for pictures
+    kinds: list[str] = field(default_factory=list)
+    variants: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.labels)
+
+
+def anomaly_plan(number: int, anomalies_per_image: int, recipe: str) -> list[tuple[str, str]]:
+    """The (kind, variant) of each anomaly of held-out image ``number``.
+
+    ``"basic"``: kinds alternate, every anomaly as the simulator draws it (what runs used before the
+    ``"hard"`` recipe). ``"hard"``: :data:`HARD_CYCLE`, continued from image to image, so with fewer
+    than six anomalies per image the set as a whole still holds every (kind, variant).
+    """
+    if recipe == "basic":
+        return [(("texture", "structure")[variant % 2], "regular") for variant in range(anomalies_per_image)]
+    if recipe == "hard":
+        start = number * anomalies_per_image
+        return [HARD_CYCLE[(start + variant) % len(HARD_CYCLE)] for variant in range(anomalies_per_image)]
+    raise ValueError(f"validation recipe must be one of {VALIDATION_RECIPES}, got {recipe!r}")
+
+
+def small_anomaly(image: np.ndarray, result, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Cut a simulated anomaly down to a disc around one of its pixels: (image, mask) of a small defect.
+
+    The blend acts pixel by pixel, so keeping the simulated pixels inside the smaller mask and the
+    good ones outside is exactly the sample the simulator gives for that mask.
+    """
+    mask = result.mask > 0
+    height, width = mask.shape
+    rows, cols = np.nonzero(mask)
+    centre = int(rng.integers(len(rows)))
+    radius = max(2.0, SMALL_RADIUS * min(height, width))
+    yy, xx = np.ogrid[:height, :width]
+    disc = (yy - rows[centre]) ** 2 + (xx - cols[centre]) ** 2 <= radius**2
+    small = mask & disc  # never empty: it holds the centre
+    pixels = np.where(small[..., None] if image.ndim == 3 else small, result.image, image)
+    return pixels.astype(image.dtype, copy=False), small.astype(np.float32)
 
 
 def build_validation_set(
@@ -173,27 +224,42 @@ def build_validation_set(
     images: np.ndarray,
     synthesizer,
     seed: int,
-    anomalies_per_image: int = 2,
+    anomalies_per_image: int = 6,
+    recipe: str = "hard",
 ) -> ValidationSet:
     """For each held-out good image: the image itself, plus ``anomalies_per_image`` simulated anomalies.
 
-    The anomalies alternate between texture and structure kinds and use fixed seeds, so the
-    validation set is identical for every run with the same seed.
+    ``recipe`` (:func:`anomaly_plan`): ``"hard"`` mixes texture and structure anomalies, each
+    regular (as the simulator draws it), small (cut to a disc of radius :data:`SMALL_RADIUS` of the
+    image side) and faint (blend factor in :data:`FAINT_DELTA`); ``"basic"`` alternates the kinds,
+    all regular. The anomalies use fixed seeds, so the validation set is identical for every run
+    with the same seed. ``synthesizer`` needs ``sample(image, rng, kind=..., delta=...)``
+    (:class:`memseg_lite.simulation.synthesis.AnomalySynthesizer`).
     """
-    pixels, masks, labels, sources = [], [], [], []
-    kinds = ("texture", "structure")
+    if anomalies_per_image < 1:
+        raise ValueError(f"anomalies_per_image must be >= 1, got {anomalies_per_image}")
+    anomaly_plan(0, 1, recipe)  # an unknown recipe fails before any work
+    pixels, masks, labels, sources, kinds, variants = [], [], [], [], [], []
     for number, (path, image) in enumerate(zip(paths, images)):
         pixels.append(image)
         masks.append(np.zeros(image.shape[:2], dtype=np.float32))
         labels.append(0)
         sources.append(path)
-        for variant in range(anomalies_per_image):
+        kinds.append("normal")
+        variants.append("good")
+        for variant, (kind, how) in enumerate(anomaly_plan(number, anomalies_per_image, recipe)):
             rng = np.random.default_rng([seed, number, variant, 0x7A1])
-            result = synthesizer.sample(image, rng, kind=kinds[variant % 2])
-            pixels.append(result.image)
-            masks.append(result.mask.astype(np.float32))
+            delta = float(rng.uniform(*FAINT_DELTA)) if how == "faint" else None
+            result = synthesizer.sample(image, rng, kind=kind, **({"delta": delta} if delta is not None else {}))
+            sample, mask = result.image, result.mask.astype(np.float32)
+            if how == "small":
+                sample, mask = small_anomaly(image, result, rng)
+            pixels.append(sample)
+            masks.append(mask)
             labels.append(1)
             sources.append(path)
+            kinds.append(kind)
+            variants.append(how)
     if not pixels:
         raise ValueError("the validation set is empty; use at least one validation image")
     pixels_array = np.stack(pixels)
@@ -203,4 +269,6 @@ def build_validation_set(
         labels=torch.tensor(labels),
         sources=sources,
         pixels=pixels_array,
+        kinds=kinds,
+        variants=variants,
     )

@@ -11,16 +11,19 @@ Files in the run folder:
 
 - ``config.json``   the :class:`TrainConfig` used
 - ``split.json``    which train/good files went to the memory bank, training and validation
-- ``log.jsonl``     one JSON line per step (loss parts, learning rate) and per validation
+- ``log.jsonl``     one JSON line per step (loss parts, learning rate) and per validation (loss,
+  image AUROC, pixel AUROC, pixel AP, AU-PRO, the selection score, seconds)
 - ``checkpoint.pt`` the latest state (model, optimiser, scheduler, memory bank, step, RNG);
-  ``--resume`` continues from it
-- ``best.pt``       the model with the best validation score (held-out good images with
-  synthetic anomalies; the test split is never used)
+  ``--resume`` continues from it; once training ends, the *last* model
+- ``best.pt``       the model with the best validation score (``TrainConfig.selection_metric``,
+  default the mean of pixel average precision and AU-PRO; on held-out good images with synthetic anomalies,
+  ``TrainConfig.val_recipe``; the test split is never used)
 - ``.memseg-lite.lock`` / ``.memseg-lite.owner.json`` while a run trains: one process owns the
   folder (a second one is refused with the first one's pid)
 - ``thresholds.json`` the image and pixel decision thresholds, chosen on the validation set with
-  the best model when training ends (also stored in ``best.pt`` and ``checkpoint.pt``; rule in
-  :mod:`memseg_lite.evaluation.thresholds`; ``memseg-lite calibrate`` replaces them using labelled defects)
+  the best model when training ends (also stored in ``best.pt``; ``checkpoint.pt`` stores the
+  thresholds chosen the same way for the last model; rule in :mod:`memseg_lite.evaluation.thresholds`;
+  ``memseg-lite calibrate`` replaces them using labelled defects)
 """
 
 from __future__ import annotations
@@ -84,16 +87,22 @@ class TrainResult:
     interrupted: bool
     best: dict
     history: list[dict] = field(default_factory=list)
+    last: dict = field(default_factory=dict)  # the validation record of the last step (the last model)
     validation: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     stop_signal: str | None = None  # "SIGINT" / "SIGTERM" when a signal stopped the run
 
     def __str__(self) -> str:
         state = "interrupted" if self.interrupted else "finished"
-        best = ", ".join(f"{k}={v:.4f}" for k, v in self.best.items() if isinstance(v, float))
+        def summary(record: dict) -> str:
+            shown = ("score", "pixel_ap", "aupro", "image_auroc", "pixel_auroc", "loss")
+            text = ", ".join(f"{k}={record[k]:.4f}" for k in shown if isinstance(record.get(k), float))
+            return f"step {record['step']}: {text}" if "step" in record else text
+
+        latest = f" ({summary(self.last)})" if self.last else ""
         return (
             f"training {state} at step {self.step} in {self.seconds:.0f} s; run folder {self.out_dir}\n"
-            f"  latest: {self.checkpoint}\n  best:   {self.best_checkpoint} ({best})"
+            f"  latest: {self.checkpoint}{latest}\n  best:   {self.best_checkpoint} ({summary(self.best)})"
         )
 
 
@@ -207,6 +216,13 @@ class _StopRequest:
     def __exit__(self, *exc) -> None:
         for number, previous in self._previous.items():
             signal.signal(number, previous if previous is not None else signal.SIG_DFL)
+
+
+def is_better(metrics: dict, best: dict) -> bool:
+    """Whether validation ``metrics`` beat the ``best`` record so far: a higher score, or as high with a lower loss."""
+    if not best:
+        return True
+    return metrics["score"] > best["score"] or (metrics["score"] == best["score"] and metrics["loss"] < best["loss"])
 
 
 def read_log(run_dir: str | Path) -> tuple[list[dict], list[dict]]:
@@ -363,7 +379,8 @@ class Trainer:
         self.train_pixels = pixels[n_memory : n_memory + n_train]
         validation_pixels = pixels[n_memory + n_train :]
         self.validation = build_validation_set(
-            self.split.validation, validation_pixels, self.synthesizer, config.seed, config.val_anomalies_per_image
+            self.split.validation, validation_pixels, self.synthesizer, config.seed, config.val_anomalies_per_image,
+            recipe=config.val_recipe,
         )
         if config.synthesis == "device":
             self.device_synthesizer = make_device_synthesizer(config, self.device)
@@ -510,9 +527,16 @@ class Trainer:
     # ---- validation --------------------------------------------------------------------------
     @torch.no_grad()
     def validate(self, batch_size: int = 16) -> dict:
-        """Loss, image AUROC and pixel AUROC on the validation set (synthetic anomalies)."""
-        from memseg_lite.evaluation.metrics import image_auroc, pixel_auroc
+        """Loss, image AUROC, pixel AUROC, pixel AP and AU-PRO on the validation set (synthetic anomalies).
 
+        ``score`` is the selection score (``TrainConfig.selection_metric``); ``seconds`` the time taken.
+        """
+        from memseg_lite.evaluation.selection_metrics import (
+            selection_score,
+            validation_metrics,
+        )
+
+        started = time.perf_counter()
         model = self.model
         was_training = model.training
         model.eval()
@@ -532,13 +556,11 @@ class Trainer:
             model.train(was_training)
         maps = torch.cat(maps)
         scores = model.image_score(maps)
-        masks = self.validation.masks
-        metrics = {
-            "loss": sum(losses) / len(self.validation),
-            "image_auroc": float(image_auroc(scores.numpy(), self.validation.labels.numpy())),
-            "pixel_auroc": float(pixel_auroc(maps.numpy(), masks.numpy())),
-        }
-        metrics["score"] = 0.5 * (metrics["image_auroc"] + metrics["pixel_auroc"])
+        metrics = {"loss": sum(losses) / len(self.validation)}
+        metrics.update(validation_metrics(scores.numpy(), self.validation.labels.numpy(), maps.numpy(),
+                                          self.validation.masks.numpy()))
+        metrics["score"] = selection_score(metrics, self.config.selection_metric)
+        metrics["seconds"] = time.perf_counter() - started
         return metrics
 
     def _autocast(self):
@@ -566,6 +588,8 @@ class Trainer:
             self.scaler.load_state_dict(payload["scaler"])
         set_rng_state(payload["rng"])
         self.step = int(payload["step"])
+        if self.device_synthesizer is not None:  # the texture pool as the uninterrupted run has it at this step
+            self.device_synthesizer.seek(self.step, self.config.batch_size // self.dist.world_size)
         self.thresholds = payload.get("thresholds")
         self.best = self._best_on_disk(dict(payload.get("best", {})))
         self._rewrite_log(self.step)
@@ -650,15 +674,14 @@ class Trainer:
         """Validate, log the result, and save ``best.pt`` when the score improved (ties: lower loss)."""
         metrics = self.dist.agree(self.validate, self.model)  # every rank validates; rank 0's result counts
         log.write(json.dumps({"kind": "validation", "step": self.step, **metrics}) + "\n")
-        if not self.best or metrics["score"] > self.best["score"] or (
-            metrics["score"] == self.best["score"] and metrics["loss"] < self.best["loss"]
-        ):
+        if is_better(metrics, self.best):
             self.best = {"step": self.step, **metrics}
             self._save_best(metrics)
         if progress is not None:
             progress.write(
-                f"step {self.step}: val loss {metrics['loss']:.4f}, image AUROC "
-                f"{metrics['image_auroc']:.3f}, pixel AUROC {metrics['pixel_auroc']:.3f}"
+                f"step {self.step}: val loss {metrics['loss']:.4f}, pixel AP {metrics['pixel_ap']:.3f}, "
+                f"AU-PRO {metrics['aupro']:.3f}, image AUROC {metrics['image_auroc']:.3f}, pixel AUROC "
+                f"{metrics['pixel_auroc']:.3f} ({self.config.selection_metric} {metrics['score']:.4f})"
             )
 
     # ---- the loop ----------------------------------------------------------------------------
@@ -759,20 +782,10 @@ class Trainer:
         maps = torch.cat(maps)
         return model.image_score(maps), maps
 
-    def _store_thresholds(self, optimizer, scheduler) -> None:
-        """Choose the image and pixel thresholds on the validation set with the best model; store them.
+    def _thresholds_for(self, model, step: int):
+        """The validation thresholds of ``model`` (rule: :func:`memseg_lite.evaluation.thresholds.validation_thresholds`)."""
+        from memseg_lite.evaluation.thresholds import validation_thresholds
 
-        Written to ``thresholds.json``, into ``best.pt`` and into ``checkpoint.pt`` (rule:
-        :func:`memseg_lite.evaluation.thresholds.validation_thresholds`).
-        """
-        from memseg_lite.evaluation.thresholds import THRESHOLDS_NAME, save_thresholds, validation_thresholds
-        from memseg_lite.network.model import memseg_from_state
-
-        best_path = self.out_dir / BEST_NAME
-        best_payload = load_checkpoint(best_path) if best_path.is_file() else None
-        model = self.model
-        if best_payload is not None:
-            model = memseg_from_state(best_payload["model_config"], best_payload["model"]).to(self.device)
         was_training = self.model.training
         try:
             scores, maps = self._validation_predictions(model)
@@ -781,16 +794,36 @@ class Trainer:
         thresholds = validation_thresholds(
             scores.numpy(), self.validation.labels.numpy(), maps.numpy(), self.validation.masks.numpy()
         )
-        thresholds.details["step"] = int(best_payload["step"]) if best_payload is not None else self.step
-        self.thresholds = thresholds.to_dict()
+        thresholds.details["step"] = int(step)
+        return thresholds
+
+    def _store_thresholds(self, optimizer, scheduler) -> None:
+        """Choose the image and pixel thresholds on the validation set for the best and the last model.
+
+        The best model's go into ``best.pt`` and ``thresholds.json``; the last model's into
+        ``checkpoint.pt`` (the last model), so each checkpoint carries its own. When the best model
+        is the last one they are the same, computed once.
+        """
+        from memseg_lite.evaluation.thresholds import THRESHOLDS_NAME, save_thresholds
+        from memseg_lite.network.model import memseg_from_state
+
+        best_path = self.out_dir / BEST_NAME
+        best_payload = load_checkpoint(best_path) if best_path.is_file() else None
+        last = self._thresholds_for(self.model, self.step)
+        best = last
+        if best_payload is not None and int(best_payload["step"]) != self.step:
+            best_model = memseg_from_state(best_payload["model_config"], best_payload["model"]).to(self.device)
+            best = self._thresholds_for(best_model, int(best_payload["step"]))
+        self.thresholds = last.to_dict()
         if best_payload is not None:
-            save_checkpoint({**best_payload, "thresholds": self.thresholds}, best_path)
+            save_checkpoint({**best_payload, "thresholds": best.to_dict()}, best_path)
         save_checkpoint(self._payload(optimizer, scheduler), self.out_dir / CHECKPOINT_NAME)
-        save_thresholds(self.out_dir / THRESHOLDS_NAME, thresholds)
+        save_thresholds(self.out_dir / THRESHOLDS_NAME, best)
 
     def _result(self, interrupted: bool, seconds: float) -> TrainResult:
         history, validation = read_log(self.out_dir)
         best_path = self.out_dir / BEST_NAME
+        last = validation[-1] if validation and validation[-1]["step"] == self.step else {}
         return TrainResult(
             out_dir=self.out_dir,
             checkpoint=self.out_dir / CHECKPOINT_NAME,
@@ -799,6 +832,7 @@ class Trainer:
             interrupted=interrupted,
             best=dict(self.best),
             history=history,
+            last={k: v for k, v in last.items() if k != "kind"},
             validation=validation,
             seconds=seconds,
             stop_signal=getattr(self, "stop_signal", None),

@@ -18,6 +18,9 @@ Modules (only chapters with exercises have one):
 - ``ch04``: notebook 04, the memory pool (difference information, selection rules).
 - ``ch05`` .. ``ch09``: notebooks 05-09 (spatial attention, MSFF, decoder and losses, training,
   evaluation).
+- ``ch10``: notebook 10, your own product (normalised scores, an F1-optimal threshold, a letterboxed
+  map back to the photo).
+- ``ch11``: notebook 11, the ablations (Welch's t over seeds, the paired per-seed difference).
 
 May import: every stage (core .. training), and :mod:`memseg_lite.teaching.exercises`.
 """
