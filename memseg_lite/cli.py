@@ -338,8 +338,8 @@ def _add_calibrate(subparsers) -> None:
     parser = subparsers.add_parser(
         "calibrate", help="F1-optimal decision thresholds from labelled good and defective images",
         description="Choose the image threshold (and the pixel threshold, when there are masks) with the best F1 "
-                    "on labelled images, and store them in the checkpoint, in checkpoint.pt beside it and in "
-                    "thresholds.json. Numbers evaluated afterwards on the same images are optimistic: calibrate "
+                    "on labelled images, and store them in the checkpoint and, when it is the run's deployed model "
+                    "(best.pt, or the only checkpoint), in thresholds.json beside it. Numbers evaluated afterwards on the same images are optimistic: calibrate "
                     "on images you do not report on.",
     )
     _add_test_data_options(parser)
@@ -355,7 +355,7 @@ def _add_calibrate(subparsers) -> None:
 def _run_calibrate(args: argparse.Namespace) -> int:
     import inspect
 
-    from memseg_lite.evaluation.evaluate import calibrate_checkpoint
+    from memseg_lite.evaluation.evaluate import calibrate_checkpoint, calibration_targets
 
     backend = {}
     parameters = inspect.signature(calibrate_checkpoint).parameters
@@ -374,7 +374,7 @@ def _run_calibrate(args: argparse.Namespace) -> int:
         f"{details['image_recall']:.3f}, F1 {details['image_f1']:.3f} on {details['n_good']} good + "
         f"{details['n_defective']} defective images), pixel threshold {thresholds.pixel:.4f}"
     )
-    print(f"stored in {args.checkpoint} and {args.checkpoint.parent / 'thresholds.json'}")
+    print(f"stored in {' and '.join(str(path) for path in calibration_targets(args.checkpoint))}")
     return 0
 
 

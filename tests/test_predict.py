@@ -230,6 +230,10 @@ def labelled(product):
     return root
 
 
+def no_masks_of(folders: dict) -> dict:
+    return {**folders, "mask_dir": None}
+
+
 def test_evaluate_and_calibrate_on_plain_folders_at_64x128(product, labelled, tmp_path):
     from memseg_lite.evaluation.evaluate import calibrate_checkpoint, evaluate_checkpoint
     from memseg_lite.evaluation.metrics import pixel_auroc
@@ -252,9 +256,15 @@ def test_evaluate_and_calibrate_on_plain_folders_at_64x128(product, labelled, tm
     thresholds = calibrate_checkpoint(run / "best.pt", device="cpu", progress=False, folders=folders)
     assert thresholds.source == "calibration"
     assert thresholds.details["image_f1"] == pytest.approx(f1_optimal_threshold(scores, labels).f1, abs=1e-6)
-    for name in ("best.pt", "checkpoint.pt"):
-        assert load_checkpoint(run / name)["thresholds"] == thresholds.to_dict()
+    assert load_checkpoint(run / "best.pt")["thresholds"] == thresholds.to_dict()
+    # The last model (checkpoint.pt) keeps its own thresholds; thresholds.json is the deployed best.pt's.
+    assert load_checkpoint(run / "checkpoint.pt")["thresholds"] == load_checkpoint(product["run"] / "checkpoint.pt")["thresholds"]
     assert load_thresholds(run / "thresholds.json") == thresholds
+    best_thresholds = thresholds.to_dict()
+    last = calibrate_checkpoint(run / "checkpoint.pt", device="cpu", progress=False, folders=no_masks_of(folders))
+    assert load_checkpoint(run / "checkpoint.pt")["thresholds"] == last.to_dict()
+    assert load_checkpoint(run / "best.pt")["thresholds"] == best_thresholds
+    assert load_thresholds(run / "thresholds.json").to_dict() == best_thresholds
     again = evaluate_checkpoint(run / "best.pt", device="cpu", progress=False, folders=folders)
     assert again["threshold_source"] == "calibration" and again["image_f1"] == pytest.approx(thresholds.details["image_f1"])
     assert pixel_auroc is not None

@@ -300,6 +300,70 @@ def test_pixel_average_precision_matches_scikit_learn():
         pixel_average_precision(maps[:2], masks)
 
 
+def test_pixel_average_precision_counts_only_valid_pixels():
+    from sklearn.metrics import average_precision_score
+
+    from memseg_lite.evaluation.selection_metrics import pixel_average_precision
+
+    rng = np.random.default_rng(5)
+    masks = rng.random((3, 12, 16)) < 0.1
+    maps = rng.random((3, 12, 16)).astype(np.float32) * 0.7 + 0.3 * masks
+    valid = np.zeros(masks.shape, np.uint8)
+    valid[:, :, 3:13] = 1
+    maps[:, :, :3] = 5.0  # padding scored highest: counted, it would ruin the precision at the top
+    expected = average_precision_score(masks[:, :, 3:13].ravel(), maps[:, :, 3:13].ravel())
+    assert pixel_average_precision(maps, masks, valid=valid) == pytest.approx(expected, abs=1e-12)
+    assert pixel_average_precision(maps, masks) < expected - 0.05
+    with pytest.raises(ValueError, match="valid .* differ in shape"):
+        pixel_average_precision(maps, masks, valid=valid[:2])
+
+
+def _letterboxed_folder(tiny_demo, folder, rows=(12, 52)):
+    """button's train/good cut to 40 x 64 crops: letterboxed to 64 x 64 they get 12 padding rows above and below."""
+    import cv2
+
+    folder.mkdir(parents=True)
+    for path in sorted((tiny_demo / "button" / "train" / "good").iterdir()):
+        image = cv2.resize(cv2.imread(str(path)), (64, 64), interpolation=cv2.INTER_AREA)
+        assert cv2.imwrite(str(folder / path.name), image[rows[0] : rows[1]])
+    return folder
+
+
+def test_validation_leaves_letterbox_padding_out(tiny_demo, tmp_path):
+    from memseg_lite.evaluation.selection_metrics import validation_metrics
+    from memseg_lite.evaluation.thresholds import validation_thresholds
+
+    good = _letterboxed_folder(tiny_demo, tmp_path / "good")
+    config = tiny_config(None, tmp_path / "run", data_root=None, category="bolt", good_dir=str(good),
+                         resize="letterbox", val_anomalies_per_image=2)
+    trainer = Trainer(config, progress=False)
+    validation = trainer.validation
+    assert validation.valid is not None and validation.valid.shape == validation.masks.shape
+    expected_valid = torch.zeros(64, 64, dtype=torch.uint8)
+    expected_valid[12:52] = 1
+    assert all(torch.equal(region, expected_valid) for region in validation.valid)
+    assert validation.masks[:, :12].sum() == 0 and validation.masks[:, 52:].sum() == 0
+    trainer.model = trainer._build_model()
+    with torch.no_grad():
+        maps = torch.softmax(trainer.model.eval()(validation.images), dim=1)[:, 1]
+    scores = trainer.model.image_score(maps)
+    # Independently: the same metrics and thresholds on the maps cropped to the image's own rows.
+    inside = (maps[:, 12:52].numpy(), validation.masks[:, 12:52].numpy())
+    metrics = trainer.validate()
+    expected = validation_metrics(scores.numpy(), validation.labels.numpy(), *inside)
+    for name in ("pixel_auroc", "pixel_ap", "aupro", "image_auroc"):
+        assert metrics[name] == pytest.approx(expected[name], abs=1e-6), name
+    thresholds = trainer._thresholds_for(trainer.model, 0)
+    cropped = validation_thresholds(scores.numpy(), validation.labels.numpy(), *inside)
+    assert thresholds.pixel == pytest.approx(cropped.pixel, abs=1e-6)
+    assert thresholds.image == pytest.approx(cropped.image, abs=1e-6)
+
+
+def test_a_square_validation_set_has_no_valid_region(tiny_demo, tmp_path):
+    trainer = Trainer(tiny_config(tiny_demo, tmp_path / "run"), progress=False)
+    assert trainer.validation.valid is None
+
+
 def test_validation_metrics_against_independent_computations():
     from sklearn.metrics import average_precision_score, roc_auc_score
 
@@ -340,7 +404,7 @@ def _scripted_validation(monkeypatch, pixel_aps, aurocs):
 
     calls = iter(range(len(pixel_aps)))
 
-    def scripted(scores, labels, maps, masks, fpr_limit=0.3):
+    def scripted(scores, labels, maps, masks, fpr_limit=0.3, valid=None):
         index = next(calls)
         return {"image_auroc": aurocs[index], "pixel_auroc": aurocs[index], "pixel_ap": pixel_aps[index], "aupro": 0.5}
 

@@ -196,26 +196,28 @@ def load_mask(
 
 
 def load_images(
-    paths: Sequence[Path], image_size, center_crop: int | None = None, progress: bool = False, resize: str = "stretch"
-) -> np.ndarray:
+    paths: Sequence[Path], image_size, center_crop: int | None = None, progress: bool = False, resize: str = "stretch",
+    return_shapes: bool = False,
+):
     """Load several images into one uint8 array ``[N, H, W, 3]`` (errors name the bad file).
 
     Warns (``UserWarning``) when the images' shapes make ``resize`` distort them or pad them
-    unevenly (:func:`memseg_lite.core.transforms.mixed_size_warning`).
+    unevenly (:func:`memseg_lite.core.transforms.mixed_size_warning`). ``return_shapes``: also
+    return each file's own ``(height, width)`` (for :func:`valid_region`).
     """
     iterator = paths
     if progress:
         from tqdm.auto import tqdm
 
         iterator = tqdm(paths, desc="loading images", unit="img", leave=False)
-    loaded, shapes = [], set()
+    loaded, shapes = [], []
     for path in iterator:
         raw = ensure_rgb(read_image(path))
-        shapes.add(raw.shape[:2])
+        shapes.append(tuple(raw.shape[:2]))
         loaded.append(resize_image(raw, image_size, center_crop, mode=resize))
     where = f"the images in {Path(paths[0]).parent}" if paths else "the images"
-    warn_mixed_sizes(shapes, image_size, resize, where)
-    return np.stack(loaded)
+    warn_mixed_sizes(set(shapes), image_size, resize, where)
+    return (np.stack(loaded), shapes) if return_shapes else np.stack(loaded)
 
 
 def images_to_tensor(images: np.ndarray) -> torch.Tensor:

@@ -386,8 +386,8 @@ def calibrate_checkpoint(
     """F1-optimal thresholds on labelled images (``memseg-lite calibrate``); returns the :class:`Thresholds`.
 
     The images are chosen as for :func:`evaluate_checkpoint`. With ``write``, the thresholds replace
-    those in ``checkpoint`` (and in ``checkpoint.pt`` beside it) and in ``thresholds.json`` in its
-    folder. Numbers evaluated afterwards on the same images are optimistic: calibrate on images you
+    those in ``checkpoint`` only, and in the ``thresholds.json`` beside it when that file describes
+    this model (:func:`calibration_targets`): another checkpoint of the run keeps its own. Numbers evaluated afterwards on the same images are optimistic: calibrate on images you
     do not report on. ``backend``: as for :func:`evaluate_checkpoint`. Letterbox padding pixels are
     left out of the pixel threshold's F1 (see the module docstring).
     """
@@ -415,9 +415,22 @@ def calibrate_checkpoint(
     if write:
         stored = load_checkpoint(checkpoint)
         save_checkpoint({**stored, "thresholds": thresholds.to_dict()}, checkpoint)
-        sibling = checkpoint.parent / "checkpoint.pt"
-        if sibling.is_file() and sibling.resolve() != checkpoint.resolve():
-            latest = load_checkpoint(sibling)
-            save_checkpoint({**latest, "thresholds": thresholds.to_dict()}, sibling)
-        save_thresholds(checkpoint.parent / THRESHOLDS_NAME, thresholds)
+        if checkpoint.parent / THRESHOLDS_NAME in calibration_targets(checkpoint):
+            save_thresholds(checkpoint.parent / THRESHOLDS_NAME, thresholds)
     return thresholds
+
+
+def calibration_targets(checkpoint: str | Path) -> list[Path]:
+    """The files :func:`calibrate_checkpoint` writes for ``checkpoint``: the checkpoint itself, and
+    the ``thresholds.json`` beside it unless that file belongs to another model of the run.
+
+    In a run folder ``thresholds.json`` holds the thresholds of ``best.pt`` (the model ``predict``
+    deploys), so calibrating the last model (``checkpoint.pt``) of a run that has a ``best.pt``
+    changes only ``checkpoint.pt``.
+    """
+    from memseg_lite.evaluation.thresholds import THRESHOLDS_NAME
+
+    checkpoint = Path(checkpoint)
+    best = checkpoint.parent / "best.pt"
+    belongs_to_another = best.is_file() and best.resolve() != checkpoint.resolve()
+    return [checkpoint] if belongs_to_another else [checkpoint, checkpoint.parent / THRESHOLDS_NAME]

@@ -37,15 +37,17 @@ SELECTION_METRICS: dict[str, tuple[str, ...]] = {
 }
 
 
-def pixel_average_precision(anomaly_maps, masks) -> float:
+def pixel_average_precision(anomaly_maps, masks, valid=None) -> float:
     """Average precision over all pixels of all maps (see the module docstring).
 
     Args:
         anomaly_maps: float scores ``[N, H, W]`` (numpy or torch, any shape matching ``masks``).
         masks: ground truth of the same shape, 0/1 or bool.
+        valid: optional 0/1 of the same shape, the pixels that count (letterbox padding 0).
 
     Returns:
-        The same number as ``sklearn.metrics.average_precision_score(masks.ravel(), maps.ravel())``.
+        The same number as ``sklearn.metrics.average_precision_score(masks.ravel(), maps.ravel())``
+        (on the valid pixels only, when ``valid`` is given).
 
     Raises:
         ValueError: shapes differ, masks not 0/1, or no anomalous pixel (AP is undefined).
@@ -59,6 +61,12 @@ def pixel_average_precision(anomaly_maps, masks) -> float:
     if not np.isfinite(scores).all():
         raise ValueError("pixel AP: the anomaly maps contain NaN or infinite values")
     labels = truth.ravel().astype(bool)
+    if valid is not None:
+        inside = _as_numpy(valid)
+        if inside.shape != truth.shape:
+            raise ValueError(f"pixel AP: valid {inside.shape} and masks {truth.shape} differ in shape")
+        inside = inside.ravel() > 0
+        scores, labels = scores[inside], labels[inside]
     positives = int(labels.sum())
     if positives == 0:
         raise ValueError("pixel AP is undefined: the masks have no anomalous pixel")
@@ -74,15 +82,19 @@ def pixel_average_precision(anomaly_maps, masks) -> float:
     return float(np.sum(np.diff(recall, prepend=0.0) * precision))
 
 
-def validation_metrics(scores, labels, maps, masks, fpr_limit: float = 0.3) -> dict[str, float]:
-    """Image AUROC, pixel AUROC, pixel AP and AU-PRO (up to ``fpr_limit``) of a validation pass."""
+def validation_metrics(scores, labels, maps, masks, fpr_limit: float = 0.3, valid=None) -> dict[str, float]:
+    """Image AUROC, pixel AUROC, pixel AP and AU-PRO (up to ``fpr_limit``) of a validation pass.
+
+    ``valid``: optional 0/1 ``[M, H, W]``; the pixel metrics count only its pixels (letterbox padding 0).
+    """
     from memseg_lite.evaluation.metrics import compute_all
 
-    quality = compute_all(scores, labels, maps, masks, fpr_limit=fpr_limit)  # one sort for both pixel metrics
+    # one sort for both pixel metrics
+    quality = compute_all(scores, labels, maps, masks, fpr_limit=fpr_limit, valid=valid)
     return {
         "image_auroc": float(quality["image_auroc"]),
         "pixel_auroc": float(quality["pixel_auroc"]),
-        "pixel_ap": pixel_average_precision(maps, masks),
+        "pixel_ap": pixel_average_precision(maps, masks, valid=valid),
         "aupro": float(quality["aupro"]),
     }
 

@@ -171,7 +171,9 @@ class ValidationSet:
     ``images``: normalised ``[M, 3, H, W]``; ``masks``: ``[M, H, W]`` in {0, 1}; ``labels``: ``[M]``
     (1 where the mask is non-empty); ``sources``: the train/good file each sample came from;
     ``kinds``: ``"normal"``, ``"texture"`` or ``"structure"`` per sample; ``variants``: ``"good"``,
-    ``"regular"``, ``"small"`` or ``"faint"`` per sample.
+    ``"regular"``, ``"small"`` or ``"faint"`` per sample; ``valid``: uint8 ``[M, H, W]``, 1 on the
+    images' own pixels and 0 on letterbox padding, which the pixel metrics and the pixel threshold
+    leave out (``None``: every pixel is the image's own).
     """
 
     images: torch.Tensor
@@ -181,6 +183,7 @@ class ValidationSet:
     pixels: np.ndarray  # uint8 [M, H, W, 3], for pictures
     kinds: list[str] = field(default_factory=list)
     variants: list[str] = field(default_factory=list)
+    valid: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -226,6 +229,7 @@ def build_validation_set(
     seed: int,
     anomalies_per_image: int = 6,
     recipe: str = "hard",
+    valid: Sequence[np.ndarray] | None = None,
 ) -> ValidationSet:
     """For each held-out good image: the image itself, plus ``anomalies_per_image`` simulated anomalies.
 
@@ -234,8 +238,12 @@ def build_validation_set(
     image side) and faint (blend factor in :data:`FAINT_DELTA`); ``"basic"`` alternates the kinds,
     all regular. The anomalies use fixed seeds, so the validation set is identical for every run
     with the same seed. ``synthesizer`` needs ``sample(image, rng, kind=..., delta=...)``
-    (:class:`memseg_lite.simulation.synthesis.AnomalySynthesizer`).
+    (:class:`memseg_lite.simulation.synthesis.AnomalySynthesizer`). ``valid``: per held-out image its
+    valid region (:func:`memseg_lite.datasets.mvtec.valid_region`), repeated for its anomalies; kept
+    only where some pixel is padding.
     """
+    if valid is not None and len(valid) != len(images):
+        raise ValueError(f"valid: expected one region per held-out image ({len(images)}), got {len(valid)}")
     if anomalies_per_image < 1:
         raise ValueError(f"anomalies_per_image must be >= 1, got {anomalies_per_image}")
     anomaly_plan(0, 1, recipe)  # an unknown recipe fails before any work
@@ -263,6 +271,10 @@ def build_validation_set(
     if not pixels:
         raise ValueError("the validation set is empty; use at least one validation image")
     pixels_array = np.stack(pixels)
+    regions = None
+    if valid is not None and any(not np.all(np.asarray(region) > 0) for region in valid):
+        copies = 1 + anomalies_per_image
+        regions = torch.from_numpy(np.repeat(np.stack([np.asarray(r, dtype=np.uint8) for r in valid]), copies, axis=0))
     return ValidationSet(
         images=images_to_tensor(pixels_array),
         masks=torch.from_numpy(np.stack(masks)),
@@ -271,4 +283,5 @@ def build_validation_set(
         pixels=pixels_array,
         kinds=kinds,
         variants=variants,
+        valid=regions,
     )

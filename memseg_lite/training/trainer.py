@@ -48,7 +48,7 @@ from memseg_lite.core.io import write_text_atomic
 from memseg_lite.core.runtime import autocast_settings, resolve_device, seed_everything
 from memseg_lite.core.transforms import normalise_batch
 from memseg_lite.datasets.folder import files_for_config
-from memseg_lite.datasets.mvtec import images_to_tensor, load_images
+from memseg_lite.datasets.mvtec import images_to_tensor, load_images, valid_region
 from memseg_lite.training.config import TrainConfig
 from memseg_lite.training.data import (
     GoodImageDataset,
@@ -373,14 +373,16 @@ class Trainer:
         size, crop = config.image_size, config.center_crop
         # One call for all of train/good, so images of mixed shapes are reported in one warning.
         ordered = [*self.split.memory, *self.split.train, *self.split.validation]
-        pixels = load_images(ordered, size, crop, progress=progress, resize=config.resize)
+        pixels, shapes = load_images(ordered, size, crop, progress=progress, resize=config.resize, return_shapes=True)
         n_memory, n_train = len(self.split.memory), len(self.split.train)
         self.memory_pixels = pixels[:n_memory]
         self.train_pixels = pixels[n_memory : n_memory + n_train]
         validation_pixels = pixels[n_memory + n_train :]
+        # Letterbox padding is left out of the validation's pixel metrics and pixel threshold.
+        regions = [valid_region(shape, size, crop, config.resize) for shape in shapes[n_memory + n_train :]]
         self.validation = build_validation_set(
             self.split.validation, validation_pixels, self.synthesizer, config.seed, config.val_anomalies_per_image,
-            recipe=config.val_recipe,
+            recipe=config.val_recipe, valid=regions,
         )
         if config.synthesis == "device":
             self.device_synthesizer = make_device_synthesizer(config, self.device)
@@ -558,10 +560,14 @@ class Trainer:
         scores = model.image_score(maps)
         metrics = {"loss": sum(losses) / len(self.validation)}
         metrics.update(validation_metrics(scores.numpy(), self.validation.labels.numpy(), maps.numpy(),
-                                          self.validation.masks.numpy()))
+                                          self.validation.masks.numpy(), valid=self._validation_valid()))
         metrics["score"] = selection_score(metrics, self.config.selection_metric)
         metrics["seconds"] = time.perf_counter() - started
         return metrics
+
+    def _validation_valid(self):
+        """The validation set's valid pixels (numpy, letterbox padding 0), or ``None`` when it has no padding."""
+        return None if self.validation.valid is None else self.validation.valid.numpy()
 
     def _autocast(self):
         if self.autocast_dtype is None:
@@ -792,7 +798,8 @@ class Trainer:
         finally:
             self.model.train(was_training)
         thresholds = validation_thresholds(
-            scores.numpy(), self.validation.labels.numpy(), maps.numpy(), self.validation.masks.numpy()
+            scores.numpy(), self.validation.labels.numpy(), maps.numpy(), self.validation.masks.numpy(),
+            valid=self._validation_valid(),
         )
         thresholds.details["step"] = int(step)
         return thresholds
