@@ -505,15 +505,33 @@ def _add_ablate(subparsers) -> None:
     parser.add_argument("--backbone-weights", dest="backbone_weights", help="auto | imagenet | none | PATH [auto]")
     parser.add_argument("--texture-root", dest="texture_root", help="DTD folder for texture anomalies [data/dtd]")
     parser.add_argument("--workers", dest="num_workers", type=int, help="DataLoader workers [0]")
+    parser.add_argument("--memory-size", dest="memory_size", type=int,
+                        help="memory bank images [30; the authors_code variant sets its own per category]")
+    parser.add_argument("--val-images", dest="val_images", type=int, help="held-out train/good images [10]")
+    parser.add_argument("--val-anomalies", dest="val_anomalies_per_image", type=int,
+                        help="synthetic anomalies per held-out image [6]")
+    parser.add_argument("--val-every", dest="val_every", type=int, help="steps between validations [100]")
+    parser.add_argument("--checkpoint-every", dest="checkpoint_every", type=int, help="steps between checkpoints [100]")
+    parser.add_argument("--top-k", dest="top_k", type=int, help="image score: mean of the top-k map pixels [100]")
+    parser.add_argument("--lr", type=float, help="peak learning rate [3e-3]")
+    parser.add_argument("--amp", choices=_amp_modes(), help="autocast mode [auto: bf16/fp16 on CUDA, off on CPU]")
     parser.add_argument("--figures", action="store_true", help="also write each run's evaluation figures")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(handler=_run_ablate)
 
 
+def _amp_modes() -> tuple[str, ...]:
+    from memseg_lite.training.config import AMP_MODES
+
+    return AMP_MODES
+
+
 def _run_ablate(args: argparse.Namespace) -> int:
     from memseg_lite.experiments.ablate import ablate
 
-    names = ("steps", "image_size", "batch_size", "device", "backbone_weights", "texture_root", "num_workers")
+    names = ("steps", "image_size", "batch_size", "device", "backbone_weights", "texture_root", "num_workers",
+             "memory_size", "val_images", "val_anomalies_per_image", "val_every", "checkpoint_every", "top_k", "lr",
+             "amp")
     overrides = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     ablate(args.data_root, args.category, args.out, variants=args.variants, seeds=args.seeds,
            progress=not args.no_progress, figures=args.figures, **overrides)

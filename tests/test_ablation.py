@@ -317,3 +317,21 @@ def test_ablate_cli_refuses_bad_input_before_training(tiny_demo, tmp_path, capsy
     code = main(["ablate", "--data-root", str(tiny_demo), "--category", "button", "--seeds", "0,x",
                  "--out", str(tmp_path / "study")])
     assert code == 1 and "seeds" in capsys.readouterr().err
+
+
+def test_ablate_cli_passes_the_study_options_to_every_run(tiny_demo, tmp_path, monkeypatch):
+    seen = {}
+
+    def record(data_root, category, out_dir, variants=None, seeds=(0,), progress=True, figures=False, **overrides):
+        seen.update(overrides, variants=variants, seeds=seeds)
+        return []
+
+    monkeypatch.setattr(ablate_module, "ablate", record)
+    code = main(["ablate", "--data-root", str(tiny_demo), "--category", "button", "--out", str(tmp_path / "study"),
+                 "--variants", "full,authors_code", "--seeds", "0,1", "--memory-size", "12", "--val-images", "4",
+                 "--val-anomalies", "3", "--val-every", "50", "--checkpoint-every", "25", "--top-k", "20",
+                 "--lr", "0.001", "--amp", "off", "--steps", "7", "--no-progress"])
+    assert code == 0
+    assert seen == {"memory_size": 12, "val_images": 4, "val_anomalies_per_image": 3, "val_every": 50,
+                    "checkpoint_every": 25, "top_k": 20, "lr": 0.001, "amp": "off", "steps": 7,
+                    "variants": "full,authors_code", "seeds": "0,1"}
