@@ -7,7 +7,11 @@ difference < 1e-4). Backends (memseg_lite.deployment.fast):
 - ``eager``: the MemSeg module as ``predict`` ran it before the fast backends (the baseline; the
   network code is unchanged);
 - ``folded``: the torch "fast" path: batch norms folded, oneDNN convolutions with prepacked
-  weights and fused activations, channels_last, inference_mode, batches in chunks of 2;
+  weights and fused activations, the wide 3x3 convolutions by Winograd F(4x4, 3x3),
+  channels_last, inference_mode, batches in chunks of 2, a batch of several images split over
+  parallel streams (one thread each);
+- ``folded_one_stream``: the same in one stream (every image on all threads);
+- ``folded_direct``: one stream and no Winograd (every convolution direct: the previous version);
 - ``folded_plain``: the first folded version (plain ``F.conv2d``, whole batches), for comparison;
 - ``onnx``: ONNX Runtime (CPU execution provider) on the exported graph.
 
@@ -113,6 +117,8 @@ def main() -> None:
             backends = {
                 "eager": EagerBackend(model, payload, device),
                 "folded": FoldedTorchBackend(model, payload, device),
+                "folded_one_stream": FoldedTorchBackend(model, payload, device, streams=1),
+                "folded_direct": FoldedTorchBackend(model, payload, device, winograd=False, streams=1),
                 "folded_plain": FoldedTorchBackend(model, payload, device, packed=False, chunk_size=None),
             }
             if onnx_file is not None:

@@ -8,8 +8,10 @@ float batch ``[B, 3, H, W]`` returns ``(anomaly_maps [B, H, W], scores [B])``, f
   :mod:`memseg_lite.deployment.export` with every batch norm folded into its convolution; every
   convolution a oneDNN call with its weight reordered once ("prepacked") and its ReLU /
   hard-swish / residual addition fused in (:class:`PackedConv2d`, what ``torch.compile`` does,
-  without its minutes of compiling); ``channels_last``; ``torch.inference_mode``; a batch run in
-  chunks of 2 images (large batches spill the caches). Nothing to export, no extra package.
+  without its minutes of compiling); the wide 3x3 convolutions (at least 128 channels on maps of
+  at least 16 x 16) by Winograd's F(4x4, 3x3) with 4x fewer multiplications
+  (:mod:`memseg_lite.deployment.winograd`); ``channels_last``; ``torch.inference_mode``; a batch
+  run in chunks of 2 images (large batches spill the caches). Nothing to export, no extra package.
 - ``"onnx"`` (:class:`OnnxBackend`): ONNX Runtime on the CPU, from an exported ``.onnx`` file or
   from the model (exported in memory first: seconds at 256 x 256; pass ``onnx_path`` to reuse a
   file from ``memseg-lite export``). Needs the ``deploy`` extra (onnx, onnxruntime).
@@ -21,12 +23,13 @@ samples are almost equally close; the folded backend detects such near ties
 make that choice (:func:`eager_selection`), so its choice is always the eager model's.
 
 Speed (``benchmarks/bench_inference.py``, 256 x 256, N = 30, against the eager model in the same
-run; README for the numbers). 85-90 % of the time goes into convolutions, which the eager model
-already runs at 65-70 % of the CPU's fp32 matrix-multiply peak, so no exact fp32 backend can be
-much more than 1.4x faster on one core without doing fewer multiplications. Measured with one
-thread (CPU time, shared machine): folded about 1.25x at batch 1 and 1.45x at batch 8 (where the
-eager model loses time to cache misses), ONNX Runtime about 1.25x and 1.4x. Hence the ``"fast"``
-choice (:func:`fast_backend`, :func:`default_backend`): on the CPU the folded model (as fast as
+run; README for the numbers). 85-90 % of the time goes into 3x3 convolutions, which the eager
+model already runs near the CPU's fp32 peak, so prepacking and fusing alone give 1.2-1.5x; the
+rest comes from doing fewer multiplications: Winograd on the wide layers (44 % of the
+multiply-adds). On the quiet 2-core machine, 7 rounds: with torch's 2 threads folded 1.80x at
+batch 1 and 1.67x at batch 8 (ONNX Runtime 1.56x and 1.63x); with 1 thread 1.38x and 1.68x (the
+wide layers at batch 1 are bound by reading Winograd's 4x larger filters). Hence the ``"fast"``
+choice (:func:`fast_backend`, :func:`default_backend`): on the CPU the folded model (faster than
 ONNX Runtime, and it keeps the eager model's choice of memory sample), ONNX Runtime when asked
 for; on GPUs the eager model with autocast as trained.
 """
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import io
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -51,6 +55,7 @@ from memseg_lite.deployment.export import (
     trace_to_onnx,
 )
 from memseg_lite.evaluation.evaluate import autocast_for, load_model
+from memseg_lite.deployment.winograd import MIN_SIDE, winograd_applies, winograd_conv2d, winograd_weights
 from memseg_lite.network.memory import memory_distances, select_indices
 
 #: Backends defined here (name -> class); "torch" is the eager model of the Inferencer.
@@ -108,7 +113,7 @@ class PackedConv2d(nn.Module):
 
     _MAX_SHAPES = 8  # packed weights kept per layer (one per input shape seen)
 
-    def __init__(self, conv: nn.Conv2d, activation: str = "none"):
+    def __init__(self, conv: nn.Conv2d, activation: str = "none", winograd: bool = False):
         super().__init__()
         if not isinstance(conv, nn.Conv2d) or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
             raise ValueError("PackedConv2d needs an nn.Conv2d with numeric zero padding")
@@ -121,6 +126,12 @@ class PackedConv2d(nn.Module):
         self.dilation, self.groups = list(conv.dilation), int(conv.groups)
         self.activation = activation
         self._packed: dict[tuple, torch.Tensor] = {}
+        # F(4x4, 3x3) filters, for inputs where winograd_applies (checked per call: it depends on H x W).
+        self.winograd_weight = None
+        if winograd and winograd_applies(self.weight.shape, self.stride, self.padding, self.dilation, self.groups,
+                                         (MIN_SIDE, MIN_SIDE)):
+            self.winograd_weight = nn.Parameter(winograd_weights(self.weight), requires_grad=False)
+        self.last_algorithm: str | None = None  # "winograd", "onednn" or "conv2d": what the last call ran
 
     def _use_onednn(self, x: torch.Tensor) -> bool:
         return x.device.type == "cpu" and x.dtype == torch.float32 and self.weight.dtype == torch.float32 \
@@ -139,7 +150,12 @@ class PackedConv2d(nn.Module):
         return packed
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        if self.winograd_weight is not None and self._use_onednn(x) and winograd_applies(
+                self.weight.shape, self.stride, self.padding, self.dilation, self.groups, x.shape):
+            self.last_algorithm = "winograd"
+            return winograd_conv2d(x, self.winograd_weight, self.bias, self.activation, residual)
         if self._use_onednn(x):
+            self.last_algorithm = "onednn"
             weight = self._packed_weight(x)
             arguments = (self.padding, self.stride, self.dilation, self.groups)
             if residual is None:
@@ -151,6 +167,7 @@ class PackedConv2d(nn.Module):
                 )
             y = torch.ops.mkldnn._convolution_pointwise(x, weight, self.bias, *arguments, "none", [], "") + residual
             return nn.functional.hardswish(y)
+        self.last_algorithm = "conv2d"
         y = nn.functional.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
         if residual is not None:
             y = y + residual
@@ -171,12 +188,12 @@ class PackedBasicBlock(nn.Module):
     """torchvision's ResNet ``BasicBlock`` with folded batch norms as two :class:`PackedConv2d`:
     ``relu(conv2(relu(conv1(x))) + identity)``, the addition and the last ReLU inside ``conv2``."""
 
-    def __init__(self, block: nn.Module):
+    def __init__(self, block: nn.Module, winograd: bool = False):
         super().__init__()
         if not (isinstance(block.bn1, nn.Identity) and isinstance(block.bn2, nn.Identity)):
             raise ValueError("PackedBasicBlock needs a block whose batch norms are folded (fold_batchnorms)")
-        self.conv1 = PackedConv2d(block.conv1, "relu")
-        self.conv2 = PackedConv2d(block.conv2, "relu")
+        self.conv1 = PackedConv2d(block.conv1, "relu", winograd=winograd)
+        self.conv2 = PackedConv2d(block.conv2, "relu", winograd=winograd)
         self.downsample = pack_convolutions(block.downsample) if block.downsample is not None else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -194,19 +211,21 @@ def _following_activation(modules: list[nn.Module], start: int) -> int | None:
     return None
 
 
-def pack_convolutions(module: nn.Module) -> nn.Module:
+def pack_convolutions(module: nn.Module, winograd: bool = False) -> nn.Module:
     """Replace, in place, every ``Conv2d`` of a batch-norm-folded network by a :class:`PackedConv2d`:
     ``Conv2d -> (folded BN) -> ReLU/Hardswish`` in an ``nn.Sequential`` becomes one fused call,
     ResNet blocks become :class:`PackedBasicBlock`, the coordinate attention's shared convolution
-    takes its hard-swish. Returns ``module`` (a lone ``Conv2d`` is returned packed)."""
+    takes its hard-swish. Returns ``module`` (a lone ``Conv2d`` is returned packed).
+    ``winograd``: the 3x3 convolutions that :func:`~memseg_lite.deployment.winograd.winograd_applies`
+    to run by F(4x4, 3x3) (ResNet blocks never do)."""
     from torchvision.models.resnet import BasicBlock
 
     from memseg_lite.network.attention import CoordinateAttention
 
     if isinstance(module, nn.Conv2d):
-        return PackedConv2d(module)
+        return PackedConv2d(module, winograd=winograd)
     if isinstance(module, BasicBlock):
-        return PackedBasicBlock(module)
+        return PackedBasicBlock(module, winograd)
     if isinstance(module, nn.Sequential):
         names = list(module._modules)
         children = [module._modules[name] for name in names]
@@ -214,18 +233,19 @@ def pack_convolutions(module: nn.Module) -> nn.Module:
             if isinstance(child, nn.Conv2d):
                 activation = _following_activation(children, index)
                 if activation is not None:
-                    module._modules[names[index]] = PackedConv2d(child, _ACTIVATIONS[type(children[activation])])
+                    module._modules[names[index]] = PackedConv2d(child, _ACTIVATIONS[type(children[activation])],
+                                                                 winograd=winograd)
                     module._modules[names[activation]] = nn.Identity()
                     children[activation] = nn.Identity()
                     continue
-            module._modules[names[index]] = pack_convolutions(child)
+            module._modules[names[index]] = pack_convolutions(child, winograd)
         return module
     if isinstance(module, CoordinateAttention) and isinstance(module.norm, nn.Identity):
         module.shared = PackedConv2d(module.shared, "hardswish")
         module.activation = nn.Identity()
     for name, child in list(module._modules.items()):
         if child is not None and not isinstance(child, PackedConv2d):
-            module._modules[name] = pack_convolutions(child)
+            module._modules[name] = pack_convolutions(child, winograd)
     return module
 
 
@@ -251,45 +271,94 @@ class FoldedTorchBackend:
     encoder recomputes the choice for those images (:func:`eager_selection`);
     ``exact_selections`` counts such images, ``last_indices`` holds the last batch's choice.
     ``packed=False`` keeps plain ``F.conv2d`` (the folded model of the first version).
+    ``winograd``: the wide 3x3 convolutions (128 channels and more on maps of 16 x 16 and more:
+    encoder layers 2-3, MSFF, the decoder's first two blocks) by F(4x4, 3x3)
+    (:mod:`memseg_lite.deployment.winograd`; only with ``packed``). Its rounding moves the
+    encoder features by about 6e-6 of their L1 norm (measured on a trained mesh model, against
+    5e-6 for the direct folded convolutions), well inside :func:`~memseg_lite.deployment.export.near_ties`'
+    1e-4, so the choice of memory sample stays the eager model's.
     """
 
     def __init__(self, model, payload: dict | None, device: torch.device, checkpoint=None, channels_last: bool = True,
-                 packed: bool = True, chunk_size: int | None = 2):
+                 packed: bool = True, chunk_size: int | None = 2, winograd: bool = True, streams: int | None = None):
         if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
             raise ValueError(f"chunk_size must be an integer >= 1 or None (whole batches), got {chunk_size!r}")
+        if streams is not None and (isinstance(streams, bool) or not isinstance(streams, int) or streams < 1):
+            raise ValueError(f"streams must be an integer >= 1 or None (torch's thread count), got {streams!r}")
+        self.streams = streams
+        self._pool: ThreadPoolExecutor | None = None
         self.payload, self.device = payload, resolve_device(device)
         self.channels_last, self.chunk_size = bool(channels_last), chunk_size
         self.model = model.eval()
         network = DeployedMemSeg(model, fold=True).to(self.device)
         self.packed = bool(packed) and self.device.type == "cpu" and onednn_fusion_available()
+        self.winograd = bool(winograd) and self.packed
         if self.packed:
-            pack_convolutions(network)
+            pack_convolutions(network, winograd=self.winograd)
         if self.channels_last:  # the bank too: compared flat in the same (NHWC) order, without copies
             network = network.to(memory_format=torch.channels_last)
         self.network = network
         self.exact_selections = 0
         self.last_indices: torch.Tensor | None = None
 
-    def _run(self, original: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _run(self, original: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        """``(maps, scores, indices, near ties recomputed)`` of one chunk."""
         images = original.to(self.device, dtype=torch.float32)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         stem, features, level4 = self.network.encode(images)
         indices, near_tie = self.network.select(features)
-        if bool(near_tie.any()):
+        ties = int(near_tie.sum())
+        if ties:
             exact = eager_selection(self.model, original[near_tie.cpu()].to(self.device))
             indices = indices.clone()
             indices[near_tie] = exact.to(indices.device)
-            self.exact_selections += int(near_tie.sum())
         maps, scores = self.network.decode(stem, features, level4, indices)
-        return maps, scores, indices
+        return maps, scores, indices, ties
+
+    def _run_part(self, part: torch.Tensor, threads: int | None = None) -> list[tuple]:
+        """One stream's images in chunks; ``threads``: this (worker) thread's intra-op threads."""
+        if threads is not None:
+            torch.set_num_threads(threads)
+        with torch.inference_mode():
+            return [self._run(chunk) for chunk in part.split(self.chunk_size or max(1, part.shape[0]))]
+
+    def streams_for(self, batch_size: int) -> int:
+        """How many parallel streams a batch of ``batch_size`` images runs in (see ``__call__``)."""
+        threads = torch.get_num_threads()
+        chunks = -(-batch_size // (self.chunk_size or max(1, batch_size)))  # each stream runs whole chunks
+        if self.device.type != "cpu" or chunks < 2 or threads < 2:
+            return 1
+        return max(1, min(self.streams if self.streams is not None else threads, chunks, threads))
 
     def __call__(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Maps and scores of ``batch``. On the CPU a batch of several images is split into
+        :meth:`streams_for` parts that run at the same time, each on its own thread with its share
+        of torch's threads: one image per thread keeps every core busy where one image on two
+        threads leaves them waiting for each other (small layers, memory-bound steps). Each image
+        gets the same numbers either way (the chunks of ``chunk_size`` stay the same)."""
+        streams = self.streams_for(batch.shape[0])
+        if streams == 1:
+            outputs = self._run_part(batch)
+        else:
+            threads = torch.get_num_threads()
+            if self._pool is None or self._pool._max_workers != streams:
+                self._pool = ThreadPoolExecutor(max_workers=streams, thread_name_prefix="memseg-stream")
+            # Whole chunks per stream, so every image sees the chunking of a single stream.
+            step = self.chunk_size or 1
+            chunks = -(-batch.shape[0] // step)
+            bounds = [min(batch.shape[0], step * (k * chunks // streams)) for k in range(1, streams)]
+            parts = batch.tensor_split(bounds)
+            try:
+                results = list(self._pool.map(lambda part: self._run_part(part, max(1, threads // streams)), parts))
+            finally:
+                torch.set_num_threads(threads)  # set_num_threads in a worker also changes the process default
+            outputs = [output for result in results for output in result]
         with torch.inference_mode():
-            outputs = [self._run(chunk) for chunk in batch.split(self.chunk_size or max(1, batch.shape[0]))]
             maps = torch.cat([output[0] for output in outputs]).float().cpu()
             scores = torch.cat([output[1] for output in outputs]).float().cpu()
             indices = torch.cat([output[2] for output in outputs]).cpu()
+        self.exact_selections += sum(output[3] for output in outputs)
         self.last_indices = indices.clone()
         # Clones made outside inference mode are ordinary tensors (callers may change them in place).
         return maps.contiguous().clone(), scores.clone()
@@ -359,7 +428,7 @@ def default_backend(device: str | torch.device = "auto", checkpoint=None) -> str
     """The backend of the ``"fast"`` choice: on the CPU ``"folded"``, on GPUs ``"eager"`` (the model
     with autocast as trained).
 
-    ONNX Runtime is about as fast on the CPU (module docstring) but runs a fixed graph, which cannot
+    ONNX Runtime is slower on the CPU (module docstring) and runs a fixed graph, which cannot
     hand a near tie between memory samples back to the eager model; it serves when asked for
     (``backend="onnx"``, using ``memseg-lite export``'s current ``CHECKPOINT.onnx`` when there is one,
     :func:`current_export`). ``checkpoint`` is accepted for that seam and does not change the choice.
