@@ -68,3 +68,16 @@ def test_streams_leave_the_thread_settings_as_they_were(model_and_images, two_th
     thread.start()
     thread.join()
     assert seen == [2]
+
+
+def test_close_stops_the_stream_threads_and_the_next_batch_starts_them_again(model_and_images, two_threads):
+    model, images = model_and_images
+    backend = FoldedTorchBackend(model, {}, torch.device("cpu"))
+    first, _ = backend(images)
+    names = {thread.name for thread in threading.enumerate()}
+    assert any(name.startswith("memseg-stream") for name in names)
+    backend.close()
+    assert backend._pool is None
+    again, _ = backend(images)
+    torch.testing.assert_close(again, first, rtol=0, atol=0)
+    backend.close()

@@ -11,7 +11,8 @@ float batch ``[B, 3, H, W]`` returns ``(anomaly_maps [B, H, W], scores [B])``, f
   without its minutes of compiling); the wide 3x3 convolutions (at least 128 channels on maps of
   at least 16 x 16) by Winograd's F(4x4, 3x3) with 4x fewer multiplications
   (:mod:`memseg_lite.deployment.winograd`); ``channels_last``; ``torch.inference_mode``; a batch
-  run in chunks of 2 images (large batches spill the caches). Nothing to export, no extra package.
+  run in chunks of 2 images (large batches spill the caches), the chunks of a larger batch in
+  parallel streams, one thread each. Nothing to export, no extra package.
 - ``"onnx"`` (:class:`OnnxBackend`): ONNX Runtime on the CPU, from an exported ``.onnx`` file or
   from the model (exported in memory first: seconds at 256 x 256; pass ``onnx_path`` to reuse a
   file from ``memseg-lite export``). Needs the ``deploy`` extra (onnx, onnxruntime).
@@ -287,6 +288,7 @@ class FoldedTorchBackend:
             raise ValueError(f"streams must be an integer >= 1 or None (torch's thread count), got {streams!r}")
         self.streams = streams
         self._pool: ThreadPoolExecutor | None = None
+        self._pool_size = 0
         self.payload, self.device = payload, resolve_device(device)
         self.channels_last, self.chunk_size = bool(channels_last), chunk_size
         self.model = model.eval()
@@ -323,6 +325,16 @@ class FoldedTorchBackend:
         with torch.inference_mode():
             return [self._run(chunk) for chunk in part.split(self.chunk_size or max(1, part.shape[0]))]
 
+    def close(self) -> None:
+        """Stop the stream threads (started again by the next batch that needs them)."""
+        pool = getattr(self, "_pool", None)  # None also when __init__ stopped early
+        if pool is not None:
+            pool.shutdown(wait=False)
+        self._pool, self._pool_size = None, 0
+
+    def __del__(self):
+        self.close()
+
     def streams_for(self, batch_size: int) -> int:
         """How many parallel streams a batch of ``batch_size`` images runs in (see ``__call__``)."""
         threads = torch.get_num_threads()
@@ -342,8 +354,10 @@ class FoldedTorchBackend:
             outputs = self._run_part(batch)
         else:
             threads = torch.get_num_threads()
-            if self._pool is None or self._pool._max_workers != streams:
+            if self._pool is None or self._pool_size != streams:
+                self.close()
                 self._pool = ThreadPoolExecutor(max_workers=streams, thread_name_prefix="memseg-stream")
+                self._pool_size = streams
             # Whole chunks per stream, so every image sees the chunking of a single stream.
             step = self.chunk_size or 1
             chunks = -(-batch.shape[0] // step)
