@@ -113,7 +113,17 @@ def test_packed_convolution_runs_winograd_only_where_it_applies():
             assert direct.last_algorithm == "onednn"
             exact = torch.relu(F.conv2d(x.double(), conv.weight.double(), conv.bias.double(), padding=1))
             assert float((got.double() - exact).abs().max()) <= 1e-4 * float(exact.abs().max())
-    assert PackedConv2d(torch.nn.Conv2d(64, 64, 3, padding=1), winograd=True).winograd_weight is None  # too narrow
+    assert not PackedConv2d(torch.nn.Conv2d(64, 64, 3, padding=1), winograd=True).winograd  # too narrow
+    # the transformed filters are made on first use, and again after a move or conversion
+    fresh = PackedConv2d(conv, "relu", winograd=True)
+    assert fresh.winograd and fresh.winograd_weight is None
+    with torch.inference_mode():
+        fresh(torch.randn(1, 128, 8, 8))  # too small: direct, no filters transformed
+        assert fresh.winograd_weight is None
+        fresh(torch.randn(1, 128, 16, 16))
+    torch.testing.assert_close(fresh.winograd_weight, winograd_weights(conv.weight.detach()), rtol=0, atol=0)
+    fresh.to(torch.float32)
+    assert fresh.winograd_weight is None
     with torch.enable_grad():  # autograd needs the plain convolution
         packed(torch.randn(1, 128, 16, 16))
     assert packed.last_algorithm == "conv2d"

@@ -127,11 +127,12 @@ class PackedConv2d(nn.Module):
         self.dilation, self.groups = list(conv.dilation), int(conv.groups)
         self.activation = activation
         self._packed: dict[tuple, torch.Tensor] = {}
-        # F(4x4, 3x3) filters, for inputs where winograd_applies (checked per call: it depends on H x W).
-        self.winograd_weight = None
-        if winograd and winograd_applies(self.weight.shape, self.stride, self.padding, self.dilation, self.groups,
-                                         (MIN_SIDE, MIN_SIDE)):
-            self.winograd_weight = nn.Parameter(winograd_weights(self.weight), requires_grad=False)
+        # F(4x4, 3x3) for inputs where winograd_applies (checked per call: it depends on H x W). Its
+        # filters (4x the direct weights) are transformed on first use, so layers whose maps are too
+        # small at this input size (layer4 at 256 x 256) never hold them.
+        self.winograd = bool(winograd) and winograd_applies(
+            self.weight.shape, self.stride, self.padding, self.dilation, self.groups, (MIN_SIDE, MIN_SIDE))
+        self.winograd_weight: torch.Tensor | None = None
         self.last_algorithm: str | None = None  # "winograd", "onednn" or "conv2d": what the last call ran
 
     def _use_onednn(self, x: torch.Tensor) -> bool:
@@ -151,8 +152,10 @@ class PackedConv2d(nn.Module):
         return packed
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        if self.winograd_weight is not None and self._use_onednn(x) and winograd_applies(
+        if self.winograd and self._use_onednn(x) and winograd_applies(
                 self.weight.shape, self.stride, self.padding, self.dilation, self.groups, x.shape):
+            if self.winograd_weight is None:  # two streams may both compute it: the same values
+                self.winograd_weight = winograd_weights(self.weight.detach())
             self.last_algorithm = "winograd"
             return winograd_conv2d(x, self.winograd_weight, self.bias, self.activation, residual)
         if self._use_onednn(x):
@@ -177,7 +180,8 @@ class PackedConv2d(nn.Module):
         return nn.functional.hardswish(y) if self.activation == "hardswish" else y
 
     def _apply(self, fn, recurse=True):
-        self._packed.clear()  # moved or converted: pack again from the new weight
+        self._packed.clear()  # moved or converted: pack (and transform) again from the new weight
+        self.winograd_weight = None
         return super()._apply(fn, recurse)
 
     def extra_repr(self) -> str:
