@@ -18,7 +18,7 @@ float batch ``[B, 3, H, W]`` returns ``(anomaly_maps [B, H, W], scores [B])``, f
   file from ``memseg-lite export``). Needs the ``deploy`` extra (onnx, onnxruntime).
 
 Same maps: both compute the eager model's numbers up to float rounding (max abs map difference
-about 1e-7). The choice of memory sample is an ``argmin``, which rounding can flip where two memory
+1e-7 to 1e-6). The choice of memory sample is an ``argmin``, which rounding can flip where two memory
 samples are almost equally close; the folded backend detects such near ties
 (:func:`~memseg_lite.deployment.export.near_ties`) and lets the eager model's own frozen encoder
 make that choice (:func:`eager_selection`), so its choice is always the eager model's.
