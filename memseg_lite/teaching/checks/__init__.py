@@ -9,7 +9,18 @@ answer: it compares with stored digests of the worked solution's results (dict l
 :func:`memseg_lite.teaching.exercises.summarise`), with properties and invariants, or with an
 independent construction. The worked solutions are in ``solutions/NN_topic_solutions.ipynb``.
 
+Every ``exercise_N`` is wrapped in :func:`memseg_lite.teaching.checks.support.robust` and calls the
+candidate only through :func:`memseg_lite.teaching.exercises.call_candidate` (or
+:func:`~memseg_lite.teaching.checks.support.call_avoiding`), so an error in the learner's function,
+or a result of an unexpected type, is a failed check with its reason and never stops the notebook.
+Expected single numbers are stored sealed (a hash, :class:`~memseg_lite.teaching.checks.support.Sealed`),
+so printing a module's constants does not show them, and no failure message shows an expected value.
+
 Modules (only chapters with exercises have one):
+
+- ``support``: what the chapters share (:func:`~memseg_lite.teaching.checks.support.robust`, sealed
+  numbers, :func:`~memseg_lite.teaching.checks.support.call_avoiding`, which fails a function that
+  uses the package function or library the exercise asks to do without).
 
 - ``ch00``: notebook 00, the overview (defective pixels, object fraction, the blend by hand).
 - ``ch01``: notebook 01, Perlin noise (fade curve, noise, masks).

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from memseg_lite.core.io import write_image
+from memseg_lite.teaching.checks.support import robust
+from memseg_lite.teaching.exercises import call_candidate
 
 
 def _toy_category(root: Path) -> float:
@@ -34,6 +36,7 @@ def _toy_category(root: Path) -> float:
     return defective / (2 * 32 * 32 + 2 * 16 * 20)
 
 
+@robust
 def exercise_1(candidate, data_root=None, category: str = "button") -> None:
     """``candidate(data_root, category)``: the defective fraction of all test pixels of a category.
 
@@ -42,7 +45,7 @@ def exercise_1(candidate, data_root=None, category: str = "button") -> None:
     """
     with tempfile.TemporaryDirectory() as folder:
         expected = _toy_category(Path(folder))
-        answer = float(candidate(Path(folder), "toy"))
+        answer = float(call_candidate(candidate, Path(folder), "toy"))
     if abs(answer - expected) > 1e-9:
         raise AssertionError(
             f"on a small test category (2 good 32 x 32 images, 2 defective 16 x 20 ones) the answer is {answer:.5f}, "
@@ -50,7 +53,7 @@ def exercise_1(candidate, data_root=None, category: str = "button") -> None:
             "pixels pooled over images of different sizes, mask pixels > 0 counted once)"
         )
     if data_root is not None:
-        real = float(candidate(data_root, category))
+        real = float(call_candidate(candidate, data_root, category))
         if not 0 < real < 0.05:
             raise AssertionError(f"{real} is not a small fraction for {category}: defects are a few percent of the pixels at most")
 
@@ -63,30 +66,54 @@ def _disc_image(shape, centre, radius, inside, outside, rng) -> tuple[np.ndarray
     return np.clip(image, 0, 255).astype(np.uint8), disc
 
 
+def _mixed_grey_image(shape, parts, rng) -> tuple[np.ndarray, float]:
+    """A grey RGB image whose pixels (shuffled) come in classes ``parts``: (share, lowest, highest grey level).
+
+    Returns the image and the share of its brightest class.
+    """
+    count = shape[0] * shape[1]
+    values = np.concatenate([rng.integers(low, high + 1, round(share * count)) for share, low, high in parts])
+    assert values.size == count, "the shares must add up to the pixel count"
+    rng.shuffle(values)
+    grey = values.reshape(shape).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=2), parts[-1][0]
+
+
+@robust
 def exercise_2(candidate) -> None:
     """``candidate(image)``: the fraction of an RGB image that Otsu's threshold puts in the bright class.
 
-    Independent construction: images made of a disc and a background whose grey levels do not
-    overlap, so the bright class is known exactly.
+    Independent construction: images made of classes whose grey levels do not overlap, so the
+    bright class is known exactly: a disc on a background (either way round), then two images on
+    which a threshold at the mean grey level (or the median) splits a class: a small bright class
+    beside a large one whose range holds the mean, and three classes, where Otsu's threshold falls
+    in the gap below the brightest one (checked once with ``cv2``'s Otsu on these seeded images) while
+    the mean falls in the lower gap.
     """
     rng = np.random.default_rng(0)
     cases = {
         "a dim disc on a dark background": _disc_image((64, 80), (30, 45), 18, (90, 100, 110), (30, 40, 50), rng),
         "a dark disc on a bright background": _disc_image((60, 60), (28, 31), 22, (120, 120, 120), (200, 205, 195), rng),
     }
-    for name, (image, disc) in cases.items():
-        bright = disc if name.startswith("a dim") else ~disc
-        answer = float(candidate(image))
-        if abs(answer - bright.mean()) > 1e-9:
+    shares = {name: (disc if name.startswith("a dim") else ~disc).mean() for name, (image, disc) in cases.items()}
+    images = {name: image for name, (image, _) in cases.items()}
+    for name, parts in {"a small bright class (15 %) beside a large one": ((0.85, 100, 140), (0.15, 200, 210)),
+                        "three classes (50 %, 25 %, 25 %)": ((0.5, 10, 30), (0.25, 100, 110), (0.25, 230, 250))}.items():
+        images[name], shares[name] = _mixed_grey_image((50, 60), parts, rng)
+    for name, image in images.items():
+        answer = float(call_candidate(candidate, image.copy()))
+        if abs(answer - shares[name]) > 1e-9:
             raise AssertionError(
                 f"{name}: got {answer:.4f}; expected the share of pixels in the brighter of the two classes "
-                "(grey conversion, then Otsu's threshold chosen from the image itself, not a fixed one)"
+                "that Otsu's threshold makes (grey conversion, then Otsu's threshold chosen from the image itself: "
+                "not a fixed one, nor the mean or median grey level)"
             )
 
 
+@robust
 def exercise_3(candidate) -> None:
     """``candidate()``: (inside, outside) values of the blend for I = 0.8, I_n = 0.2, delta = 0.25."""
-    result = candidate()
+    result = call_candidate(candidate)
     if not isinstance(result, tuple | list) or len(result) != 2:
         raise AssertionError("return a tuple (inside, outside)")
     inside, outside = (float(value) for value in result)

@@ -12,6 +12,8 @@ import numpy as np
 
 from memseg_lite.simulation import foreground
 from memseg_lite.simulation.perlin import perlin_mask
+from memseg_lite.teaching.checks.support import robust
+from memseg_lite.teaching.exercises import call_candidate
 
 # The largest between-class variance w0 w1 (mu0 - mu1)^2 over t = 0..254 of each test image of
 # exercise 1 (_otsu_images), from the worked solution's threshold (solutions/02_foreground_masks_solutions.ipynb).
@@ -36,10 +38,11 @@ def _between(grey: np.ndarray, t: int) -> float:
     return low.size * high.size / values.size**2 * (low.mean() - high.mean()) ** 2
 
 
+@robust
 def exercise_1(candidate) -> None:
     """``candidate(grey)``: Otsu's threshold, by the definition; any maximiser of sigma_B^2 passes."""
     for name, grey in _otsu_images().items():
-        t = candidate(grey)
+        t = call_candidate(candidate, grey)
         if not isinstance(t, int | np.integer) or not 0 <= int(t) <= 254:
             raise AssertionError(f"{name}: return an int threshold in 0..254, got {t!r}")
         between = _between(grey, int(t))
@@ -54,6 +57,7 @@ def component_at(mask: np.ndarray, y: int, x: int) -> np.ndarray:
     return canvas == 2
 
 
+@robust
 def exercise_2(candidate) -> None:
     """``candidate(mask)``: the largest 8-connected component of a bool mask."""
     canvas = np.zeros((40, 60), bool)
@@ -62,16 +66,16 @@ def exercise_2(candidate) -> None:
     canvas[30:34, 5:9] = True  # a speck: 16 pixels
     expected = np.zeros_like(canvas)
     expected[20:28, 30:38] = expected[28:36, 38:46] = True
-    out = np.asarray(candidate(canvas))
+    out = np.asarray(call_candidate(candidate, canvas))
     if out.shape != canvas.shape or out.dtype != bool:
         raise AssertionError("return a bool mask of the input's shape")
     if not np.array_equal(out, expected):
         raise AssertionError("on a test mask the result is not the largest 8-connected component "
                              "(pixels touching at a corner belong together)")
-    if np.asarray(candidate(np.zeros((8, 8), bool))).any():
+    if np.asarray(call_candidate(candidate, np.zeros((8, 8), bool))).any():
         raise AssertionError("an empty mask must stay empty")
     blobs = perlin_mask((64, 64), np.random.default_rng(5), scale_range=(3, 4), threshold=0.3)
-    out = np.asarray(candidate(blobs))
+    out = np.asarray(call_candidate(candidate, blobs))
     if not out.any() or (out & ~blobs).any():
         raise AssertionError("the result must be a non-empty part of the input")
     if not np.array_equal(out, component_at(blobs, *np.argwhere(out)[0])):
@@ -81,6 +85,7 @@ def exercise_2(candidate) -> None:
             raise AssertionError(f"the component at pixel ({y}, {x}) is larger")
 
 
+@robust
 def exercise_3(candidate, stack: np.ndarray) -> None:
     """``candidate(stack)``: ForegroundSettings(mode="threshold") matching Otsu (IoU >= 0.95) on ``stack``,
     and on darker and brighter copies of it. ``stack``: uint8 N x H x W x 3 images of an object category."""
@@ -91,7 +96,7 @@ def exercise_3(candidate, stack: np.ndarray) -> None:
         "brighter (x 0.6 + 100)": np.rint(0.6 * originals + 100).astype(np.uint8),
     }
     for name, images in stacks.items():
-        settings = candidate(images)
+        settings = call_candidate(candidate, images)
         if not isinstance(settings, foreground.ForegroundSettings) or settings.mode != "threshold":
             raise AssertionError("return foreground.ForegroundSettings(mode='threshold', threshold=...)")
         with warnings.catch_warnings():

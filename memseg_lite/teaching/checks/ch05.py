@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from memseg_lite.teaching.checks.support import robust
 from memseg_lite.teaching.exercises import as_tensor, assert_matches, call_candidate
 
 
@@ -24,6 +25,7 @@ def exercise_1_inputs() -> dict[str, np.ndarray]:
     return {f"{h}x{w}": generator.random((h, w)) for h, w in ((2, 3), (5, 7))}
 
 
+@robust
 def exercise_1(candidate) -> None:
     """``candidate(values)``: float [h, w] -> float [2h, 2w], bilinear, ``align_corners=False``."""
     ramp = np.asarray(call_candidate(candidate, np.array([[0.0, 1.0]])), dtype=np.float64)
@@ -61,6 +63,7 @@ def _check_maps(maps, di_star, expected_prefix, case):
         assert_matches(got, EXPECTED[f"{expected_prefix} M_{level + 1}"], what=f"{case}: M_{level + 1}")
 
 
+@robust
 def exercise_2(candidate) -> None:
     """``candidate(di_star)`` -> [M_1, M_2, M_3] with the maximum over channels at every level."""
     di_star = random_di_star(1)
@@ -74,6 +77,7 @@ def exercise_2(candidate) -> None:
         "raising DI*_1 must not lower M_1"
 
 
+@robust
 def exercise_3(candidate) -> None:
     """``candidate(di_star)`` -> [M_1, M_2, M_3] after zeroing the top half of DI*_3."""
     di_star = random_di_star(3, sizes=((4, 16), (4, 8), (4, 4)))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from memseg_lite.evaluation.metrics import image_auroc, pixel_auroc
+from memseg_lite.teaching.checks.support import Sealed, assert_sealed, robust
 from memseg_lite.teaching.exercises import assert_matches, call_candidate
 
 
@@ -38,6 +39,7 @@ def exercise_1_inputs() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     }
 
 
+@robust
 def exercise_1(candidate) -> None:
     """``candidate(scores)``: float [n] -> float64 [n], ranks 1..n from the lowest, ties share their mean rank."""
     for name, (scores, labels) in exercise_1_inputs().items():
@@ -77,6 +79,7 @@ def maps_and_masks(seed: int = 11, count: int = 4, size: int = 24) -> tuple[np.n
     return (np.round(np.clip(maps, 0, 1) / 0.05) * 0.05).astype(np.float32), masks
 
 
+@robust
 def exercise_2(candidate) -> None:
     """``candidate(maps, masks, limit)`` -> the area under the pixel ROC up to FPR = limit, divided by limit."""
     maps, masks = maps_and_masks()
@@ -84,17 +87,18 @@ def exercise_2(candidate) -> None:
     for limit in (0.1, 0.3):
         value = _number(call_candidate(candidate, maps.copy(), masks.copy(), limit), f"limit {limit}: the area")
         assert 0.0 <= value <= 1.0, f"limit {limit}: a normalised area lies in [0, 1], got {value:.4f}"
-        assert_matches(value, EXPECTED[f"exercise_2 limit {limit}"], what=f"limit {limit}: the normalised area",
-                       rtol=1e-5, atol=1e-9)
+        assert_sealed(value, EXPECTED[f"exercise_2 limit {limit}"], what=f"limit {limit}: the normalised area")
     whole = _number(call_candidate(candidate, maps.copy(), masks.copy(), 1.0), "limit 1: the area")
     assert abs(whole - pixel_auroc(maps, masks)) < 1e-9, f"at limit 1 it is the pixel AUROC; got {whole:.6f}"
     constant = np.full_like(maps, 0.5)
     chance = _number(call_candidate(candidate, constant, masks.copy(), 0.3), "a constant map: the area")
     assert abs(chance - 0.15) < 1e-9, (
-        "a constant map flags everything at once: its ROC is the diagonal, so the area up to 0.3 is "
-        f"0.3^2 / 2 and the normalised value 0.15; got {chance:.6f} (is the crossing segment cut at the limit?)")
+        "a constant map flags everything at once: its ROC is the diagonal from (0, 0) to (1, 1), so the area up to "
+        f"the limit is a triangle; your normalised value {chance:.6f} is too {'high' if chance > 0.15 else 'low'} "
+        "(is the crossing segment cut at the limit, and the area divided by the limit?)")
 
 
+@robust
 def exercise_3(candidate) -> None:
     """``candidate(maps, masks, max_fpr)`` -> the lowest score in the maps with FPR(t) <= max_fpr."""
     maps, masks = maps_and_masks(seed=12)
@@ -109,7 +113,7 @@ def exercise_3(candidate) -> None:
         if lower.size:
             assert (normal >= lower.max()).mean() > max_fpr, \
                 f"max_fpr {max_fpr}: a lower score than t = {t:g} also keeps the FPR <= {max_fpr}: take the lowest"
-        assert_matches(float(t), EXPECTED[f"exercise_3 max_fpr {max_fpr}"], what=f"max_fpr {max_fpr}: the threshold")
+        assert_sealed(float(t), EXPECTED[f"exercise_3 max_fpr {max_fpr}"], what=f"max_fpr {max_fpr}: the threshold")
 
 
 EXPECTED: dict = {'exercise_1 the 16 example scores': {'shape': [16],
@@ -124,8 +128,8 @@ EXPECTED: dict = {'exercise_1 the 16 example scores': {'shape': [16],
                                          'min': 2.5,
                                          'max': 35.0,
                                          'probes': [[0, 35.0], [10, 8.5], [20, 35.0], [29, 17.0], [39, 35.0]]},
- 'exercise_2 limit 0.1': 0.478108,
- 'exercise_2 limit 0.3': 0.594069,
- 'exercise_3 max_fpr 0.01': 0.7,
- 'exercise_3 max_fpr 0.05': 0.6,
- 'exercise_3 max_fpr 0.2': 0.5}
+ 'exercise_2 limit 0.1': Sealed(step=1e-05, digest='b8bc9d7ede0edaad6ea3', exact=False),
+ 'exercise_2 limit 0.3': Sealed(step=1e-05, digest='384ddd2201f1a1594ddd', exact=False),
+ 'exercise_3 max_fpr 0.01': Sealed(step=1e-05, digest='543355906500c7044e35', exact=False),
+ 'exercise_3 max_fpr 0.05': Sealed(step=1e-05, digest='d268fb031878a61e9851', exact=False),
+ 'exercise_3 max_fpr 0.2': Sealed(step=1e-05, digest='20eb0b05f28505d140ca', exact=False)}

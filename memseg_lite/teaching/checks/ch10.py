@@ -8,6 +8,8 @@ the anchor points and the straight pieces of the normalisation, exercise 2 evalu
 threshold with :func:`~memseg_lite.evaluation.thresholds.precision_recall_f1` (it never searches for
 the best one), and exercise 3 letterboxes known maps with
 :func:`~memseg_lite.core.transforms.fit_image` (the forward direction) and asks for them back.
+Exercises 1 and 3 fail a function that runs the package's version of the answer
+(``normalise_scores``, ``unfit_map``); they only watch for those calls, never make them.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from memseg_lite.core.transforms import fit_image
-from memseg_lite.evaluation.thresholds import precision_recall_f1
+from memseg_lite.core.transforms import fit_image, unfit_map
+from memseg_lite.evaluation.thresholds import normalise_scores, precision_recall_f1
+from memseg_lite.teaching.checks.support import Sealed, assert_sealed, call_avoiding, matches_sealed, robust
 from memseg_lite.teaching.exercises import assert_matches, call_candidate
 
 
@@ -39,11 +42,13 @@ def exercise_1_inputs() -> tuple[np.ndarray, np.ndarray]:
     return rng.random(12), rng.uniform(0.05, 0.95, 12)
 
 
+@robust
 def exercise_1(candidate) -> None:
     """``candidate(score, threshold)`` -> the normalised score of one image (one number)."""
 
     def normalised(score: float, threshold: float) -> float:
-        return _number(call_candidate(candidate, float(score), float(threshold)),
+        return _number(call_avoiding(candidate, float(score), float(threshold), functions=(normalise_scores,),
+                                     why="write the two straight pieces yourself"),
                        f"my_normalised({score:g}, {threshold:g})")
 
     for threshold in (0.4, 0.25, 0.8):
@@ -83,6 +88,7 @@ def _threshold(candidate, scores, labels, what) -> float:
     return t
 
 
+@robust
 def exercise_2(candidate) -> None:
     """``candidate(scores, labels)`` -> the score t whose rule ``score >= t`` has the largest F1 (ties: the higher t)."""
     # By design: every defective image scores above every good one, so only the lowest defective score gives F1 = 1.
@@ -99,10 +105,10 @@ def exercise_2(candidate) -> None:
     scores, labels = exercise_2_inputs()
     t = _threshold(candidate, scores, labels, "44 seeded scores")
     f1 = precision_recall_f1(scores, labels, t).f1
-    assert f1 >= EXPECTED["exercise_2 best F1"] - 1e-9, (
+    assert matches_sealed(f1, EXPECTED["exercise_2 best F1"]), (
         f"44 seeded scores: F1 at your t = {t:g} is {f1:.4f}, but another score gives a higher F1 "
         "(flag score >= t, and F1 = 2 TP / (flagged + defective))")
-    assert_matches(t, EXPECTED["exercise_2 threshold"], what="44 seeded scores: the threshold")
+    assert_sealed(t, EXPECTED["exercise_2 threshold"], what="44 seeded scores: the threshold")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -119,7 +125,8 @@ def _smooth_map(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
 
 
 def _mapped_back(candidate, values: np.ndarray, original_shape: tuple[int, int], what: str) -> np.ndarray:
-    result = call_candidate(candidate, values.copy(), original_shape)
+    result = call_avoiding(candidate, values.copy(), original_shape, functions=(unfit_map,),
+                           why="the exercise is to write the package's unfit_map yourself (crop, then cv2.resize)")
     result = np.asarray(result, dtype=np.float64)
     assert result.shape == tuple(original_shape), (
         f"{what}: the map must come back at the photo's size {tuple(original_shape)}, got {result.shape}")
@@ -127,6 +134,7 @@ def _mapped_back(candidate, values: np.ndarray, original_shape: tuple[int, int],
     return result
 
 
+@robust
 def exercise_3(candidate) -> None:
     """``candidate(values, original_shape)`` -> the ``H x W`` letterboxed map on the original ``h x w`` pixels."""
     rng = np.random.default_rng(30)
@@ -149,8 +157,8 @@ def exercise_3(candidate) -> None:
 EXPECTED: dict = {
     "exercise_1 seeded pairs": {"shape": [12], "mean": 0.533628, "std": 0.31561, "min": 0.0838574, "max": 0.949054,
         "probes": [[0, 0.949054], [3, 0.0838574], [6, 0.811442], [8, 0.615209], [11, 0.183246]]},
-    "exercise_2 threshold": 0.5,
-    "exercise_2 best F1": 0.8,
+    "exercise_2 threshold": Sealed(step=1e-05, digest='20eb0b05f28505d140ca', exact=False),
+    "exercise_2 best F1": Sealed(step=1e-05, digest='6c1112be882299237b42', exact=False),
     "exercise_3 (176, 256) (96, 128)": {"shape": [176, 256], "mean": 0.506368, "std": 0.18128, "min": 0.00920919, "max": 0.991014,
         "probes": [[0, 0.416121], [11264, 0.511126], [22528, 0.745555], [33791, 0.823534], [45055, 0.504876]]},
     "exercise_3 (300, 200) (128, 128)": {"shape": [300, 200], "mean": 0.499917, "std": 0.192932, "min": 0.00734294, "max": 0.997011,

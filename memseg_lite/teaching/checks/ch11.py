@@ -7,14 +7,16 @@ with stored digests of the worked solution's results (made by
 ``solutions/11_ablations_solutions.ipynb``). No check computes the answer: exercise 1 tests the
 symmetries of Welch's t (swap, shift, scale) and the bounds of the Welch-Satterthwaite degrees of
 freedom, exercise 2 tests that a constant per-seed gap has no spread and that shifting one variant
-moves only the mean; the values themselves are compared with the digests.
+moves only the mean; the values themselves are compared with sealed values of the worked
+solution. Both fail a function that runs ``scipy.stats`` (``ttest_ind``, ``sem``): numpy only.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from memseg_lite.teaching.exercises import assert_matches, call_candidate
+from memseg_lite.teaching.checks.support import Sealed, assert_sealed, call_avoiding, robust
+from memseg_lite.teaching.exercises import call_candidate
 
 
 def _pair(answer, what: str) -> tuple[float, float]:
@@ -33,6 +35,12 @@ def _pair(answer, what: str) -> tuple[float, float]:
             raise AssertionError(f"{what}: got {number}, not a finite number")
         numbers.append(number)
     return numbers[0], numbers[1]
+
+
+def _numpy_only(candidate, *args):
+    """The learner's answer; a failed check when it runs scipy.stats or statsmodels (the exercises say numpy only)."""
+    return call_avoiding(candidate, *args, modules=("scipy.stats", "statsmodels"),
+                         why="the exercise asks for numpy only: write the formula of the exercise yourself")
 
 
 def _raises_value_error(candidate, *args) -> bool:
@@ -66,10 +74,11 @@ def exercise_1_inputs() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     }
 
 
+@robust
 def exercise_1(candidate) -> None:
     """``candidate(reference, variant)`` -> ``(t, df)``: Welch's t of mean(variant) - mean(reference), its degrees of freedom."""
     for name, (reference, variant) in exercise_1_inputs().items():
-        t, df = _pair(call_candidate(candidate, reference.copy(), variant.copy()), name)
+        t, df = _pair(_numpy_only(candidate, reference.copy(), variant.copy()), name)
         gap = variant.mean() - reference.mean()
         assert np.sign(t) == np.sign(gap), (
             f"{name}: t must have the sign of mean(variant) - mean(reference) ({gap:+.3f}), got t = {t:.4g}")
@@ -77,22 +86,22 @@ def exercise_1(candidate) -> None:
         assert low - 1e-9 <= df <= high + 1e-9, (
             f"{name}: Welch's degrees of freedom lie between min(n_a, n_b) - 1 = {low} and n_a + n_b - 2 = {high}, "
             f"got {df:.4g}")
-        t_swapped, df_swapped = _pair(call_candidate(candidate, variant.copy(), reference.copy()), f"{name}, swapped")
+        t_swapped, df_swapped = _pair(_numpy_only(candidate, variant.copy(), reference.copy()), f"{name}, swapped")
         assert abs(t_swapped + t) < 1e-9 * max(1.0, abs(t)) and abs(df_swapped - df) < 1e-9 * max(1.0, df), (
             f"{name}: swapping the two variants must flip the sign of t and keep df")
-        t_moved, df_moved = _pair(call_candidate(candidate, reference + 7.5, variant + 7.5), f"{name}, shifted")
+        t_moved, df_moved = _pair(_numpy_only(candidate, reference + 7.5, variant + 7.5), f"{name}, shifted")
         assert abs(t_moved - t) < 1e-7 * max(1.0, abs(t)) and abs(df_moved - df) < 1e-7 * max(1.0, df), (
             f"{name}: adding the same constant to every value must change neither t nor df")
-        t_scaled, df_scaled = _pair(call_candidate(candidate, reference / 100, variant / 100), f"{name}, as fractions")
+        t_scaled, df_scaled = _pair(_numpy_only(candidate, reference / 100, variant / 100), f"{name}, as fractions")
         assert abs(t_scaled - t) < 1e-7 * max(1.0, abs(t)) and abs(df_scaled - df) < 1e-7 * max(1.0, df), (
             f"{name}: the same values as fractions instead of % must give the same t and df (t has no unit)")
         try:
-            assert_matches(t, EXPECTED[f"exercise_1 {name} t"], what=f"{name}: t", rtol=1e-5, atol=1e-9)
+            assert_sealed(t, EXPECTED[f"exercise_1 {name} t"], what=f"{name}: t")
         except AssertionError as error:
             raise AssertionError(f"{error} (the standard error of the gap is sqrt(s_a^2 / n_a + s_b^2 / n_b), with "
                                  "the sample variances s^2, ddof = 1)") from None
         try:
-            assert_matches(df, EXPECTED[f"exercise_1 {name} df"], what=f"{name}: df", rtol=1e-5, atol=1e-9)
+            assert_sealed(df, EXPECTED[f"exercise_1 {name} df"], what=f"{name}: df")
         except AssertionError as error:
             raise AssertionError(f"{error} (Welch-Satterthwaite: (v_a + v_b)^2 / (v_a^2 / (n_a - 1) + v_b^2 / (n_b - 1)), "
                                  "v = s^2 / n)") from None
@@ -120,26 +129,25 @@ def exercise_2_inputs() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return cases
 
 
+@robust
 def exercise_2(candidate) -> None:
     """``candidate(reference, variant)`` -> ``(mean, standard error)`` of the per-seed differences variant - reference."""
     for name, (reference, variant) in exercise_2_inputs().items():
-        mean, error = _pair(call_candidate(candidate, reference.copy(), variant.copy()), name)
+        mean, error = _pair(_numpy_only(candidate, reference.copy(), variant.copy()), name)
         assert error >= 0, f"{name}: a standard error is never negative, got {error:.4g}"
-        moved_mean, moved_error = _pair(call_candidate(candidate, reference.copy(), variant + 2.0), f"{name}, moved")
+        moved_mean, moved_error = _pair(_numpy_only(candidate, reference.copy(), variant + 2.0), f"{name}, moved")
         assert abs(moved_mean - mean - 2.0) < 1e-7 and abs(moved_error - error) < 1e-7, (
             f"{name}: adding 2 to every seed of the variant must add 2 to the mean difference and leave its "
             "standard error unchanged")
-        constant_mean, constant_error = _pair(call_candidate(candidate, reference.copy(), reference + 1.5),
+        constant_mean, constant_error = _pair(_numpy_only(candidate, reference.copy(), reference + 1.5),
                                               f"{name}, a constant gap")
         assert abs(constant_error) < 1e-9, (
             f"{name}: when the variant is the reference plus 1.5 at every seed, the differences do not vary and their "
             f"standard error is 0; got {constant_error:.4g} (are the seeds paired, seed k with seed k?)")
         assert abs(constant_mean - 1.5) < 1e-9, f"{name}: a constant gap of 1.5 must give a mean difference of 1.5"
-        assert_matches(mean, EXPECTED[f"exercise_2 {name} mean"], what=f"{name}: the mean difference", rtol=1e-5,
-                       atol=1e-9)
+        assert_sealed(mean, EXPECTED[f"exercise_2 {name} mean"], what=f"{name}: the mean difference")
         try:
-            assert_matches(error, EXPECTED[f"exercise_2 {name} standard error"], what=f"{name}: the standard error",
-                           rtol=1e-5, atol=1e-9)
+            assert_sealed(error, EXPECTED[f"exercise_2 {name} standard error"], what=f"{name}: the standard error")
         except AssertionError as failure:
             raise AssertionError(f"{failure} (the sample standard deviation of the n differences, ddof = 1, divided "
                                  "by sqrt(n))") from None
@@ -150,17 +158,17 @@ def exercise_2(candidate) -> None:
         "one pair has no spread: raise ValueError for fewer than two seeds")
 
 
-EXPECTED: dict = {'exercise_1 2 seeds each t': -1.32161,
- 'exercise_1 2 seeds each df': 1.40269,
- 'exercise_1 3 and 5 seeds t': 1.31076,
- 'exercise_1 3 and 5 seeds df': 4.19692,
- 'exercise_1 4 seeds each, a small gap t': 1.45082,
- 'exercise_1 4 seeds each, a small gap df': 5.62388,
- 'exercise_1 6 and 2 seeds t': -3.67632,
- 'exercise_1 6 and 2 seeds df': 5.19462,
- 'exercise_2 2 seeds mean': -3.21,
- 'exercise_2 2 seeds standard error': 0.56,
- 'exercise_2 3 seeds mean': 0.65,
- 'exercise_2 3 seeds standard error': 0.355106,
- 'exercise_2 5 seeds mean': -0.724,
- 'exercise_2 5 seeds standard error': 0.152335}
+EXPECTED: dict = {'exercise_1 2 seeds each t': Sealed(step=0.0001, digest='752c4f30cff3707b8b9a', exact=False),
+ 'exercise_1 2 seeds each df': Sealed(step=0.0001, digest='cb36c2bf3a80addc8128', exact=False),
+ 'exercise_1 3 and 5 seeds t': Sealed(step=0.0001, digest='e8db9798bae3d7d26e58', exact=False),
+ 'exercise_1 3 and 5 seeds df': Sealed(step=0.0001, digest='38999f497b5017e21d76', exact=False),
+ 'exercise_1 4 seeds each, a small gap t': Sealed(step=0.0001, digest='5e48b89af6edeef5f55e', exact=False),
+ 'exercise_1 4 seeds each, a small gap df': Sealed(step=0.0001, digest='7b1a70d351c0c60cf365', exact=False),
+ 'exercise_1 6 and 2 seeds t': Sealed(step=0.0001, digest='281d2a7ed318eb799d36', exact=False),
+ 'exercise_1 6 and 2 seeds df': Sealed(step=0.0001, digest='99d2d1c19326d8d60736', exact=False),
+ 'exercise_2 2 seeds mean': Sealed(step=0.0001, digest='e0ba393509d61dc1a00a', exact=False),
+ 'exercise_2 2 seeds standard error': Sealed(step=1e-05, digest='25a4e412c3f781842dd6', exact=False),
+ 'exercise_2 3 seeds mean': Sealed(step=1e-05, digest='55759298bd4c61df1245', exact=False),
+ 'exercise_2 3 seeds standard error': Sealed(step=1e-05, digest='3ee390d9c9f5e95f0677', exact=False),
+ 'exercise_2 5 seeds mean': Sealed(step=1e-05, digest='3c5197b2401b240cf625', exact=False),
+ 'exercise_2 5 seeds standard error': Sealed(step=1e-05, digest='02c5d8177e5132dc7f25', exact=False)}
