@@ -241,6 +241,10 @@ def test_ch00_exercise_2_object_fraction():
     rejects(ch00.exercise_2, lambda image: float((grey(image) > 128).mean()))  # a fixed threshold
     rejects(ch00.exercise_2, lambda image: 1.0 - solutions("00").object_fraction(image))  # the dark class
     rejects(ch00.exercise_2, lambda image: 0.3)
+    # issue 20: a threshold at the mean (or median) grey level passed while every test image had two
+    # well-separated classes; it splits a class of the new test images
+    assert "Otsu" in rejects(ch00.exercise_2, lambda image: float((grey(image) > grey(image).mean()).mean()))
+    rejects(ch00.exercise_2, lambda image: float((grey(image) > np.median(grey(image))).mean()))
 
 
 def test_ch00_exercise_3_blend():
@@ -346,6 +350,50 @@ def test_ch03_exercise_2_estimate_delta():
         rejects(ch03.exercise_2, wrong)
 
 
+def _change_and_reach(image, sample, noise, mask):
+    inside = np.asarray(mask) > 0
+    return sample[inside].astype(float) - image[inside], noise[inside].astype(float) - image[inside]
+
+
+def _ratio_of_sums(*arrays):
+    change, reach = _change_and_reach(*arrays)
+    return float(change.sum() / reach.sum())
+
+
+def _mean_of_ratios(*arrays):
+    change, reach = _change_and_reach(*arrays)
+    return float(np.mean(change[reach != 0] / reach[reach != 0]))
+
+
+def _median_of_ratios(*arrays):
+    change, reach = _change_and_reach(*arrays)
+    return float(np.median(change[reach != 0] / reach[reach != 0]))
+
+
+def _ratio_of_mean_changes(*arrays):
+    change, reach = _change_and_reach(*arrays)
+    return float(np.abs(change).mean() / np.abs(reach).mean())
+
+
+@pytest.mark.parametrize("wrong", [_ratio_of_sums, _mean_of_ratios, _median_of_ratios, _ratio_of_mean_changes])
+def test_ch03_exercise_2_rejects_fits_other_than_least_squares(wrong):
+    """Issue 20: these estimates lie within 0.01 of delta on package samples and passed; they do not minimise
+    the squared error, neither on the package samples nor on a sample built not to follow the blend exactly."""
+    assert "least-squares" in rejects(ch03.exercise_2, wrong)
+    arrays = ch03._off_blend_sample(np.random.default_rng(32))
+    with pytest.raises(AssertionError, match="least-squares"):
+        ch03._assert_least_squares(wrong(*arrays), "off-blend", *arrays)
+    ch03._assert_least_squares(solutions("03").estimate_delta(*arrays), "off-blend", *arrays)
+
+
+def test_ch03_exercise_2_message_does_not_give_delta():
+    def slightly_off(image, sample, noise, mask):
+        return solutions("03").estimate_delta(image, sample, noise, mask) + 0.02
+
+    message = rejects(ch03.exercise_2, slightly_off)
+    assert "too high" in message and "made with delta" not in message
+
+
 def test_ch03_exercise_3_delta_for_change():
     ch03.exercise_3(solutions("03").delta_for_change)
 
@@ -369,6 +417,9 @@ def test_ch04_exercise_1_closest_distance():
     rejects(ch04.exercise_1, lambda f, m, n: sol.per_level_distances(f, [s[:n] for s in m], "tootouch").sum(-1).min(1).values)
     rejects(ch04.exercise_1, lambda f, m, n: sol.per_level_distances(f, m).sum(-1).min(1).values)  # ignores n
     rejects(ch04.exercise_1, lambda f, m, n: sol.per_level_distances(f, [s[:n] for s in m]).sum(-1).mean(1))
+    # the message says the direction of the error, not the distance (0.25 x 448 = 112) itself
+    message = rejects(ch04.exercise_1, lambda f, m, n: sol.closest_distance(f, m, n) * 2)
+    assert "too large" in message and "112" not in message
 
 
 def test_ch04_exercise_2_leave_one_out():
@@ -377,6 +428,22 @@ def test_ch04_exercise_2_leave_one_out():
     rejects(ch04.exercise_2, lambda m: sol.per_level_distances(m, m).sum(-1).argmin(1))  # finds itself
     rejects(ch04.exercise_2, lambda m: sol.per_level_distances(m, m).sum(-1).argmax(1))
     rejects(ch04.exercise_2, lambda m: sol.leave_one_out(m).float())
+
+
+def _closest_other(distances):
+    distances = distances.clone()
+    distances.fill_diagonal_(float("inf"))
+    return distances.argmin(dim=1)
+
+
+def test_ch04_exercise_2_rejects_other_rules():
+    """Issue 20: on samples that are a base plus a constant every rule finds the same neighbour, so these passed."""
+    sol = solutions("04")
+    tootouch = lambda m: _closest_other(sol.per_level_distances(m, m, "tootouch").sum(-1))  # noqa: E731
+    squares = lambda m: _closest_other(sum((a[None] - a[:, None]).square().flatten(2).sum(2) for a in m))  # noqa: E731
+    level_1_only = lambda m: _closest_other(sol.per_level_distances(m[:1], m[:1]).sum(-1))  # noqa: E731
+    for wrong in (tootouch, squares, level_1_only):
+        assert "paper rule" in rejects(ch04.exercise_2, wrong)
 
 
 def test_ch04_exercise_3_level_shares():
@@ -592,6 +659,17 @@ def test_ch07_exercise_3_top_k_score():
     rejects(ch07.exercise_3, lambda m, k: m.flatten(1).mean(1))  # the mean for every k
 
 
+def test_ch07_exercise_3_rejects_topk_and_the_package():
+    """Issue 20: the exercise asks to sort; torch.topk and the package's top_k_mean gave the same numbers and passed."""
+    from memseg_lite.network.model import top_k_mean
+
+    assert "topk" in rejects(ch07.exercise_3, lambda m, k: m.flatten(1).topk(k, dim=1).values.mean(1))
+    assert "topk" in rejects(ch07.exercise_3, lambda m, k: torch.topk(m.flatten(1), k, dim=1).values.mean(1))
+    assert "top_k_mean" in rejects(ch07.exercise_3, lambda m, k: top_k_mean(m, k))
+    from_elsewhere = top_k_mean  # another name for it still counts
+    assert "top_k_mean" in rejects(ch07.exercise_3, lambda m, k: from_elsewhere(m, k))
+
+
 def test_ch08_exercise_1_schedule_peak():
     sol = solutions("08")
     ch08.exercise_1(sol.schedule_peak)
@@ -635,6 +713,16 @@ def test_ch08_exercise_3_resume_losses(tiny_demo, tmp_path):
         return losses, list(losses)
 
     assert "two folders" in rejects(ch08.exercise_3, one_run_returned_twice, tiny_demo, "mesh")
+
+    def two_uninterrupted_runs(root, settings):  # issue 20: same losses as a stop-and-resume, and it passed
+        losses = []
+        for name in ("whole", "split"):
+            config = TrainConfig(out_dir=str(root / name), **settings)
+            train(config, progress=False)
+            losses.append([record["loss"] for record in read_log(config.out_dir)[0]])
+        return tuple(losses)
+
+    assert "two sessions" in rejects(ch08.exercise_3, two_uninterrupted_runs, tiny_demo, "mesh")
 
 
 def test_ch09_exercise_1_mid_ranks():
@@ -683,3 +771,142 @@ def test_ch09_exercise_3_threshold_at_fpr():
     rejects(ch09.exercise_3,  # a quantile of the normal scores: not a score that occurs in the maps
             lambda maps, masks, max_fpr: float(np.quantile(np.asarray(maps)[np.asarray(masks) == 0], 1 - max_fpr)))
     rejects(ch09.exercise_3, strictly_above)
+
+
+# ----------------------------------------------------------------------------------------------
+# Issue 20: package shortcuts, sealed expected numbers, errors in the learner's function
+# ----------------------------------------------------------------------------------------------
+from memseg_lite.teaching.checks import ch10, ch11  # noqa: E402
+
+
+def test_ch10_exercises_1_and_3_reject_the_package_versions():
+    """They gave exactly the answer and passed; the exercises are to write them by hand."""
+    from memseg_lite.core.transforms import unfit_map
+    from memseg_lite.evaluation.thresholds import normalise_scores
+
+    ch10.exercise_1(solutions("10").my_normalised)
+    ch10.exercise_3(solutions("10").map_back)
+    assert "normalise_scores" in rejects(ch10.exercise_1, lambda s, t: float(normalise_scores(s, t)))
+    assert "unfit_map" in rejects(ch10.exercise_3, lambda values, shape: unfit_map(values, shape))
+
+
+def _scipy_welch(reference, variant):
+    import scipy.stats
+
+    if len(reference) < 2 or len(variant) < 2:
+        raise ValueError("two values per side")
+    result = scipy.stats.ttest_ind(variant, reference, equal_var=False)
+    return float(result.statistic), float(result.df)
+
+
+def _scipy_paired(reference, variant):
+    import scipy.stats
+
+    a, b = np.asarray(reference, float), np.asarray(variant, float)
+    if a.shape != b.shape or a.size < 2:
+        raise ValueError("the same seeds on both sides, two at least")
+    return float((b - a).mean()), float(scipy.stats.sem(b - a))
+
+
+def test_ch11_rejects_scipy_stats():
+    """The exercises say numpy only; scipy.stats gives the same numbers and passed."""
+    assert "scipy.stats" in rejects(ch11.exercise_1, _scipy_welch)
+    assert "scipy.stats" in rejects(ch11.exercise_2, _scipy_paired)
+
+
+def test_call_avoiding_restores_the_profiler_and_passes_results_through():
+    import sys
+
+    from memseg_lite.teaching.checks.support import call_avoiding
+
+    before = sys.getprofile()
+    assert call_avoiding(lambda x: sorted(x)[::-1], [3, 1, 2], c_names=("topk",), modules=("scipy.stats",)) == [3, 2, 1]
+    with pytest.raises(AssertionError, match="raised KeyError"):
+        call_avoiding(lambda: {}["missing"])
+    with pytest.raises(NotImplementedError):
+        call_avoiding(lambda: (_ for _ in ()).throw(NotImplementedError()))
+    assert sys.getprofile() is before
+
+
+def test_sealed_numbers_accept_the_value_and_reject_others():
+    from memseg_lite.teaching.checks.support import assert_sealed, matches_sealed, seal
+
+    for value in (0.147658, -3.21, 1.21847e-07, 499.0, 0.0):
+        sealed = seal(value)
+        assert str(value) not in repr(sealed) or value == 0.0
+        step = sealed.step
+        assert matches_sealed(value, sealed) and matches_sealed(value + 0.4 * step, sealed)
+        assert matches_sealed(value - 0.4 * step, sealed)
+        assert not matches_sealed(value + 3 * step, sealed) and not matches_sealed(value - 3 * step, sealed)
+        assert not matches_sealed(float("nan"), sealed)
+    whole = seal(59, step=1.0, exact=True)
+    assert matches_sealed(59, whole) and not matches_sealed(58, whole) and not matches_sealed(60, whole)
+    message = rejects(assert_sealed, 0.15, seal(0.147658), what="the share")
+    assert "0.15" in message and "0.1476" not in message
+    assert "one number" in rejects(assert_sealed, [1, 2], seal(1.0), what="x")
+
+
+CHECK_MODULES = ("ch00", "ch01", "ch02", "ch03", "ch04", "ch05", "ch06", "ch07", "ch08", "ch09", "ch10", "ch11")
+
+
+@pytest.mark.parametrize("name", CHECK_MODULES)
+def test_no_expected_number_in_plain_sight(name):
+    """Issue 20: single expected numbers (ch06-ch11) were module constants a learner could print; now sealed."""
+    import importlib
+    import numbers
+
+    module = importlib.import_module(f"memseg_lite.teaching.checks.{name}")
+    for table in (getattr(module, "EXPECTED", {}),):
+        plain = [key for key, value in table.items() if isinstance(value, numbers.Number)]
+        assert not plain, f"{name}.EXPECTED holds plain numbers: {plain}"
+
+
+def test_failure_messages_do_not_give_the_expected_values():
+    """A near miss is told it is off (and which way, where the check knows), never the value itself."""
+    sol09 = solutions("09")
+    values = {limit: sol09.partial_pixel_auroc(*ch09.maps_and_masks(), limit) for limit in (0.1, 0.3)}
+    message = rejects(ch09.exercise_2, lambda maps, masks, limit: 1.001 * sol09.partial_pixel_auroc(maps, masks, limit))
+    assert all(f"{v:.4f}" not in message and f"{v:.6g}" not in message for v in values.values())
+    # the constant map's case: the diagonal's normalised area (0.15) is not printed
+    message = rejects(ch09.exercise_2, lambda maps, masks, limit: (
+        0.3 if np.ptp(maps) == 0 else sol09.partial_pixel_auroc(maps, masks, limit)))
+    assert "too high" in message and "0.15" not in message
+    sol06 = solutions("06")
+    share = sol06.energy_inside_mask(*ch06.exercise_3_inputs())
+    message = rejects(ch06.exercise_3, lambda f, m: 1.01 * sol06.energy_inside_mask(f, m))
+    assert f"{share:.4f}" not in message and f"{share:.6g}" not in message
+
+
+def _broken(*args, **kwargs):
+    raise KeyError("a typo in the learner's code")
+
+
+def _returns_none(*args, **kwargs):
+    return None
+
+
+def _exercises():
+    import importlib
+    import re
+
+    for name in CHECK_MODULES:
+        module = importlib.import_module(f"memseg_lite.teaching.checks.{name}")
+        for attribute in sorted(dir(module)):
+            if re.fullmatch(r"exercise_\d+", attribute):
+                yield pytest.param(name, attribute, id=f"{name}.{attribute}")
+
+
+@pytest.mark.parametrize(("name", "attribute"), list(_exercises()))
+@pytest.mark.parametrize("candidate", [_broken, _returns_none], ids=["raises", "returns None"])
+def test_an_error_in_the_learners_function_is_a_failed_check(name, attribute, candidate, tiny_demo, capsys):
+    """Issue 20: in ch00-ch04 such errors escaped check() and stopped "Run all"; now each is a failed check."""
+    import importlib
+
+    exercise = getattr(importlib.import_module(f"memseg_lite.teaching.checks.{name}"), attribute)
+    extra = {("ch02", "exercise_3"): (np.zeros((2, 8, 8, 3), np.uint8),),
+             ("ch08", "exercise_3"): (tiny_demo, "mesh")}.get((name, attribute), ())
+    assert check("Exercise", lambda: exercise(candidate, *extra)) is False
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("[x] Exercise: not solved yet")
+    if candidate is _broken:
+        assert "KeyError" in line
