@@ -9,7 +9,9 @@ the solutions notebook publishes.
 Rules for ``solution``-tagged cells: they run on their own, in order, in a fresh namespace (put
 the imports they need inside them), and only define things (no training, no plots).
 
-Sections: the framework (check / summarise / assert_matches), chapters 01-04, chapters 05-09.
+Sections: the framework (check / summarise / assert_matches), chapters 00-04, chapters 05-09, and
+issue 20's: package shortcuts, sealed expected numbers, and errors in the learner's function (each
+must be a failed check, never an exception that stops the notebook).
 """
 
 from __future__ import annotations

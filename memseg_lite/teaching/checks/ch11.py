@@ -16,7 +16,6 @@ from __future__ import annotations
 import numpy as np
 
 from memseg_lite.teaching.checks.support import Sealed, assert_sealed, call_avoiding, robust
-from memseg_lite.teaching.exercises import call_candidate
 
 
 def _pair(answer, what: str) -> tuple[float, float]:
