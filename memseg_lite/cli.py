@@ -574,6 +574,28 @@ def _run_grade(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_handout(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "handout", help="write the student zip (notebooks, package, docs; no solutions, instructor files or tests)",
+        description="Pack the student edition of the workbook into a zip: notebooks/, the package, the student "
+                    "docs and the install files. solutions/, instructor/ (sources, hidden tests), tests/ and "
+                    "benchmarks/ stay out. Refuses stale student editions (run make editions first).",
+    )
+    parser.add_argument("--out", type=Path, default=Path("outputs/handout.zip"), help="zip to write [outputs/handout.zip]")
+    parser.set_defaults(handler=_run_handout)
+
+
+def _run_handout(args: argparse.Namespace) -> int:
+    from memseg_lite.teaching.handout import write_handout
+
+    try:
+        print(f"handout: {write_handout(args.out)}")
+    except (ValueError, FileNotFoundError) as error:
+        print(f"memseg-lite handout: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _add_export(subparsers) -> None:
     parser = subparsers.add_parser(
         "export", help="export a checkpoint for deployment (ONNX)",
@@ -618,6 +640,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_reproduce(subparsers)
     _add_ablate(subparsers)
     _add_grade(subparsers)
+    _add_handout(subparsers)
     _add_export(subparsers)
     for subparser in subparsers.choices.values():  # --debug also after the sub-command
         subparser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
@@ -677,6 +700,7 @@ def _check_output_folder(path: str | os.PathLike, option: str = "--out") -> None
 OUTPUT_FILE_OPTIONS = {
     "export": {"out": "--out"},
     "grade": {"csv": "--csv"},
+    "handout": {"out": "--out"},
 }
 
 
