@@ -4,6 +4,8 @@
 #   make lab    JupyterLab on the workbook
 #   make bench  speed / memory benchmarks
 #   make book   the executed notebooks as a static HTML site (outputs/book/index.html; make run builds it too)
+#   make editions  notebooks/ and solutions/ from instructor/source (edit only the source)
+#   make handout   the student zip (outputs/handout.zip: no solutions, instructor files or tests)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -17,10 +19,10 @@ BOOK ?= outputs/book
 PROFILE ?= demo
 PYTEST_ARGS ?=
 
-.PHONY: help install data run book browser test test-package test-notebooks check-notebooks lab bench clean
+.PHONY: help install data run book browser test test-package test-notebooks check-notebooks editions handout lab bench clean
 
 help:
-	@sed -n '2,7p' Makefile
+	@sed -n '2,8p' Makefile
 
 $(INSTALLED): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit("memseg-lite needs Python 3.11 or newer (found " + sys.version.split()[0] + "); run e.g. make PYTHON=python3.11 ...") if sys.version_info < (3, 11) else None'
@@ -65,9 +67,18 @@ browser:
 test-package: $(INSTALLED) data browser
 	MEMSEG_OFFLINE=1 MEMSEG_PROFILE=smoke $(PY) -m pytest tests $(PYTEST_ARGS)
 
-# Notebooks are stored without outputs; this fails if one was committed with outputs.
+# Notebooks are stored without outputs; this fails if one was committed with outputs,
+# or if an edition is not what its source in instructor/source gives.
 check-notebooks: $(INSTALLED)
-	$(BIN)/nbstripout --verify notebooks/*.ipynb solutions/*.ipynb
+	$(BIN)/nbstripout --verify notebooks/*.ipynb solutions/*.ipynb instructor/source/*.ipynb
+	$(PY) -m memseg_lite.teaching.editions --check
+
+# The student and solutions editions, generated from the one source per chapter.
+editions: $(INSTALLED)
+	$(PY) -m memseg_lite.teaching.editions
+
+handout: $(INSTALLED)
+	$(BIN)/memseg-lite handout --out outputs/handout.zip
 
 test-notebooks: $(INSTALLED) data
 	MEMSEG_OFFLINE=1 MEMSEG_PROFILE=smoke $(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks solutions $(PYTEST_ARGS)

@@ -541,13 +541,18 @@ def _run_ablate(args: argparse.Namespace) -> int:
 
 def _add_grade(subparsers) -> None:
     parser = subparsers.add_parser(
-        "grade", help="run students' notebooks and tabulate their exercises (passed / failed / not attempted)",
-        description="Execute each notebook with papermill (kernel python3, in its own folder, on the CPU, offline, "
-                    "within --timeout seconds), read the self-check lines it prints and print a table per notebook; "
-                    "a notebook that stops with an error is reported with the failing cell.",
+        "grade", help="grade students' notebooks with the instructor's hidden tests (student x exercise points)",
+        description="Execute each notebook with nbclient in a throwaway copy (scrubbed environment, CPU, offline, "
+                    "within --timeout seconds), then run the hidden tests of its chapter on the functions the "
+                    "student wrote; what the notebook prints does not count. Prints one row per student (the "
+                    "notebook's folder) with the points per exercise; a notebook that cannot be read or run gets "
+                    "its own error row and the others are graded.",
     )
     parser.add_argument("notebooks", nargs="+", type=Path, metavar="NOTEBOOK.ipynb", help="students' notebooks")
-    parser.add_argument("--csv", type=Path, help="also write one row per exercise to this CSV file")
+    parser.add_argument("--csv", type=Path, help="also write the table (one row per student) to this CSV file")
+    parser.add_argument("--tests", type=Path, help="the hidden tests folder [instructor/hidden_tests of this checkout]")
+    parser.add_argument("--data", type=Path, help="data folder copied as ../data beside each notebook's working copy "
+                                                  "[the notebook's ../data, else this checkout's data]")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds allowed per notebook [600]")
     parser.add_argument("--profile", choices=("smoke", "demo", "full"), default="smoke",
                         help="MEMSEG_PROFILE for the runs [smoke: CI sizes, quickest]")
@@ -558,13 +563,36 @@ def _run_grade(args: argparse.Namespace) -> int:
     from memseg_lite.teaching.grading import GradingUnavailableError, format_table, grade_notebooks, write_csv
 
     try:
-        grades = grade_notebooks(args.notebooks, timeout=args.timeout, profile=args.profile)
-    except GradingUnavailableError as error:
+        grades = grade_notebooks(args.notebooks, tests=args.tests, data=args.data, timeout=args.timeout,
+                                 profile=args.profile)
+    except (GradingUnavailableError, ValueError) as error:
         print(f"memseg-lite grade: error: {error}", file=sys.stderr)
         return 1
     print(format_table(grades))
     if args.csv is not None:
         print(f"csv: {write_csv(grades, args.csv)}")
+    return 0
+
+
+def _add_handout(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "handout", help="write the student zip (notebooks, package, docs; no solutions, instructor files or tests)",
+        description="Pack the student edition of the workbook into a zip: notebooks/, the package, the student "
+                    "docs and the install files. solutions/, instructor/ (sources, hidden tests), tests/ and "
+                    "benchmarks/ stay out. Refuses stale student editions (run make editions first).",
+    )
+    parser.add_argument("--out", type=Path, default=Path("outputs/handout.zip"), help="zip to write [outputs/handout.zip]")
+    parser.set_defaults(handler=_run_handout)
+
+
+def _run_handout(args: argparse.Namespace) -> int:
+    from memseg_lite.teaching.handout import write_handout
+
+    try:
+        print(f"handout: {write_handout(args.out)}")
+    except (ValueError, FileNotFoundError) as error:
+        print(f"memseg-lite handout: error: {error}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -612,6 +640,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_reproduce(subparsers)
     _add_ablate(subparsers)
     _add_grade(subparsers)
+    _add_handout(subparsers)
     _add_export(subparsers)
     for subparser in subparsers.choices.values():  # --debug also after the sub-command
         subparser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
@@ -671,6 +700,7 @@ def _check_output_folder(path: str | os.PathLike, option: str = "--out") -> None
 OUTPUT_FILE_OPTIONS = {
     "export": {"out": "--out"},
     "grade": {"csv": "--csv"},
+    "handout": {"out": "--out"},
 }
 
 

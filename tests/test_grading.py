@@ -1,25 +1,27 @@
-"""``memseg-lite grade``: students' notebooks executed with papermill, their self-check lines tabulated.
+"""``memseg-lite grade``: students' notebooks executed in a throwaway copy, graded by the hidden tests.
 
-The sample notebooks are built here with nbformat from chapter 00's and 01's real exercises
-(memseg_lite.teaching.checks): some answers correct, some wrong, some missing, and a notebook
-that crashes part-way.
+The sample notebooks are built here with nbformat from chapter 00's real exercises: correct,
+wrong and missing answers, a forged pass line, a self-check replaced by ``lambda: None``, a
+notebook that crashes part-way and one that is not a notebook at all.
 """
 
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import nbformat
 import pytest
 
 from memseg_lite.cli import main
-from memseg_lite.teaching.exercises import check
 from memseg_lite.teaching.grading import (
-    FAILED, NOT_ATTEMPTED, NOT_RUN, PASSED, expected_exercises, grade_notebook, parse_check_lines,
+    FAILED, NOT_ATTEMPTED, PASSED, chapter_of, default_tests_folder, grade_notebook, grade_notebooks, gradebook,
+    hidden_exercises, load_hidden_tests, student_names,
 )
 
-SETUP = "from memseg_lite.teaching.checks import ch00, ch01\nfrom memseg_lite.teaching.exercises import check"
+ROOT = Path(__file__).resolve().parents[1]
+SETUP = "from memseg_lite.teaching.checks import ch00\nfrom memseg_lite.teaching.exercises import check"
 CORRECT_BLEND = '''
 def blended_values():
     return 0.75 * 0.8 + 0.25 * 0.2, 0.8
@@ -44,6 +46,21 @@ def defective_pixel_fraction(data_root, category):
 
 check("Exercise 1 · defective pixels", lambda: ch00.exercise_1(defective_pixel_fraction, "."));
 '''
+# Cheats: the pass line printed by hand, and a self-check that checks nothing.
+FORGED_PRINT = '''
+def defective_pixel_fraction(data_root, category):
+    return 0.5
+
+
+print("[ok] Exercise 1 · defective pixels: passed.")
+'''
+EMPTY_CHECK = '''
+def blended_values():
+    return 0.0, 0.0
+
+
+check("Exercise 3 · the blend", lambda: None);
+'''
 
 
 def student_notebook(folder: Path, *cells: str, name: str = "00_overview.ipynb") -> Path:
@@ -57,21 +74,29 @@ def student_notebook(folder: Path, *cells: str, name: str = "00_overview.ipynb")
     return path
 
 
-def test_parse_check_lines_reads_the_three_formats(capsys):
-    check("Exercise 1 · a", lambda: None)
-    check("Exercise 2 · b", lambda: (_ for _ in ()).throw(AssertionError("shape (3,), expected (4,)")))
-    check("Exercise 3 · c", lambda: (_ for _ in ()).throw(NotImplementedError()))
-    printed = "some other output\n" + capsys.readouterr().out + "[ok] Exercise 2 · b: passed.\n"  # re-run: the last counts
-    results = parse_check_lines(printed)
-    assert [(r.name, r.status) for r in results] == [
-        ("Exercise 1 · a", PASSED), ("Exercise 3 · c", NOT_ATTEMPTED), ("Exercise 2 · b", PASSED)]
-    (failed,) = parse_check_lines("[x] Exercise 2 · b: not solved yet: shape (3,), expected (4,)")
-    assert failed.status == FAILED and failed.reason == "shape (3,), expected (4,)"
+def statuses(grade) -> dict[int, tuple[str, float]]:
+    return {result.number: (result.status, result.points) for result in grade.exercises}
 
 
-def test_expected_exercises_come_from_the_checks_package():
-    assert expected_exercises("notebooks/00_overview.ipynb") == [1, 2, 3]
-    assert expected_exercises("homework.ipynb") == []
+def test_the_hidden_tests_cover_every_chapter_with_exercises():
+    tests = default_tests_folder()
+    assert tests == ROOT / "instructor" / "hidden_tests"
+    for notebook in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        chapter = notebook.name[:2]
+        stubs = notebook.read_text(encoding="utf-8").count("raise NotImplementedError")
+        if stubs:
+            assert len(hidden_exercises(load_hidden_tests(tests, chapter))) >= 2, chapter
+    assert hidden_exercises(load_hidden_tests(tests, "00")) == {1: 1.0, 2: 1.0, 3: 1.0}
+
+
+def test_chapter_and_student_names(tmp_path):
+    assert chapter_of({"metadata": {"memseg_lite": {"chapter": "04"}}}, Path("homework.ipynb")) == "04"
+    assert chapter_of({}, Path("alice_01_perlin_noise.ipynb")) == "01"
+    assert chapter_of({}, Path("homework.ipynb")) is None
+    one = [tmp_path / "alice" / "00_overview.ipynb", tmp_path / "bob" / "00_overview.ipynb", tmp_path / "bob" / "01_perlin_noise.ipynb"]
+    assert student_names(one) == ["alice", "bob", "bob"]
+    flat = [tmp_path / "inbox" / "alice_00_overview.ipynb", tmp_path / "inbox" / "bob_00_overview.ipynb"]
+    assert student_names(flat) == ["alice_00_overview", "bob_00_overview"]
 
 
 def test_bad_input_is_named(tmp_path):
@@ -86,68 +111,95 @@ def test_bad_input_is_named(tmp_path):
     student = student_notebook(tmp_path / "ok", CORRECT_BLEND)
     with pytest.raises(ValueError, match="profile"):
         grade_notebook(student, profile="huge")
-    assert main(["grade", str(tmp_path / "missing.ipynb")]) == 1
+    unnamed = student_notebook(tmp_path / "ok", CORRECT_BLEND, name="homework.ipynb")
+    with pytest.raises(ValueError, match="which chapter"):
+        grade_notebook(unnamed)
+    assert main(["grade", str(student), "--tests", str(tmp_path / "no-tests")]) == 1
 
 
-def test_without_papermill_the_command_says_what_to_install(tmp_path, monkeypatch, capsys):
-    import sys
-
-    from memseg_lite.teaching.grading import GradingUnavailableError
-
-    student = student_notebook(tmp_path / "dave", CORRECT_BLEND)
-    monkeypatch.setitem(sys.modules, "papermill", None)  # import papermill now raises ImportError
-    with pytest.raises(GradingUnavailableError, match=r"memseg-lite\[workbook\]"):
-        grade_notebook(student)
-    assert main(["grade", str(student)]) == 1
-    assert "pip install 'memseg-lite[workbook]'" in capsys.readouterr().err
+def test_a_batch_gives_unreadable_notebooks_an_error_row_without_running_anything(tmp_path):
+    (tmp_path / "carol").mkdir()
+    (tmp_path / "carol" / "00_overview.ipynb").write_text("{not json")
+    grades = grade_notebooks([tmp_path / "carol" / "00_overview.ipynb", tmp_path / "dave" / "00_overview.ipynb"])
+    assert [(g.student, g.error is not None) for g in grades] == [("carol", True), ("dave", True)]
+    assert "not a readable notebook" in grades[0].error and "not found" in grades[1].error
+    header, rows = gradebook(grades)
+    assert header == ["student", "total", "out of", "status"]
+    assert [row[0] for row in rows] == ["carol", "dave"] and all(row[1] == "0" for row in rows)
 
 
 @pytest.mark.slow
-def test_grade_a_mixed_notebook_and_a_crashed_one(tmp_path, capsys):
-    mixed = student_notebook(tmp_path / "alice", CORRECT_BLEND, WRONG_OBJECT_FRACTION, MISSING_PIXELS,
-                             "def fade_derivatives(t):\n    return 30 * t**2 * (t - 1) ** 2, 60 * t * (t - 1) * (2 * t - 1)\n\n"
-                             "check('Exercise 1 · fade derivatives', lambda: ch01.exercise_1(fade_derivatives));",
-                             name="00_overview.ipynb")
-    crashed = student_notebook(tmp_path / "bob", CORRECT_BLEND, "import os\nprint(os.environ['MEMSEG_PROFILE'], os.getcwd())\n1 / 0",
-                               WRONG_OBJECT_FRACTION)
+def test_forged_prints_and_empty_checks_earn_nothing_and_a_batch_survives_a_bad_notebook(tmp_path, capsys):
+    honest = student_notebook(tmp_path / "alice", CORRECT_BLEND, WRONG_OBJECT_FRACTION, MISSING_PIXELS)
+    cheat = student_notebook(tmp_path / "bob", FORGED_PRINT, EMPTY_CHECK)
+    crashed = student_notebook(tmp_path / "erin", CORRECT_BLEND, "1 / 0", WRONG_OBJECT_FRACTION)
+    (tmp_path / "carol").mkdir()
+    (tmp_path / "carol" / "00_overview.ipynb").write_text('{"cells": "no list"}')
     table_csv = tmp_path / "grades" / "grades.csv"
-    assert main(["grade", str(mixed), str(crashed), "--csv", str(table_csv), "--timeout", "120"]) == 0
-    table = capsys.readouterr().out.splitlines()
-    rows = [line for line in table if line.startswith("00_overview.ipynb")]
-    assert len(rows) == 2
-    assert rows[0].split()[1:4] == ["2", "1", "1"] and rows[0].endswith("ok")  # passed, failed, not attempted
-    assert "3:ok" in rows[0] and "2:x" in rows[0] and "1:-" in rows[0]
-    assert rows[1].split()[1:4] == ["1", "0", "2"]  # the blend passed; exercises 1 and 2 never ran
-    assert "error in cell 4: ZeroDivisionError: division by zero" in rows[1]
+    assert main(["grade", str(honest), str(cheat), str(tmp_path / "carol" / "00_overview.ipynb"), str(crashed),
+                 "--csv", str(table_csv), "--timeout", "120"]) == 0
+    printed = capsys.readouterr().out
 
     with table_csv.open(newline="") as handle:
-        records = [(Path(r["notebook"]).parent.name, r["exercise"], r["status"], r["reason"]) for r in csv.DictReader(handle)]
-    assert records[:4] == [
-        ("alice", "Exercise 3 · the blend", PASSED, ""),
-        ("alice", "Exercise 2 · object fraction", FAILED, records[1][3]),
-        ("alice", "Exercise 1 · defective pixels", NOT_ATTEMPTED, ""),
-        ("alice", "Exercise 1 · fade derivatives", PASSED, ""),
-    ]
-    assert "dim disc on a dark background" in records[1][3]
-    assert records[4:] == [
-        ("bob", "Exercise 3 · the blend", PASSED, ""),
-        ("bob", "Exercise 1", NOT_RUN, ""),
-        ("bob", "Exercise 2", NOT_RUN, ""),
-        ("bob", "cell 4", "error", "ZeroDivisionError: division by zero"),
-    ]
+        rows = {row["student"]: row for row in csv.DictReader(handle)}
+    assert list(rows) == ["alice", "bob", "carol", "erin"]
+    assert [rows["alice"][c] for c in ("00.1", "00.2", "00.3", "total", "out of", "status")] == ["0", "0", "1", "1", "3", "ok"]
+    # The forged "[ok]" line and check(..., lambda: None) are ignored: the hidden tests fail both answers.
+    assert [rows["bob"][c] for c in ("00.1", "00.2", "00.3", "total")] == ["0", "0", "0", "0"]
+    assert rows["carol"]["total"] == "0" and "not a Jupyter notebook" in rows["carol"]["status"]
+    # The crash is reported, and the cells after it still ran: the blend before it and the fraction after it are graded.
+    assert rows["erin"]["00.3"] == "1" and "error in cell 4: ZeroDivisionError" in rows["erin"]["status"]
+    table = printed.splitlines()
+    assert table[0].split() == ["student", "00.1", "00.2", "00.3", "total", "out", "of", "status"]
+    assert table[2].split()[:5] == ["alice", "0", "0", "1", "1"]
+    assert "bob 00.1: failed" in printed and "bob 00.2: not attempted: object_fraction not defined" in printed
+    assert "alice 00.2: failed" in printed and "dim disc on a dark background" in printed
+
+    grades = grade_notebooks([cheat], timeout=120)
+    assert statuses(grades[0]) == {1: (FAILED, 0.0), 2: (NOT_ATTEMPTED, 0.0), 3: (FAILED, 0.0)}
 
 
 @pytest.mark.slow
-def test_grade_runs_offline_in_the_notebooks_folder_within_the_time_limit(tmp_path):
-    probe = '''
-import os, time
+def test_two_students_two_rows_with_points(tmp_path):
+    first = student_notebook(tmp_path / "alice", CORRECT_BLEND)
+    second = student_notebook(tmp_path / "bob", CORRECT_BLEND, MISSING_PIXELS)
+    grades = grade_notebooks([first, second], timeout=120)
+    header, rows = gradebook(grades)
+    assert header == ["student", "00.1", "00.2", "00.3", "total", "out of", "status"]
+    assert rows == [["alice", "0", "0", "1", "1", "3", "ok"], ["bob", "0", "0", "1", "1", "3", "ok"]]
+    assert statuses(grades[1])[1] == (NOT_ATTEMPTED, 0.0) and statuses(grades[1])[3] == (PASSED, 1.0)
+
+
+@pytest.mark.slow
+def test_grade_runs_in_a_throwaway_copy_with_a_scrubbed_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRADER_SECRET_TOKEN", "do-not-leak")
+    report = tmp_path / "seen.txt"
+    probe = f'''
+import os, subprocess
 from pathlib import Path
-Path("env.txt").write_text(os.environ["MEMSEG_PROFILE"] + " " + os.environ["MEMSEG_OFFLINE"] + " " + repr(os.environ["CUDA_VISIBLE_DEVICES"]))
+Path("left-behind.txt").write_text("in the working copy")
+child = subprocess.Popen(["sleep", "300"])
+Path({str(report)!r}).write_text("\\n".join([
+    os.environ.get("GRADER_SECRET_TOKEN", "-"), os.environ["HOME"], os.getcwd(), os.environ["MEMSEG_PROFILE"],
+    os.environ["MEMSEG_OFFLINE"], repr(os.environ["CUDA_VISIBLE_DEVICES"]), str(Path("../data/demo").is_dir()),
+    str(child.pid)]))
 '''
-    slow = student_notebook(tmp_path / "carol", CORRECT_BLEND, probe, "time.sleep(60)", WRONG_OBJECT_FRACTION)
-    grade = grade_notebook(slow, timeout=20, profile="demo")
-    assert (tmp_path / "carol" / "env.txt").read_text() == "demo 1 ''"  # cwd = the notebook's folder; CPU only
+    student = student_notebook(tmp_path / "frank", CORRECT_BLEND, probe)
+    grade = grade_notebook(student, timeout=120, profile="demo")
+    assert statuses(grade)[3] == (PASSED, 1.0)
+    secret, home, cwd, profile, offline, gpus, has_data, pid = report.read_text().splitlines()
+    assert secret == "-" and home != os.environ.get("HOME") and Path(home).name == "home"
+    assert Path(cwd) != student.parent and not Path(cwd).exists()  # the throwaway copy is gone
+    assert not (student.parent / "left-behind.txt").exists()
+    assert (profile, offline, gpus, has_data) == ("demo", "1", "''", "True")
+    status = Path(f"/proc/{pid}/status")  # the background process went with the kernel's process group
+    assert not status.exists() or "zombie" in status.read_text()
+
+
+@pytest.mark.slow
+def test_grade_stops_the_students_cells_at_the_time_limit_and_still_grades(tmp_path):
+    slow = student_notebook(tmp_path / "grace", CORRECT_BLEND, "import time\ntime.sleep(60)", WRONG_OBJECT_FRACTION)
+    grade = grade_notebook(slow, timeout=15)
     assert grade.seconds < 50
-    assert grade.error == "time limit reached" and grade.error_cell == 5
-    assert [(r.name, r.status) for r in grade.exercises] == [
-        ("Exercise 3 · the blend", PASSED), ("Exercise 1", NOT_RUN), ("Exercise 2", NOT_RUN)]
+    assert grade.error == "time limit reached" and grade.error_cell == 4
+    assert statuses(grade) == {1: (NOT_ATTEMPTED, 0.0), 2: (NOT_ATTEMPTED, 0.0), 3: (PASSED, 1.0)}

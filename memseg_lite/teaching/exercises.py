@@ -11,8 +11,8 @@ worked solution's result: :func:`summarise` makes the digest (shape, mean, std, 
 probe values at fixed flat indices), :func:`assert_matches` compares a value with it and says
 which statistic differs.
 
-The three printed line formats of :func:`check` are parsed by the grader
-(:mod:`memseg_lite.teaching.grading`); keep them exactly as they are.
+The printed lines are for the learner only: the grader (:mod:`memseg_lite.teaching.grading`)
+ignores them and runs the instructor's hidden tests on the learner's functions instead.
 """
 
 from __future__ import annotations

@@ -1,34 +1,47 @@
-"""Auto-grading of students' notebooks: run each one, read its self-check lines, tabulate.
+"""Auto-grading of students' notebooks with the instructor's hidden tests.
 
-:func:`grade_notebook` executes a notebook with papermill (kernel ``python3``, in the notebook's
-own folder, on the CPU, with ``MEMSEG_PROFILE`` set and ``MEMSEG_OFFLINE=1``, within a time limit
-for the whole notebook) and parses the lines that
-:func:`memseg_lite.teaching.exercises.check` printed::
+What the notebook prints does not count. :func:`grade_notebook`
 
-    [ok] Exercise 1 · fade derivatives: passed.
-    [x] Exercise 2 · fractal noise: not solved yet: <reason>
-    [ ] Exercise 3 · threshold ...: not attempted yet (...)
+1. copies the notebook into a throwaway working folder (with a copy of the data folder beside
+   it, so ``../data/demo`` resolves as in the repository), under a private temporary folder;
+2. executes it with nbclient (kernel ``python3``) in that folder, with a scrubbed environment
+   (``PATH``, the locale, ``MEMSEG_PROFILE``, ``MEMSEG_OFFLINE=1``, no GPU, ``HOME`` and
+   ``TMPDIR`` inside the throwaway folder), every cell run even after an error, within a time
+   limit for the whole notebook;
+3. appends a grader cell, run in the same kernel, which imports the hidden tests of the
+   notebook's chapter from the instructor's folder (``instructor/hidden_tests/chNN.py``, never in
+   the handout), calls each ``exercise_N`` on the student's functions, looked up by the test's
+   parameter names, and writes the results with a one-time token to a file whose path only the
+   grader knows;
+4. kills the kernel's process group (whatever the student's code started in it goes too) and
+   deletes the working folder.
 
-A notebook that stops with an error (or runs out of time) is reported as ``error`` with the
-failing cell; the exercises it printed before count, and the chapter's exercises it never
-reached (known from :mod:`memseg_lite.teaching.checks`) are listed as ``not run``.
-:func:`format_table` and :func:`write_csv` present the results; ``memseg-lite grade`` is the
-command line. papermill is imported only when a notebook is graded.
+A hidden test module holds one ``exercise_N(<student function names>...)`` per exercise, which
+raises ``AssertionError`` for a wrong answer (``NotImplementedError`` from a stub: not
+attempted), and optionally ``POINTS = {N: points}`` (1 point each by default) and ``TITLES``.
+The grader sets the module's ``DATA_ROOT`` (the working copy's data folder) before the calls.
+
+:func:`grade_notebooks` grades a batch: a notebook that cannot be read or run gets an error row
+and the others are graded. :func:`format_table` prints one row per student (student x exercise,
+points and total), :func:`write_csv` writes the same table for a gradebook. nbclient is
+imported only when a notebook is graded.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import importlib
+import importlib.util
 import io
 import json
 import math
 import os
 import re
+import secrets
+import shutil
+import signal
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,37 +49,50 @@ from memseg_lite.core.io import write_text_atomic
 
 PASSED, FAILED, NOT_ATTEMPTED, NOT_RUN = "passed", "failed", "not attempted", "not run"
 PROFILES = ("smoke", "demo", "full")
+#: seconds each hidden test may take (the student's function may loop forever)
+TEST_TIMEOUT = 300
 
-_LINE = re.compile(r"^\[(?P<mark>ok|x| )\] (?P<name>.+?): (?P<verdict>passed\.|not solved yet|not attempted yet)(?P<rest>.*)$")
-_MARKS = {"ok": PASSED, "x": FAILED, " ": NOT_ATTEMPTED}
-_NUMBER = re.compile(r"exercise\s+(\d+)", re.IGNORECASE)
+_CHAPTER_IN_NAME = re.compile(r"(?:^|[^0-9])(\d\d)_[A-Za-z]")
+_REPOSITORY = Path(__file__).resolve().parents[2]
 
 
 class GradingUnavailableError(RuntimeError):
-    """papermill, which runs the notebooks, is not installed."""
+    """nbclient, which runs the notebooks, is not installed, or the hidden tests cannot be found."""
 
 
 @dataclass
 class ExerciseResult:
-    """One exercise of a graded notebook: its name (as printed), status and, for a failure, the reason."""
+    """One exercise of a graded notebook: number, status, points earned of ``max_points``, and the reason."""
 
-    name: str
+    number: int
     status: str
+    points: float = 0.0
+    max_points: float = 1.0
     reason: str = ""
 
 
 @dataclass
 class NotebookGrade:
-    """The grade of one notebook: its exercises, and the error that stopped it (if any)."""
+    """The grade of one notebook: who, which chapter, its exercises and the first error (if any)."""
 
     notebook: Path
+    student: str = ""
+    chapter: str | None = None
     exercises: list[ExerciseResult] = field(default_factory=list)
     error: str | None = None
-    error_cell: int | None = None  # the failing cell, counting every cell from 1
+    error_cell: int | None = None  # the first failing cell, counting every cell from 1
     seconds: float = 0.0
 
     def count(self, status: str) -> int:
         return sum(result.status == status for result in self.exercises)
+
+    @property
+    def points(self) -> float:
+        return sum(result.points for result in self.exercises)
+
+    @property
+    def max_points(self) -> float:
+        return sum(result.max_points for result in self.exercises)
 
     @property
     def status(self) -> str:
@@ -76,44 +102,49 @@ class NotebookGrade:
         return f"error{where}: {self.error}"
 
 
-def parse_check_lines(text: str) -> list[ExerciseResult]:
-    """The exercise results in ``text`` (a notebook's printed output), in order; a repeated name keeps its last result."""
-    results: dict[str, ExerciseResult] = {}
-    for line in text.splitlines():
-        match = _LINE.match(line.rstrip())
-        if match is None:
-            continue
-        reason = match["rest"].removeprefix(": ").strip() if match["mark"] == "x" else ""
-        name = match["name"].strip()
-        results.pop(name, None)
-        results[name] = ExerciseResult(name, _MARKS[match["mark"]], reason)
-    return list(results.values())
+def default_tests_folder() -> Path | None:
+    """The repository's ``instructor/hidden_tests`` when this package runs from a checkout, else None."""
+    folder = _REPOSITORY / "instructor" / "hidden_tests"
+    return folder if folder.is_dir() else None
 
 
-def _printed_text(notebook: dict) -> str:
-    """Everything the code cells printed to stdout, in cell order."""
-    chunks = []
-    for cell in notebook.get("cells", []):
-        for output in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
-            if output.get("output_type") == "stream" and output.get("name") == "stdout":
-                text = output.get("text", "")
-                chunks.append("".join(text) if isinstance(text, list) else text)
-    return "".join(chunks)
+def _resolve_tests_folder(tests: str | os.PathLike | None) -> Path:
+    folder = Path(tests) if tests is not None else default_tests_folder()
+    if folder is None:
+        raise GradingUnavailableError("no hidden tests found: pass --tests DIR (the instructor's hidden_tests folder)")
+    if not folder.is_dir():
+        raise GradingUnavailableError(f"--tests {folder}: no such folder; pass the instructor's hidden_tests folder")
+    return folder
 
 
-def expected_exercises(notebook: str | os.PathLike) -> list[int]:
-    """The exercise numbers of ``notebook``'s chapter (``NN_...ipynb`` -> ``checks.chNN.exercise_N``); [] if unknown."""
-    match = re.match(r"(\d\d)_", Path(notebook).name)
-    if match is None:
-        return []
-    try:
-        module = importlib.import_module(f"memseg_lite.teaching.checks.ch{match[1]}")
-    except ImportError:
-        return []
-    return sorted(int(name.split("_")[1]) for name in dir(module) if re.fullmatch(r"exercise_\d+", name))
+def chapter_of(notebook: dict, path: Path) -> str | None:
+    """The chapter ``NN`` of a notebook: its metadata (``memseg_lite.chapter``), else ``NN_`` in the file name."""
+    chapter = (notebook.get("metadata") or {}).get("memseg_lite", {}).get("chapter") if isinstance(notebook.get("metadata"), dict) else None
+    if isinstance(chapter, str) and re.fullmatch(r"\d\d", chapter):
+        return chapter
+    match = _CHAPTER_IN_NAME.search(path.name)
+    return match[1] if match else None
 
 
-def _check_notebook_file(path: Path) -> dict:
+def load_hidden_tests(folder: str | os.PathLike, chapter: str):
+    """The hidden test module ``folder/chNN.py`` (loaded from its file, never from sys.path)."""
+    path = Path(folder) / f"ch{chapter}.py"
+    if not path.is_file():
+        raise FileNotFoundError(f"no hidden tests for chapter {chapter}: {path} is missing")
+    spec = importlib.util.spec_from_file_location(f"memseg_hidden_tests_ch{chapter}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def hidden_exercises(module) -> dict[int, float]:
+    """{exercise number: points} of a hidden test module (1 point unless ``POINTS`` says otherwise)."""
+    points = getattr(module, "POINTS", {})
+    numbers = sorted(int(name.split("_")[1]) for name in dir(module) if re.fullmatch(r"exercise_\d+", name))
+    return {number: float(points.get(number, 1)) for number in numbers}
+
+
+def _read_notebook(path: Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"notebook not found: {path}; pass the path of a student's .ipynb file")
     if path.suffix != ".ipynb":
@@ -122,151 +153,273 @@ def _check_notebook_file(path: Path) -> dict:
         notebook = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ValueError(f"{path} is not a readable notebook ({error}); ask for the .ipynb file again") from None
-    if not isinstance(notebook, dict) or "cells" not in notebook:
-        raise ValueError(f"{path} is not a Jupyter notebook (no 'cells'); ask for the .ipynb file again")
+    if not isinstance(notebook, dict) or not isinstance(notebook.get("cells"), list):
+        raise ValueError(f"{path} is not a Jupyter notebook (no list of 'cells'); ask for the .ipynb file again")
     return notebook
 
 
-@contextlib.contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    """Set environment variables for the kernel papermill starts (it inherits ours), then restore them."""
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+# The grader cell, run in the student's kernel after the notebook. Everything it needs comes from
+# the literals filled in below; the student's code ran before it and never saw them.
+_GRADER_CELL = '''
+def _memseg_grade(namespace, tests_file, data_root, numbers, results_file, token, limit):
+    import importlib.util, inspect, json, signal, sys
+
+    # Fresh copies of the check modules: patches the notebook made to the loaded ones do not count.
+    for name in [name for name in sys.modules if name == "memseg_lite.teaching" or name.startswith("memseg_lite.teaching.")]:
+        del sys.modules[name]
+    spec = importlib.util.spec_from_file_location("memseg_hidden_tests", tests_file)
+    hidden = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hidden)
+    hidden.DATA_ROOT = data_root
+
+    def out_of_time(signum, frame):
+        raise TimeoutError(f"the test took longer than {limit} s")
+
+    results = []
+    for number in numbers:
+        test = getattr(hidden, f"exercise_{number}")
+        wanted = [p.name for p in inspect.signature(test).parameters.values() if p.default is inspect.Parameter.empty]
+        missing = [name for name in wanted if name not in namespace]
+        if missing:
+            results.append({"number": number, "status": "not attempted", "reason": ", ".join(missing) + " not defined"})
+            continue
+        signal.signal(signal.SIGALRM, out_of_time)
+        signal.alarm(limit)
+        try:
+            test(*[namespace[name] for name in wanted])
+            result = {"status": "passed", "reason": ""}
+        except NotImplementedError:
+            result = {"status": "not attempted", "reason": ""}
+        except AssertionError as error:
+            result = {"status": "failed", "reason": str(error)}
+        except BaseException as error:  # the student's code may raise anything, SystemExit included
+            result = {"status": "failed", "reason": f"{type(error).__name__}: {error}"}
+        finally:
+            signal.alarm(0)
+        results.append({"number": number, **result})
+    with open(results_file, "w", encoding="utf-8") as handle:
+        json.dump({"token": token, "results": results}, handle)
+
+'''
 
 
-def _error_summary(error: BaseException) -> tuple[str, int | None]:
-    """(one line, 0-based cell index or None) for the exception that stopped a notebook."""
-    cell = getattr(error, "cell_index", None)
-    name, value = getattr(error, "ename", None), getattr(error, "evalue", None)
-    if name:
-        text = f"{name}: {value}" if value else str(name)
-    elif isinstance(error, TimeoutError) or type(error).__name__ == "CellTimeoutError":
-        text = "time limit reached"
-    else:
-        text = f"{type(error).__name__}: {error}"
-    return " ".join(text.split())[:300], cell
+def _scrubbed_environment(home: Path, profile: str) -> dict[str, str]:
+    """The kernel's whole environment: no credentials, tokens or paths of the grader leak in."""
+    env = {name: os.environ[name] for name in ("PATH", "LANG", "LC_ALL", "TZ", "TORCH_HOME") if name in os.environ}
+    env.update(HOME=str(home), TMPDIR=str(home / "tmp"), IPYTHONDIR=str(home / ".ipython"),
+               MPLCONFIGDIR=str(home / ".matplotlib"), JUPYTER_RUNTIME_DIR=str(home / ".jupyter-runtime"),
+               MEMSEG_PROFILE=profile, MEMSEG_OFFLINE="1", CUDA_VISIBLE_DEVICES="", MPLBACKEND="Agg",
+               PYTHONNOUSERSITE="1", PYTHONDONTWRITEBYTECODE="1")
+    (home / "tmp").mkdir(parents=True, exist_ok=True)
+    return env
+
+
+def _kernel_process_group(client) -> int | None:
+    provisioner = getattr(getattr(client, "km", None), "provisioner", None)
+    return getattr(provisioner, "pgid", None)
+
+
+def _kill_process_group(pgid: int | None) -> None:
+    """SIGKILL a kernel's process group (jupyter_client starts the kernel in a session of its own)."""
+    if pgid and hasattr(os, "killpg") and pgid != os.getpgid(0):
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def default_data_folder(notebook: Path) -> Path | None:
+    """The data folder the notebook reads as ``../data``: beside its folder, else the repository's."""
+    for folder in (notebook.resolve().parent.parent / "data", _REPOSITORY / "data"):
+        if folder.is_dir():
+            return folder
+    return None
 
 
 def grade_notebook(
     notebook: str | os.PathLike,
     *,
+    tests: str | os.PathLike | None = None,
+    data: str | os.PathLike | None = None,
     timeout: float = 600.0,
     profile: str = "smoke",
     kernel: str = "python3",
-    executed: str | os.PathLike | None = None,
+    student: str | None = None,
+    test_timeout: int = TEST_TIMEOUT,
 ) -> NotebookGrade:
-    """Execute ``notebook`` and grade its exercises (see the module docstring).
+    """Execute ``notebook`` and grade it with the hidden tests (see the module docstring).
 
-    ``timeout``: seconds for the whole notebook; ``profile``: ``MEMSEG_PROFILE`` for the run;
-    ``executed``: where to keep the executed copy (default: a temporary file, deleted).
+    ``tests``: the hidden tests folder (default: the repository's ``instructor/hidden_tests``);
+    ``data``: the folder copied as ``../data`` beside the working copy (default:
+    :func:`default_data_folder`); ``timeout``: seconds for the student's cells; ``profile``:
+    ``MEMSEG_PROFILE``; ``student``: the name in the table (default: the notebook's folder).
     """
     path = Path(notebook)
-    _check_notebook_file(path)
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {', '.join(PROFILES)}, got {profile!r}")
     if not (isinstance(timeout, int | float) and timeout > 0 and math.isfinite(timeout)):
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    tests_folder = _resolve_tests_folder(tests)
+    grade = NotebookGrade(path, student=student or path.resolve().parent.name)
+    content = _read_notebook(path)
+    grade.chapter = chapter_of(content, path)
+    if grade.chapter is None:
+        raise ValueError(f"{path}: which chapter is it? name it NN_topic.ipynb (NN: the chapter number)")
+    points = hidden_exercises(load_hidden_tests(tests_folder, grade.chapter))
     try:
-        import papermill
+        import nbformat
+        from nbclient import NotebookClient
+        from jupyter_core.utils import run_sync
+        from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
     except ImportError as error:
-        raise GradingUnavailableError("grading needs papermill: pip install 'memseg-lite[workbook]' (or pip install papermill)") from error
+        raise GradingUnavailableError("grading needs nbclient: pip install 'memseg-lite[workbook]' (or pip install nbclient)") from error
+    try:
+        parsed = nbformat.reads(json.dumps(content), as_version=4)
+    except Exception as error:  # nbformat's own validation errors
+        raise ValueError(f"{path} is not a valid notebook ({type(error).__name__}); ask for the .ipynb file again") from None
 
-    grade = NotebookGrade(path)
-    deadline = time.monotonic() + timeout
-
-    def cell_timeout(cell) -> int:  # nbclient's limit per cell: whatever is left of the notebook's time
-        return max(1, math.ceil(deadline - time.monotonic()))
-
-    with tempfile.TemporaryDirectory(prefix="memseg-grade-") as folder:
-        output = Path(executed) if executed is not None else Path(folder) / path.name
-        start = time.monotonic()
-        env = {"MEMSEG_PROFILE": profile, "MEMSEG_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": "", "MPLBACKEND": "Agg"}
+    start = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="memseg-grade-") as private:
+        private = Path(private)
+        os.chmod(private, 0o700)
+        work = private / "work"
+        (work / "notebooks").mkdir(parents=True)
+        data_folder = Path(data) if data is not None else default_data_folder(path)
+        if data_folder is not None:
+            shutil.copytree(data_folder, work / "data", symlinks=False)
+        results_file = private / f"results-{secrets.token_hex(8)}.json"
+        token = secrets.token_hex(16)
+        arguments = (str((tests_folder / f"ch{grade.chapter}.py").resolve()), str(work / "data" / "demo"),
+                     list(points), str(results_file), token, int(test_timeout))
+        grader_source = _GRADER_CELL + "\n_memseg_grade(globals(), " + ", ".join(map(repr, arguments)) + ")\n"
+        grader_cell = nbformat.v4.new_code_cell(grader_source)
+        student_cells = list(parsed.cells)
+        parsed.cells.append(grader_cell)
+        client = NotebookClient(parsed, kernel_name=kernel, allow_errors=True, timeout=None,
+                                resources={"metadata": {"path": str(work / "notebooks")}})
+        env = _scrubbed_environment(private / "home", profile)
+        deadline = start + timeout
+        pgid = None
         try:
-            with _environment(env), contextlib.redirect_stderr(io.StringIO()):
-                papermill.execute_notebook(
-                    str(path), str(output), kernel_name=kernel, cwd=str(path.resolve().parent),
-                    progress_bar=False, log_output=False, timeout_func=cell_timeout,
-                    execution_timeout=max(1, math.ceil(timeout)),
-                )
-        except Exception as error:  # a crash, a time-out, a kernel that died: report it, keep what ran
-            grade.error, grade.error_cell = _error_summary(error)
-        grade.seconds = time.monotonic() - start
-        try:
-            ran = json.loads(output.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            ran = {"cells": []}
-    if grade.error is not None and grade.error_cell is None:  # e.g. a time-out: the interrupted cell shows an error
-        grade.error_cell = next((index for index, cell in enumerate(ran.get("cells", []))
-                                 if any(output.get("output_type") == "error" for output in cell.get("outputs", []))
-                                 or cell.get("metadata", {}).get("papermill", {}).get("status") in ("running", "failed")), None)
-    if grade.error_cell is not None:
-        grade.error_cell += 1  # reported counting every cell (markdown too) from 1, as an instructor reads the notebook
-    grade.exercises = parse_check_lines(_printed_text(ran))
-    if grade.error is not None:
-        seen = {int(m[1]) for result in grade.exercises if (m := _NUMBER.search(result.name))}
-        grade.exercises += [ExerciseResult(f"Exercise {n}", NOT_RUN) for n in expected_exercises(path) if n not in seen]
+            with client.setup_kernel(env=env, cwd=str(work / "notebooks")):
+                pgid = _kernel_process_group(client)
+                try:
+                    for index, cell in enumerate(student_cells):
+                        if cell.cell_type != "code":
+                            continue
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            raise CellTimeoutError.error_from_timeout_and_cell("time limit reached", left, cell)
+                        client.timeout = max(1, math.ceil(left))
+                        client.execute_cell(cell, index)
+                        if grade.error is None and any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
+                            error = next(o for o in cell.outputs if o.get("output_type") == "error")
+                            grade.error, grade.error_cell = _one_line(f"{error.ename}: {error.evalue}"), index + 1
+                except CellTimeoutError:
+                    grade.error, grade.error_cell = "time limit reached", index + 1
+                    run_sync(client.km.interrupt_kernel)()  # the kernel is still in the cell: stop it
+                client.timeout = len(points) * int(test_timeout) + 60
+                client.execute_cell(grader_cell, len(student_cells))
+        except (CellExecutionError, CellTimeoutError, DeadKernelError, RuntimeError, OSError) as error:
+            if grade.error is None:
+                grade.error = _one_line(f"{type(error).__name__}: {error}")
+        finally:
+            _kill_process_group(pgid)
+        reported = _read_results(results_file, token)
+    grade.seconds = time.monotonic() - start
+    if reported is None:
+        if grade.error is None:
+            grade.error = "the grader cell did not report (the kernel died, or the notebook tampered with it)"
+        grade.exercises = [ExerciseResult(n, NOT_RUN, 0.0, p) for n, p in points.items()]
+        return grade
+    by_number = {result.get("number"): result for result in reported}
+    for number, maximum in points.items():
+        result = by_number.get(number, {"status": NOT_RUN, "reason": ""})
+        status = result["status"] if result.get("status") in (PASSED, FAILED, NOT_ATTEMPTED) else NOT_RUN
+        grade.exercises.append(ExerciseResult(number, status, maximum if status == PASSED else 0.0, maximum,
+                                              _one_line(str(result.get("reason", "")))))
     return grade
 
 
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())[:300]
+
+
+def _read_results(path: Path, token: str) -> list[dict] | None:
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    if not isinstance(payload, dict) or payload.get("token") != token or not isinstance(payload.get("results"), list):
+        return None
+    return [result for result in payload["results"] if isinstance(result, dict)]
+
+
+def student_names(notebooks: Sequence[Path]) -> list[str]:
+    """A student per notebook: its folder's name, or the file's name when a folder holds two notebooks of one chapter."""
+    keys = [(Path(n).resolve().parent, chapter_of({}, Path(n))) for n in notebooks]
+    shared = {key for key in keys if keys.count(key) > 1}
+    return [Path(n).stem if key in shared else Path(n).resolve().parent.name for n, key in zip(notebooks, keys)]
+
+
 def grade_notebooks(notebooks: Sequence[str | os.PathLike], **options) -> list[NotebookGrade]:
-    """:func:`grade_notebook` for each of ``notebooks`` (all files are checked before the first runs)."""
-    for notebook in notebooks:
-        _check_notebook_file(Path(notebook))
-    return [grade_notebook(notebook, **options) for notebook in notebooks]
+    """:func:`grade_notebook` for each notebook; one that cannot be read or run gets an error row."""
+    paths = [Path(notebook) for notebook in notebooks]
+    _resolve_tests_folder(options.get("tests"))  # a missing tests folder stops the batch before any run
+    grades = []
+    for path, student in zip(paths, student_names(paths)):
+        try:
+            grades.append(grade_notebook(path, student=student, **options))
+        except GradingUnavailableError:
+            raise
+        except (OSError, ValueError) as error:
+            grades.append(NotebookGrade(path, student=student, chapter=chapter_of({}, path), error=_one_line(str(error))))
+    return grades
 
 
-def _marks(grade: NotebookGrade) -> str:
-    symbols = {PASSED: "ok", FAILED: "x", NOT_ATTEMPTED: "-", NOT_RUN: "?"}
-    parts = []
-    for result in grade.exercises:
-        number = _NUMBER.search(result.name)
-        parts.append(f"{number[1] if number else result.name}:{symbols[result.status]}")
-    return " ".join(parts)
+def _columns(grades: Sequence[NotebookGrade]) -> list[tuple[str, int]]:
+    return sorted({(grade.chapter, result.number) for grade in grades for result in grade.exercises})
+
+
+def gradebook(grades: Sequence[NotebookGrade]) -> tuple[list[str], list[list[str]]]:
+    """(header, rows): one row per student, a column ``NN.k`` per exercise (points), total, out of, status."""
+    columns = _columns(grades)
+    header = ["student", *(f"{chapter}.{number}" for chapter, number in columns), "total", "out of", "status"]
+    students: dict[str, list[NotebookGrade]] = {}
+    for grade in grades:
+        students.setdefault(grade.student, []).append(grade)
+    rows = []
+    for student, own in students.items():
+        earned = {(grade.chapter, r.number): r for grade in own for r in grade.exercises}
+        cells = [_number(earned[column].points) if column in earned else "" for column in columns]
+        statuses = [f"{grade.notebook.name}: {grade.status}" for grade in own if grade.error is not None]
+        rows.append([student, *cells, _number(sum(g.points for g in own)), _number(sum(g.max_points for g in own)),
+                     "; ".join(statuses) or "ok"])
+    return header, rows
+
+
+def _number(value: float) -> str:
+    return f"{value:g}"
 
 
 def format_table(grades: Sequence[NotebookGrade]) -> str:
-    """A plain-text table: one row per notebook with the counts, the per-exercise marks and the status."""
-    header = ("notebook", "passed", "failed", "not attempted", "exercises", "status")
-    rows = [
-        (grade.notebook.name, str(grade.count(PASSED)), str(grade.count(FAILED)),
-         str(grade.count(NOT_ATTEMPTED) + grade.count(NOT_RUN)), _marks(grade), grade.status)
-        for grade in grades
-    ]
+    """A plain-text student x exercise table (points per exercise, total) and the failure reasons below it."""
+    header, rows = gradebook(grades)
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows]]
     lines.insert(1, "  ".join("-" * width for width in widths))
-    lines.append("marks: ok passed, x failed, - not attempted, ? not run (the notebook stopped before it)")
+    reasons = [f"  {grade.student} {grade.chapter}.{result.number}: {result.status}{': ' + result.reason if result.reason else ''}"
+               for grade in grades for result in grade.exercises if result.status != PASSED]
+    if reasons:
+        lines += ["", "not passed:", *reasons]
     return "\n".join(lines)
 
 
-CSV_COLUMNS = ("notebook", "exercise", "status", "reason")
-
-
-def csv_rows(grades: Sequence[NotebookGrade]) -> list[dict[str, str]]:
-    """One row per exercise, and one ``error`` row (exercise: the failing cell) per notebook that stopped."""
-    rows = []
-    for grade in grades:
-        for result in grade.exercises:
-            rows.append({"notebook": str(grade.notebook), "exercise": result.name, "status": result.status,
-                         "reason": result.reason})
-        if grade.error is not None:
-            cell = f"cell {grade.error_cell}" if grade.error_cell is not None else ""
-            rows.append({"notebook": str(grade.notebook), "exercise": cell, "status": "error", "reason": grade.error})
-    return rows
-
-
 def write_csv(grades: Sequence[NotebookGrade], path: str | os.PathLike) -> Path:
-    """Write :func:`csv_rows` to ``path`` (atomically)."""
+    """Write the :func:`gradebook` table (one row per student) to ``path`` as CSV (atomically)."""
+    header, rows = gradebook(grades)
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(csv_rows(grades))
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
     return write_text_atomic(path, buffer.getvalue())

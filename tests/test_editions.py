@@ -1,0 +1,120 @@
+"""One source per chapter (instructor/source): the committed editions are what it generates, and the
+student edition and the handout hold no solution text."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from memseg_lite.cli import main
+from memseg_lite.teaching.editions import MARKERS, build, edition, resolve_regions
+from memseg_lite.teaching.handout import handout_files, write_handout
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = sorted((ROOT / "instructor" / "source").glob("[0-9][0-9]_*.ipynb"))
+EXERCISE = '''def f(t):
+    """Doc."""
+    # BEGIN SOLUTION
+    return 2 * t
+    # END SOLUTION
+    # BEGIN STUDENT
+    raise NotImplementedError
+
+
+check("Exercise 1", lambda: ch.exercise_1(f));
+    # END STUDENT'''
+
+
+def solution_lines(source: dict) -> set[str]:
+    """The distinctive lines of every solution region: long, and not also in the chapter's shared cells."""
+    lines, shared = set(), set()
+    for cell in source["cells"]:
+        text = "".join(cell["source"])
+        if not any(line.strip() in MARKERS for line in text.splitlines()):
+            shared |= {line.strip() for line in text.splitlines()}
+            continue
+        student = set(resolve_regions(text, "student").splitlines())
+        lines |= {line.strip() for line in resolve_regions(text, "solutions").splitlines()
+                  if len(line.strip()) >= 24 and line not in student and not line.strip().startswith(("#", '"""', "from ", "import "))}
+    return lines - shared
+
+
+def notebook_lines(text: str) -> set[str]:
+    """Every line of every cell of a notebook (given as its JSON text), stripped."""
+    return {line.strip() for cell in json.loads(text)["cells"] for line in "".join(cell["source"]).splitlines()}
+
+
+def test_regions_go_to_their_edition():
+    assert resolve_regions(EXERCISE, "solutions") == 'def f(t):\n    """Doc."""\n    return 2 * t'
+    assert resolve_regions(EXERCISE, "student") == (
+        'def f(t):\n    """Doc."""\n    raise NotImplementedError\n\n\ncheck("Exercise 1", lambda: ch.exercise_1(f));')
+    assert resolve_regions("x = 1\n# BEGIN SOLUTION\ny = 2\n# END SOLUTION\nz = 3", "student") == "x = 1\nz = 3"
+    with pytest.raises(ValueError, match="never closed"):
+        resolve_regions("# BEGIN SOLUTION\nx = 1", "student")
+    with pytest.raises(ValueError, match="inside a solution region"):
+        resolve_regions("# BEGIN SOLUTION\n# BEGIN STUDENT\n# END STUDENT\n# END SOLUTION", "student")
+    with pytest.raises(ValueError, match="without its BEGIN"):
+        resolve_regions("x = 1\n# END STUDENT", "solutions")
+
+
+def test_cells_are_routed_and_tagged_per_edition():
+    source = {"metadata": {}, "nbformat": 4, "nbformat_minor": 5, "cells": [
+        {"cell_type": "markdown", "id": "0", "metadata": {}, "source": ["For everyone"]},
+        {"cell_type": "markdown", "id": "1", "metadata": {"tags": ["solutions-edition"]}, "source": ["Worked solution"]},
+        {"cell_type": "code", "id": "2", "metadata": {"tags": ["solution"]}, "source": EXERCISE, "outputs": [], "execution_count": None},
+    ]}
+    student, solutions = edition(source, "student", "01_x.ipynb"), edition(source, "solutions", "01_x.ipynb")
+    assert ["".join(c["source"])[:10] for c in student["cells"]] == ["For everyo", "def f(t):\n"]
+    assert student["cells"][1]["metadata"] == {} and student["metadata"]["memseg_lite"] == {"chapter": "01"}
+    assert ["".join(c["source"])[:10] for c in solutions["cells"]] == ["Worked sol", "def f(t):\n"]
+    assert solutions["cells"][1]["metadata"] == {"tags": ["solution"]} and "memseg_lite" not in solutions["metadata"]
+    assert [c["id"] for c in solutions["cells"]] == ["0", "1"]
+
+
+def test_the_committed_editions_are_what_the_sources_generate():
+    assert len(SOURCES) == 12
+    assert build(ROOT, check=True) == [], "edit instructor/source/ and run `make editions`"
+
+
+def test_student_editions_hold_no_solution_text():
+    for source_path in SOURCES:
+        source = json.loads(source_path.read_text(encoding="utf-8"))
+        lines = solution_lines(source)
+        assert lines, f"{source_path.name} has no solution region"
+        leaked = lines & notebook_lines((ROOT / "notebooks" / source_path.name).read_text(encoding="utf-8"))
+        assert not leaked, f"{source_path.name}: solution lines in the student edition: {leaked[:3]}"
+
+
+def test_the_handout_has_no_solutions_instructor_files_or_tests(tmp_path):
+    out = tmp_path / "handout.zip"
+    assert main(["handout", "--out", str(out)]) == 0
+    with zipfile.ZipFile(out) as archive:
+        names = archive.namelist()
+        texts = {name: archive.read(name).decode("utf-8", errors="replace") for name in names}
+    top = {name.split("/")[1] for name in names}
+    assert {"notebooks", "memseg_lite", "pyproject.toml", "Makefile"} <= top
+    assert not top & {"solutions", "instructor", "tests", "benchmarks"}
+    assert "memseg-lite/docs/instructor.md" not in names and "memseg-lite/docs/grading.md" not in names
+    assert sum(name.endswith(".ipynb") for name in names) == 12
+    for source_path in SOURCES:
+        text = texts[f"memseg-lite/notebooks/{source_path.name}"]
+        assert not solution_lines(json.loads(source_path.read_text(encoding="utf-8"))) & notebook_lines(text), source_path.name
+    for name, text in texts.items():
+        if name.endswith(".ipynb"):
+            assert "solutions-edition" not in text and "BEGIN SOLUTION" not in text, name
+    assert not any("hidden_tests" in name for name in names)
+
+
+def test_the_handout_refuses_stale_student_editions(tmp_path):
+    for folder in ("instructor/source", "notebooks", "solutions"):
+        shutil.copytree(ROOT / folder, tmp_path / folder)
+    assert [p.name for p in handout_files(tmp_path)][:1] == ["00_overview.ipynb"]
+    edited = tmp_path / "notebooks" / "01_perlin_noise.ipynb"
+    edited.write_text(edited.read_text(encoding="utf-8").replace("Perlin", "Perlin!"), encoding="utf-8")
+    with pytest.raises(ValueError, match="01_perlin_noise.ipynb.*make editions"):
+        write_handout(tmp_path / "handout.zip", root=tmp_path)
+    assert not (tmp_path / "handout.zip").exists()
