@@ -196,6 +196,7 @@ def predict_images(
     backend: str = "fast",
     report_errors: bool = True,
     keep_arrays: bool | None = None,
+    threads: int | None = None,
 ) -> PredictReport:
     """Predict every image of ``inputs`` (files, folders, globs); with ``out_dir``, write the files above.
 
@@ -204,12 +205,13 @@ def predict_images(
     at all can be read, ``ValueError`` is raised and nothing is written. ``keep_arrays`` (default: only
     without ``out_dir``) keeps each result's image, map and mask in memory; when writing, the pictures
     go to disk batch by batch and the results keep scores and verdicts only (large folders fit in memory).
+    ``threads``: the backend's CPU threads (:class:`~memseg_lite.deployment.inferencer.Inferencer`).
     """
     paths = expand_inputs(inputs, recursive=recursive)
     if inferencer is None:
         if checkpoint is None:
             raise ValueError("predict_images needs a checkpoint or an inferencer")
-        inferencer = Inferencer(checkpoint, device=device, backend=backend, batch_size=batch_size)
+        inferencer = Inferencer(checkpoint, device=device, backend=backend, batch_size=batch_size, threads=threads)
     out = Path(out_dir) if out_dir is not None else None
     staging = _prepare_out(out) if out is not None else None
     keep_arrays = out is None if keep_arrays is None else keep_arrays
