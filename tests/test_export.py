@@ -479,3 +479,23 @@ def test_near_ties_are_detected_and_decided_as_the_eager_model_decides(rule):
     features = [torch.ones(1, 1, 1, 1)] * 3
     assert not bool(near_ties(distances, features, rule)[0])
     assert bool(near_ties([torch.tensor([[1.0, 1.0 + 1e-6, 4.0]])] * 3, features, rule)[0])
+
+
+def test_predictions_record_their_provenance(checkpoint, tmp_path):
+    import hashlib
+
+    import cv2
+
+    from memseg_lite.deployment.predict import predict_images
+
+    path, _, image_threshold = checkpoint
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for number in range(2):
+        cv2.imwrite(str(folder / f"photo{number}.png"), _pixels(1, seed=70 + number, height=40, width=72)[0])
+    predict_images([folder], path, tmp_path / "out", device="cpu", backend="eager", threads=1)
+    provenance = json.loads((tmp_path / "out" / "provenance.json").read_text())
+    assert provenance["checkpoint_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert provenance["checkpoint"] == "best.pt" and provenance["step"] == 7
+    assert provenance["thresholds"]["image"] == image_threshold and provenance["backend"] == "eager"
+    assert provenance["time"].endswith("+00:00") and str(tmp_path) not in json.dumps(provenance)

@@ -126,6 +126,20 @@ class Inferencer:
         self.batch_size = batch_size
         self.thresholds = self._find_thresholds(thresholds)
 
+    def provenance(self) -> dict:
+        """What made these predictions: checkpoint (name and SHA-256), step, thresholds, backend, time (UTC)."""
+        import datetime
+        import hashlib
+
+        digest = hashlib.sha256(self.checkpoint.read_bytes()).hexdigest() if self.checkpoint.is_file() else None
+        return {
+            "checkpoint": self.checkpoint.name, "checkpoint_sha256": digest, "step": self.payload.get("step"),
+            "thresholds": None if self.thresholds is None else {"image": self.thresholds.image, "pixel": self.thresholds.pixel,
+                                                                "source": self.thresholds.source},
+            "backend": self.backend_name, "backend_ran": getattr(self.backend, "name", type(self.backend).__name__),
+            "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
+
     def _find_thresholds(self, given) -> Thresholds | None:
         if isinstance(given, Thresholds):
             return given
