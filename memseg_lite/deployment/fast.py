@@ -64,8 +64,6 @@ def set_threads(threads: int | None) -> None:
 class EagerBackend:
     """The eager PyTorch model (autocast as in training): the reference."""
 
-    name = "eager"
-
     def __init__(self, model, payload: dict, device: torch.device, checkpoint=None, threads: int | None = None):
         set_threads(threads)
         self.model, self.payload, self.device = model.eval(), payload, device
@@ -97,8 +95,6 @@ class FoldedTorchBackend:
     encoder recomputes the choice for those images (:func:`eager_selection`);
     ``exact_selections`` counts such images, ``last_indices`` holds the last batch's choice.
     """
-
-    name = "folded"
 
     def __init__(self, model, payload: dict | None, device: torch.device, checkpoint=None, threads: int | None = None,
                  channels_last: bool = True, chunk_size: int | None = 2, streams: int | None = None):
@@ -233,8 +229,6 @@ class OnnxBackend(TieFallback):
     """ONNX Runtime on the CPU (see the module docstring); ``threads``: intra-op threads (default
     torch's). ``graph``: ONNX bytes of :func:`backend_graph` (default: exported from ``model``)."""
 
-    name = "onnx"
-
     def __init__(self, model=None, payload: dict | None = None, device=None, checkpoint=None, threads: int | None = None,
                  graph: bytes | None = None, exact_ties: bool = True):
         ort = _onnxruntime()
@@ -272,7 +266,7 @@ class OpenVinoBackend(TieFallback):
         if int8:
             converted = quantize_int8(converted, calibration_batches(payload or {}, calibration))
         self.int8 = bool(int8)
-        self.name = "openvino-int8" if int8 else "openvino"
+        self.name = "OpenVinoInt8Backend" if int8 else "OpenVinoBackend"  # what metrics.json records
         self.compiled = compile_model(converted, threads, int8)
         self.request = self.compiled.create_infer_request()
         self._init_fallback(model, payload, exact_ties and not int8)
@@ -288,10 +282,10 @@ class OpenVinoBackend(TieFallback):
 
 
 def default_backend(device: str | torch.device = "auto", checkpoint=None) -> str:
-    """The backend of the ``"fast"`` choice: on the CPU ``"folded"`` (exact, no extra package, and in
-    ``benchmarks/bench_inference.py`` as fast as ONNX Runtime and OpenVINO fp32 at batch 1 and faster at
-    batch 8, its streams keeping both cores busy); on GPUs ``"eager"`` (the model with autocast as
-    trained). ``checkpoint`` does not change the choice."""
+    """The backend of the ``"fast"`` choice: on the CPU ``"folded"`` (exact, no extra package; in
+    ``benchmarks/bench_inference.py`` within the run-to-run noise of ONNX Runtime and OpenVINO fp32,
+    and the fastest of them at batch 8 with 2 threads, its streams keeping both cores busy); on GPUs
+    ``"eager"`` (the model with autocast as trained). ``checkpoint`` does not change the choice."""
     return "eager" if resolve_device(device).type != "cpu" else "folded"
 
 
