@@ -14,6 +14,14 @@ import os
 import sys
 from pathlib import Path
 
+# The backends of memseg_lite.deployment.fast.BACKENDS (kept here so --help imports no torch; a test keeps them equal).
+BACKEND_CHOICES = ("fast", "eager", "folded", "onnx", "openvino", "openvino-int8")
+BACKEND_HELP = (
+    "inference backend: fast (default) = folded on the CPU, eager on GPUs; eager = the model as trained; folded = "
+    "PyTorch fp32 with batch norms folded, channels_last, images in parallel streams (the eager maps); onnx = ONNX "
+    "Runtime; openvino = OpenVINO fp32; openvino-int8 = OpenVINO INT8 (NNCF, calibrated on the run's good images; "
+    "approximate, see docs/deployment.md) [fast]"
+)
 
 def _add_demo_data(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -237,10 +245,7 @@ def _add_evaluate(subparsers) -> None:
     parser.add_argument("--out", type=Path, help="output folder [next to the checkpoint: RUN_DIR/evaluation]")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--backend", choices=("fast", "folded", "onnx", "eager"), default=None,
-                        help="inference backend (memseg_lite.deployment.fast): fast = ONNX Runtime when a current "
-                             "CHECKPOINT.onnx lies beside the checkpoint, else the model with folded batch norms, "
-                             "on GPUs the eager model; eager = the model as trained [fast]")
+    parser.add_argument("--backend", choices=BACKEND_CHOICES, default=None, help=BACKEND_HELP)
     parser.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
     parser.set_defaults(handler=_run_evaluate)
 
@@ -278,9 +283,9 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     backend = {}
     parameters = inspect.signature(evaluate_checkpoint).parameters
     if "backend" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
-        from memseg_lite.deployment.fast import FAST_BACKENDS
+        from memseg_lite.deployment.fast import BACKENDS
 
-        backend = {"backend": FAST_BACKENDS[args.backend or "fast"]}
+        backend = {"backend": BACKENDS[args.backend or "fast"]}
     elif args.backend not in (None, "eager"):
         print(f"note: evaluate_checkpoint has no backend option in this version; --backend {args.backend} is "
               "ignored (the eager model is used)", file=sys.stderr)
@@ -345,10 +350,7 @@ def _add_calibrate(subparsers) -> None:
     _add_test_data_options(parser)
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--backend", choices=("fast", "folded", "onnx", "eager"), default=None,
-                        help="inference backend (memseg_lite.deployment.fast): fast = ONNX Runtime when a current "
-                             "CHECKPOINT.onnx lies beside the checkpoint, else the model with folded batch norms, "
-                             "on GPUs the eager model; eager = the model as trained [fast]")
+    parser.add_argument("--backend", choices=BACKEND_CHOICES, default=None, help=BACKEND_HELP)
     parser.set_defaults(handler=_run_calibrate)
 
 
@@ -360,9 +362,9 @@ def _run_calibrate(args: argparse.Namespace) -> int:
     backend = {}
     parameters = inspect.signature(calibrate_checkpoint).parameters
     if "backend" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
-        from memseg_lite.deployment.fast import FAST_BACKENDS
+        from memseg_lite.deployment.fast import BACKENDS
 
-        backend = {"backend": FAST_BACKENDS[args.backend or "fast"]}
+        backend = {"backend": BACKENDS[args.backend or "fast"]}
     elif args.backend not in (None, "eager"):
         print(f"note: calibrate_checkpoint has no backend option in this version; --backend {args.backend} is "
               "ignored (the eager model is used)", file=sys.stderr)
@@ -393,10 +395,10 @@ def _add_predict(subparsers) -> None:
     parser.add_argument("--recursive", action="store_true", help="also the images in sub-folders of a folder")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--backend", default="fast", choices=("fast", "torch", "folded", "onnx", "eager"),
-                        help="fast (default): ONNX Runtime when `memseg-lite export` wrote CHECKPOINT.onnx next to the "
-                             "checkpoint, else the model with folded batch norms; on GPUs the eager model. "
-                             "torch: the eager model as trained")
+    parser.add_argument("--backend", default="fast", choices=BACKEND_CHOICES, help=BACKEND_HELP)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads of the backend [torch's default]; 1 is fastest for one image per call on a "
+                             "shared CPU")
     parser.set_defaults(handler=_run_predict)
 
 
@@ -404,7 +406,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     from memseg_lite.deployment.predict import predict_images
 
     report = predict_images(args.images, args.checkpoint, args.out, device=args.device, batch_size=args.batch_size,
-                            recursive=args.recursive, backend=args.backend)
+                            recursive=args.recursive, backend=args.backend, threads=args.threads)
     width = max(len(str(r.path)) for r in report.results)
     for result in report.results:
         verdict = result.verdict or "(no thresholds)"
@@ -598,26 +600,42 @@ def _run_handout(args: argparse.Namespace) -> int:
 
 def _add_export(subparsers) -> None:
     parser = subparsers.add_parser(
-        "export", help="export a checkpoint for deployment (ONNX)",
-        description="Write the checkpoint's model as ONNX: memory bank built in, dynamic batch axis, thresholds "
-                    "and preprocessing (size, mean/std, resize mode) as metadata. Input: float32 [batch, 3, H, W], "
-                    "normalised; outputs: anomaly_map [batch, H, W] and score [batch].",
+        "export", help="export a checkpoint for deployment (ONNX or OpenVINO, optionally INT8)",
+        description="Write the checkpoint's model with its preprocessing and decision built in: input uint8 "
+                    "[batch, H, W, 3] RGB letterboxed (or stretched) to the network size; outputs anomaly_map "
+                    "[batch, H, W], score [batch], normalised_score [batch], mask uint8 [batch, H, W], defective "
+                    "[batch]; memory bank and thresholds inside, metadata memseg.* (docs/deployment.md).",
     )
     parser.add_argument("--checkpoint", type=Path, required=True, help="checkpoint file (RUN_DIR/best.pt)")
-    parser.add_argument("--format", choices=("onnx",), default="onnx", help="export format [onnx]")
-    parser.add_argument("--out", type=Path, help="output file [the checkpoint's path with .onnx]")
+    parser.add_argument("--format", choices=("onnx", "openvino"), default="onnx", help="export format [onnx]")
+    parser.add_argument("--out", type=Path,
+                        help="output file [the checkpoint's path with .onnx, or .xml (+ .bin) for openvino]")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset version [17]")
+    parser.add_argument("--thresholds", type=Path, help="a thresholds.json to build in [the checkpoint's own]")
+    parser.add_argument("--int8", action="store_true",
+                        help="openvino only: post-training INT8 by NNCF, calibrated on the run's good images")
+    parser.add_argument("--calibration-data", type=Path, help="--int8: a folder of good images [the run's own]")
     parser.set_defaults(handler=_run_export)
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from memseg_lite.deployment.export import export_onnx, read_metadata
+    if args.format == "onnx":
+        if args.int8 or args.calibration_data is not None:
+            raise ValueError("--int8 / --calibration-data need --format openvino")
+        from memseg_lite.deployment.export import export_onnx, read_metadata
 
-    out = export_onnx(args.checkpoint, args.out, opset=args.opset)
-    metadata = read_metadata(out)
-    threshold = metadata.get("image_threshold")
-    print(f"exported {args.checkpoint} -> {out} ({out.stat().st_size / 1e6:.1f} MB, input {metadata['image_size']}, "
-          f"image threshold {threshold if threshold is not None else 'none stored'})")
+        out = export_onnx(args.checkpoint, args.out, opset=args.opset, thresholds=args.thresholds)
+        metadata = read_metadata(out)
+        size = out.stat().st_size
+    else:
+        from memseg_lite.deployment.openvino_runtime import export_openvino, read_openvino_metadata
+
+        out = export_openvino(args.checkpoint, args.out, int8=args.int8, calibration=args.calibration_data,
+                              thresholds=args.thresholds)
+        metadata = read_openvino_metadata(out)
+        size = out.stat().st_size + out.with_suffix(".bin").stat().st_size
+    print(f"exported {args.checkpoint} -> {out} ({size / 1e6:.1f} MB, input uint8 {metadata['image_size']} x 3, "
+          f"image threshold {metadata['image_threshold']})")
     return 0
 
 

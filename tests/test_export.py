@@ -16,7 +16,7 @@ from memseg_lite.deployment.export import (
     fold_batchnorms,
     read_metadata,
 )
-from memseg_lite.deployment.fast import FAST_BACKENDS, default_backend, load_fast_model
+from memseg_lite.deployment.fast import BACKENDS, default_backend, load_fast_model
 from memseg_lite.network.model import build_memseg
 
 onnxruntime = pytest.importorskip("onnxruntime")
@@ -47,13 +47,16 @@ def eager(model, images):
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
+    from memseg_lite.deployment.inferencer import preprocess
+
     model = tiny_model()
-    _, scores = eager(model, inputs(6, seed=1))
-    image_threshold = float(scores.median())  # verdicts split the test images
+    _, scores = eager(model, preprocess(_pixels(6, seed=1), SIZE))
+    image_threshold = float(scores.median())  # verdicts split these images
     payload = {
         "model_config": model.config(), "model": model.state_dict(), "step": 7,
         "train_config": {"image_size": SIZE, "center_crop": None, "resize": "letterbox"},
-        "thresholds": {"image": image_threshold, "pixel": 0.5, "source": "validation", "rule": "test", "details": {}},
+        "thresholds": {"image": image_threshold, "pixel": 0.5, "source": "validation", "rule": "test",
+                       "details": {"calibration_data": "/home/someone/data/good"}},
     }
     path = save_checkpoint(payload, tmp_path_factory.mktemp("run") / "best.pt")
     return path, model, image_threshold
@@ -105,52 +108,73 @@ def test_deployed_network_follows_every_selection_rule(rule):
     assert (scores - reference_scores).abs().max() < 1e-4
 
 
+def _session(path):
+    return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def _pixels(batch: int, seed: int, height: int = SIZE, width: int = SIZE) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (batch, height, width, 3), dtype=np.uint8)
+
+
 @pytest.mark.parametrize("batch", [1, 3])
-def test_onnxruntime_matches_torch(checkpoint, exported, batch):
+def test_exported_graph_takes_pixels_and_gives_the_decision(checkpoint, exported, batch):
+    from memseg_lite.deployment.inferencer import preprocess
+    from memseg_lite.evaluation.thresholds import normalise_scores
+
     _, model, image_threshold = checkpoint
-    session = onnxruntime.InferenceSession(str(exported), providers=["CPUExecutionProvider"])
-    images = inputs(batch, seed=10 + batch)
-    maps, scores = session.run(None, {"images": images.numpy()})
-    reference_maps, reference_scores = eager(model, images)
-    assert maps.shape == (batch, SIZE, SIZE) and scores.shape == (batch,)
+    pixels = _pixels(batch, seed=10 + batch)
+    maps, scores, normalised, mask, defective = _session(exported).run(None, {"images": pixels})
+    reference_maps, reference_scores = eager(model, preprocess(pixels, SIZE))
+    assert maps.shape == mask.shape == (batch, SIZE, SIZE) and scores.shape == normalised.shape == (batch,)
+    assert mask.dtype == np.uint8 and defective.dtype == np.bool_
     assert np.abs(maps - reference_maps.numpy()).max() < 1e-4
     assert np.abs(scores - reference_scores.numpy()).max() < 1e-4
-    np.testing.assert_array_equal(scores >= image_threshold, reference_scores.numpy() >= image_threshold)
+    np.testing.assert_allclose(normalised, normalise_scores(reference_scores.numpy(), image_threshold), atol=1e-5)
+    np.testing.assert_array_equal(defective, reference_scores.numpy() >= image_threshold)
+    np.testing.assert_array_equal(mask, np.where(maps >= 0.5, 255, 0))
 
 
 def test_verdicts_split_and_agree(checkpoint, exported):
+    from memseg_lite.deployment.inferencer import preprocess
+
     _, model, image_threshold = checkpoint
-    session = onnxruntime.InferenceSession(str(exported), providers=["CPUExecutionProvider"])
-    images = inputs(6, seed=1)  # the images the threshold was set on: half above, half below
-    _, scores = session.run(None, {"images": images.numpy()})
-    _, reference = eager(model, images)
-    verdicts = scores >= float(read_metadata(exported)["image_threshold"])
-    assert 0 < verdicts.sum() < len(verdicts)
-    np.testing.assert_array_equal(verdicts, reference.numpy() >= image_threshold)
+    pixels = _pixels(6, seed=1)  # the images the threshold was set on: half above, half below
+    _, scores, _, _, defective = _session(exported).run(None, {"images": pixels})
+    _, reference = eager(model, preprocess(pixels, SIZE))
+    assert 0 < defective.sum() < len(defective)
+    np.testing.assert_array_equal(defective, reference.numpy() >= image_threshold)
 
 
-def test_metadata_and_dynamic_batch(checkpoint, exported):
+def test_declared_shapes_and_metadata(checkpoint, exported):
+    import onnx
+
     _, _, image_threshold = checkpoint
+    graph = onnx.load(str(exported)).graph
+    shapes = {value.name: [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+              for value in [*graph.input, *graph.output]}
+    assert shapes == {"images": ["batch", SIZE, SIZE, 3], "anomaly_map": ["batch", SIZE, SIZE], "score": ["batch"],
+                      "normalised_score": ["batch"], "mask": ["batch", SIZE, SIZE], "defective": ["batch"]}
     metadata = read_metadata(exported)
     assert metadata["image_size"] == f"{SIZE}x{SIZE}" and metadata["resize"] == "letterbox"
     assert json.loads(metadata["mean"]) == pytest.approx([0.485, 0.456, 0.406])
-    assert json.loads(metadata["std"]) == pytest.approx([0.229, 0.224, 0.225])
     assert json.loads(metadata["center_crop"]) is None
-    assert float(metadata["image_threshold"]) == image_threshold
-    assert float(metadata["pixel_threshold"]) == 0.5
-    assert json.loads(metadata["thresholds"])["source"] == "validation"
+    assert float(metadata["image_threshold"]) == image_threshold and float(metadata["pixel_threshold"]) == 0.5
+    thresholds = json.loads(metadata["thresholds"])
+    assert thresholds["source"] == "validation"
+    # No host's folders in a model file: the calibration data's absolute path is reduced to its name.
+    assert thresholds["details"]["calibration_data"] == "good" and "/data/" not in exported.read_bytes().decode("latin1")
     assert metadata["top_k"] == "100" and metadata["memory_size"] == "4"
-    session = onnxruntime.InferenceSession(str(exported), providers=["CPUExecutionProvider"])
-    (batch_axis, *rest) = session.get_inputs()[0].shape
-    assert isinstance(batch_axis, str) and rest == [3, SIZE, SIZE]
 
 
-def test_export_without_thresholds(tmp_path):
+def test_export_needs_thresholds(tmp_path):
     model = tiny_model()
     payload = {"model_config": model.config(), "model": model.state_dict(), "train_config": {"image_size": SIZE}}
-    out = export_onnx(payload, tmp_path / "plain.onnx")
-    metadata = read_metadata(out)
-    assert "image_threshold" not in metadata and metadata["resize"] == "stretch"  # older checkpoints stretched
+    with pytest.raises(ValueError, match="no thresholds.*calibrate"):
+        export_onnx(payload, tmp_path / "plain.onnx")
+    given = tmp_path / "thresholds.json"
+    given.write_text(json.dumps({"image": 0.4, "pixel": 0.6}))
+    metadata = read_metadata(export_onnx(payload, tmp_path / "plain.onnx", thresholds=given))
+    assert metadata["resize"] == "stretch" and float(metadata["image_threshold"]) == 0.4  # older checkpoints stretched
 
 
 def test_export_errors(tmp_path, checkpoint):
@@ -164,11 +188,80 @@ def test_export_errors(tmp_path, checkpoint):
     assert not list(tmp_path.glob("*.onnx")) and not list(tmp_path.glob(".*tmp"))  # nothing half-written
 
 
-@pytest.mark.parametrize("backend", ["folded", "onnx", "eager"])
-def test_fast_backends_match_the_eager_model(checkpoint, exported, backend):
+# --------------------------------------------------------------------------------------------
+# The reference runner (examples/onnx_runner.py: numpy, OpenCV, ONNX Runtime) against predict
+# --------------------------------------------------------------------------------------------
+def _runner_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "onnx_runner.py"
+    spec = importlib.util.spec_from_file_location("onnx_runner", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("crop", [None, 64])
+def test_reference_runner_matches_predict_on_letterboxed_images(tmp_path, crop):
+    import ast
+    from pathlib import Path
+
+    import cv2
+
+    from memseg_lite.deployment.inferencer import Inferencer
+    from memseg_lite.deployment.predict import predict_images
+
+    source = (Path(__file__).resolve().parents[1] / "examples" / "onnx_runner.py").read_text()
+    imported = {alias.name.split(".")[0] for node in ast.walk(ast.parse(source)) if isinstance(node, (ast.Import, ast.ImportFrom))
+                for alias in (node.names if isinstance(node, ast.Import) else [type("A", (), {"name": node.module})])}
+    assert "memseg_lite" not in imported  # a standalone runner
+    height, width = 64, 96
+    generator = torch.Generator().manual_seed(5)
+    network_size = (crop, crop) if crop else (height, width)
+    model = build_memseg(torch.randn(4, 3, *network_size, generator=generator), backbone_weights="none", device="cpu", seed=5)
+    with torch.no_grad():
+        model.decoder.head.weight.mul_(50.0)
+    model.eval()
+    rng = np.random.default_rng(3)
+    # Shrunk (INTER_AREA), enlarged (INTER_LINEAR), exact, tall and wide: all letterboxed into 64 x 96.
+    shapes = [(48, 80), (120, 60), (64, 96), (30, 200), (200, 150), (97, 31)]
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for number, shape in enumerate(shapes):
+        picture = cv2.GaussianBlur(rng.integers(0, 256, (*shape, 3), dtype=np.uint8), (5, 5), 0)
+        cv2.imwrite(str(folder / f"image{number}.png"), picture)
+    payload = {"model_config": model.config(), "model": model.state_dict(), "step": 1,
+               "train_config": {"image_size": [height, width], "center_crop": crop, "resize": "letterbox"}}
+    run = tmp_path / "run"
+    save_checkpoint(payload, run / "best.pt")
+    scores = [r.score for r in Inferencer(run / "best.pt", device="cpu", backend="eager").predict(sorted(folder.iterdir()))]
+    payload["thresholds"] = {"image": float(np.median(scores)), "pixel": 0.5, "source": "test", "rule": "median"}
+    checkpoint_path = save_checkpoint(payload, run / "best.pt")
+    model_path = export_onnx(checkpoint_path)
+    report = predict_images([folder], checkpoint_path, device="cpu", backend="eager", keep_arrays=True)
+    runner = _runner_module().OnnxRunner(str(model_path))
+    verdicts = []
+    for result in report.results:
+        mine = runner.predict(result.image)
+        assert mine["anomaly_map"].shape == result.anomaly_map.shape == result.image.shape[:2]
+        assert np.abs(mine["anomaly_map"] - result.anomaly_map).max() < 1e-4
+        assert mine["verdict"] == result.verdict and abs(mine["score"] - result.score) < 1e-5
+        assert abs(mine["normalised_score"] - result.normalised_score) < 1e-5
+        assert (mine["mask"] != result.mask).mean() < 1e-3  # pixels at the threshold within rounding
+        verdicts.append(mine["verdict"])
+    assert len(set(verdicts)) == 2  # the threshold splits the images: verdicts of both kinds were compared
+
+
+# --------------------------------------------------------------------------------------------
+# Backends
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("backend", ["folded", "onnx", "eager", "openvino"])
+def test_exact_backends_match_the_eager_model(checkpoint, backend):
+    if backend == "openvino":
+        pytest.importorskip("openvino")
     path, model, _ = checkpoint
-    options = {"onnx_path": exported} if backend == "onnx" else {}
-    runner = load_fast_model(path, device="cpu", backend=backend, **options)
+    runner = load_fast_model(path, device="cpu", backend=backend)
     assert runner.payload["step"] == 7
     for batch in (1, 3):
         images = inputs(batch, seed=20 + batch)
@@ -180,39 +273,84 @@ def test_fast_backends_match_the_eager_model(checkpoint, exported, backend):
         maps += 1  # ordinary tensors (not inference-mode ones): callers may change them
 
 
-def test_backend_choice(checkpoint, tmp_path):
-    from memseg_lite.deployment.fast import (
-        FoldedTorchBackend,
-        OnnxBackend,
-        current_export,
-    )
+@pytest.mark.parametrize("backend", ["onnx", "openvino"])
+def test_graph_backends_hand_near_ties_to_the_eager_model(backend):
+    if backend == "openvino":
+        pytest.importorskip("openvino")
+    model, images = tied_model("paper")
+    runner = BACKENDS[backend](model, {}, torch.device("cpu"))
+    maps, scores = runner(images)
+    reference_maps, reference_scores = eager(model, images)
+    assert runner.exact_selections == 1
+    assert (maps - reference_maps).abs().max() < 1e-4 and (scores - reference_scores).abs().max() < 1e-4
+
+
+def test_openvino_int8_is_close_and_calibrates_on_good_images(checkpoint):
+    pytest.importorskip("nncf")
+    from memseg_lite.deployment.fast import OpenVinoBackend
+
+    path, model, _ = checkpoint
+    calibration = inputs(6, seed=50)
+    runner = OpenVinoBackend(model, {}, torch.device("cpu"), int8=True, calibration=calibration)
+    assert runner.int8 and not runner.exact_ties
+    images = inputs(3, seed=51)
+    maps, scores = runner(images)
+    reference_maps, reference_scores = eager(model, images)
+    difference = (maps - reference_maps).abs()
+    assert 0 < float(difference.max()) < 0.5  # quantized: not the fp32 numbers, but the same maps roughly
+    assert float(difference.mean()) < 0.05
+    with pytest.raises(FileNotFoundError, match="calibration"):
+        OpenVinoBackend(model, {"train_config": {"data_root": "/nonexistent", "category": "x"}}, None, int8=True)
+
+
+def test_openvino_export_matches_the_onnx_export(checkpoint, exported, tmp_path):
+    ov = pytest.importorskip("openvino")
+    from memseg_lite.deployment.openvino_runtime import export_openvino, read_openvino_metadata
+
+    path, _, _ = checkpoint
+    out = export_openvino(path, tmp_path / "model.xml")
+    assert out.is_file() and out.with_suffix(".bin").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left behind
+    metadata = read_openvino_metadata(out)
+    assert metadata["image_threshold"] == read_metadata(exported)["image_threshold"] and metadata["precision"] == "fp32"
+    compiled = ov.Core().compile_model(str(out), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    pixels = _pixels(2, seed=60)
+    got = {output.get_any_name(): value for output, value in compiled(pixels).items()}
+    expected = dict(zip([o.name for o in _session(exported).get_outputs()], _session(exported).run(None, {"images": pixels})))
+    assert np.abs(got["anomaly_map"] - expected["anomaly_map"]).max() < 1e-4
+    np.testing.assert_array_equal(got["defective"], expected["defective"])
+    with pytest.raises(ValueError, match=r"\.xml"):
+        export_openvino(path, tmp_path / "model.onnx")
+
+
+def test_backend_registry_and_choice(checkpoint):
+    from memseg_lite.cli import BACKEND_CHOICES
+    from memseg_lite.deployment.fast import FoldedTorchBackend
+    from memseg_lite.deployment.inferencer import BACKENDS as INFERENCER_BACKENDS
 
     assert default_backend("cpu") == "folded"
-    assert set(FAST_BACKENDS) == {"eager", "folded", "onnx", "fast"}
+    assert INFERENCER_BACKENDS is BACKENDS  # one registry
+    assert set(BACKENDS) == set(BACKEND_CHOICES) == {"fast", "eager", "folded", "onnx", "openvino", "openvino-int8"}
     with pytest.raises(ValueError, match="unknown backend"):
         load_fast_model(checkpoint[0], device="cpu", backend="tensorrt")
-    # The fast choice stays the folded model (it keeps the eager choice of memory sample) even next to
-    # an export; ONNX Runtime, when asked for, finds a current export and ignores a stale one.
-    path = tmp_path / "best.pt"
-    path.write_bytes(checkpoint[0].read_bytes())
-    assert current_export(path) is None
-    exported = export_onnx(path)
-    assert exported == tmp_path / "best.onnx" and len(read_metadata(exported)["checkpoint_sha256"]) == 64
-    assert default_backend("cpu", path) == "folded" and current_export(path) == exported
-    assert isinstance(load_fast_model(path, device="cpu"), FoldedTorchBackend)
-    assert isinstance(FAST_BACKENDS["fast"](*_loaded(path), checkpoint=path), FoldedTorchBackend)
-    runner = load_fast_model(path, device="cpu", backend="onnx")
-    assert isinstance(runner, OnnxBackend) and runner.source == str(exported)
-    path.write_bytes(path.read_bytes() + b"\0")  # a retrained / replaced checkpoint: the export is stale
-    assert current_export(path) is None
-    assert load_fast_model(path, device="cpu", backend="onnx").source == "memory"
+    assert isinstance(load_fast_model(checkpoint[0], device="cpu"), FoldedTorchBackend)
+    with pytest.raises(ValueError, match="threads"):
+        load_fast_model(checkpoint[0], device="cpu", backend="eager", threads=0)
 
 
-def _loaded(path):
-    from memseg_lite.evaluation.evaluate import load_model
+def test_default_path_calls_no_private_torch_operators():
+    """The modules of the default path (fast -> folded) and the export use public torch APIs only."""
+    import inspect
 
-    model, payload = load_model(path, "cpu")
-    return model, payload, torch.device("cpu")
+    import memseg_lite.deployment.export as export_module
+    import memseg_lite.deployment.fast as fast_module
+    import memseg_lite.deployment.inferencer as inferencer_module
+    import memseg_lite.network.memory as memory_module
+
+    for module in (export_module, fast_module, inferencer_module, memory_module):
+        source = inspect.getsource(module)
+        assert "torch.ops." not in source and "mkldnn" not in source, module.__name__
+        assert "torch._" not in source.replace("torch._C", ""), module.__name__
 
 
 def test_cli_export(checkpoint, tmp_path, capsys):
@@ -225,21 +363,25 @@ def test_cli_export(checkpoint, tmp_path, capsys):
     assert str(out) in capsys.readouterr().out
     assert main(["export", "--checkpoint", str(tmp_path / "nothing.pt")]) == 1
     assert "nothing.pt" in capsys.readouterr().err
+    assert main(["export", "--checkpoint", str(path), "--int8"]) == 1  # INT8 is OpenVINO's
+    assert "--format openvino" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["export", "--checkpoint", str(path), "--format", "tflite"])
+    if pytest.importorskip("openvino"):
+        xml = tmp_path / "cli.xml"
+        assert main(["export", "--checkpoint", str(path), "--format", "openvino", "--out", str(xml)]) == 0
+        assert xml.is_file() and xml.with_suffix(".bin").is_file()
 
 
 @pytest.mark.parametrize("backend", ["folded", "onnx"])
 def test_backends_plug_into_the_inferencer(checkpoint, backend):
-    from memseg_lite.deployment.inferencer import BACKENDS, Inferencer, register_backend
+    from memseg_lite.deployment.inferencer import Inferencer
 
     path, _, _ = checkpoint
-    if backend not in BACKENDS:
-        register_backend(backend, FAST_BACKENDS[backend])
     rng = np.random.default_rng(0)
     photos = [rng.integers(0, 256, (48, 80, 3), dtype=np.uint8) for _ in range(3)]  # rectangular: letterboxed
-    fast = Inferencer(path, device="cpu", backend=backend).predict(photos)
-    eager_results = Inferencer(path, device="cpu", backend="torch").predict(photos)
+    fast = Inferencer(path, device="cpu", backend=backend, threads=1).predict(photos)
+    eager_results = Inferencer(path, device="cpu", backend="eager").predict(photos)
     for mine, reference in zip(fast, eager_results):
         assert abs(mine.score - reference.score) < 1e-4 and mine.verdict == reference.verdict
         assert np.abs(mine.anomaly_map - reference.anomaly_map).max() < 1e-4
@@ -265,52 +407,8 @@ def test_ablated_networks_are_refused_by_export_and_served_eagerly(switch):
 
 
 # --------------------------------------------------------------------------------------------
-# The packed (oneDNN, fused) convolutions and the exact choice of memory sample
+# The folded backend and the exact choice of memory sample
 # --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("activation", ["none", "relu", "hardswish"])
-def test_packed_convolution_equals_conv_then_activation(activation):
-    from memseg_lite.deployment.fast import PackedConv2d
-
-    generator = torch.Generator().manual_seed(0)
-    conv = nn.Conv2d(6, 5, 3, stride=2, padding=1)
-    layer = PackedConv2d(conv, activation)
-    functions = {"none": lambda t: t, "relu": torch.relu, "hardswish": nn.functional.hardswish}
-    for shape in [(1, 6, 9, 11), (3, 6, 16, 16), (1, 6, 9, 11)]:  # another shape packs again; the first is reused
-        x = torch.randn(*shape, generator=generator)
-        residual = torch.randn(shape[0], 5, (shape[2] + 1) // 2, (shape[3] + 1) // 2, generator=generator)
-        expected = functions[activation](conv(x))
-        expected_sum = functions[activation](conv(x) + residual)
-        for layout in (torch.contiguous_format, torch.channels_last):
-            with torch.inference_mode():
-                got = layer(x.contiguous(memory_format=layout))
-                got_sum = layer(x.contiguous(memory_format=layout), residual=residual)
-            torch.testing.assert_close(got, expected.detach(), atol=1e-5, rtol=1e-5)
-            torch.testing.assert_close(got_sum, expected_sum.detach(), atol=1e-5, rtol=1e-5)
-    # With gradients on it runs F.conv2d: the same numbers.
-    torch.testing.assert_close(layer(x).detach(), functions[activation](conv(x)).detach(), atol=1e-5, rtol=1e-5)
-    with pytest.raises(ValueError, match="activation"):
-        PackedConv2d(conv, "gelu")
-
-
-def test_packing_replaces_every_convolution_and_keeps_the_output():
-    from memseg_lite.deployment.fast import PackedBasicBlock, PackedConv2d, pack_convolutions
-
-    model = tiny_model()
-    network = DeployedMemSeg(model)
-    images = inputs(2, seed=5)
-    with torch.inference_mode():
-        expected = network(images)
-        pack_convolutions(network)
-        got = network(images.contiguous(memory_format=torch.channels_last))
-    assert not any(type(m) is nn.Conv2d for m in network.modules())
-    assert sum(isinstance(m, PackedBasicBlock) for m in network.modules()) == 8  # ResNet18: 2 blocks x 4 layers
-    fused = [m.activation for m in network.modules() if isinstance(m, PackedConv2d)]
-    assert fused.count("relu") >= 30 and fused.count("hardswish") == 3  # a ReLU left alone would be wasted work
-    assert not any(isinstance(m, (nn.ReLU, nn.Hardswish)) for m in network.modules())
-    torch.testing.assert_close(got[0], expected[0], atol=1e-5, rtol=0)
-    torch.testing.assert_close(got[1], expected[1], atol=1e-5, rtol=0)
-
-
 def eager_indices(model, images):
     with torch.no_grad():
         return model.forward_intermediates(images).indices
@@ -322,7 +420,6 @@ def test_folded_backend_gives_the_eager_maps_and_choice_of_memory_sample(rule, c
 
     model = tiny_model(rule, seed=3)
     backend = FoldedTorchBackend(model, {}, torch.device("cpu"), chunk_size=chunk_size)
-    assert backend.packed  # this build has oneDNN: the fused path is the one under test
     for batch in (1, 3):
         images = inputs(batch, seed=30 + batch)
         maps, scores = backend(images)
@@ -382,3 +479,23 @@ def test_near_ties_are_detected_and_decided_as_the_eager_model_decides(rule):
     features = [torch.ones(1, 1, 1, 1)] * 3
     assert not bool(near_ties(distances, features, rule)[0])
     assert bool(near_ties([torch.tensor([[1.0, 1.0 + 1e-6, 4.0]])] * 3, features, rule)[0])
+
+
+def test_predictions_record_their_provenance(checkpoint, tmp_path):
+    import hashlib
+
+    import cv2
+
+    from memseg_lite.deployment.predict import predict_images
+
+    path, _, image_threshold = checkpoint
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for number in range(2):
+        cv2.imwrite(str(folder / f"photo{number}.png"), _pixels(1, seed=70 + number, height=40, width=72)[0])
+    predict_images([folder], path, tmp_path / "out", device="cpu", backend="eager", threads=1)
+    provenance = json.loads((tmp_path / "out" / "provenance.json").read_text())
+    assert provenance["checkpoint_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert provenance["checkpoint"] == "best.pt" and provenance["step"] == 7
+    assert provenance["thresholds"]["image"] == image_threshold and provenance["backend"] == "eager"
+    assert provenance["time"].endswith("+00:00") and str(tmp_path) not in json.dumps(provenance)

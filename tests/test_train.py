@@ -507,7 +507,7 @@ def test_cli_evaluate_once_when_the_best_is_the_last_step(tiny_demo, tmp_path, m
     run = tmp_path / "run"
     train(tiny_config(tiny_demo, run, steps=2, val_every=1), progress=False)
     import memseg_lite.evaluation.evaluate as evaluate_module
-    from memseg_lite.deployment.fast import FAST_BACKENDS
+    from memseg_lite.deployment.fast import BACKENDS
 
     calls = []
     real = evaluate_module.evaluate_checkpoint
@@ -515,7 +515,7 @@ def test_cli_evaluate_once_when_the_best_is_the_last_step(tiny_demo, tmp_path, m
                         lambda *a, **k: calls.append((a[0], k.get("backend"))) or real(*a, **k))
     assert cli(["evaluate", "--checkpoint", str(run)]) == 0
     assert "the same model" in capsys.readouterr().out and len(calls) == 1
-    assert calls[0][1] is FAST_BACKENDS["fast"], "--backend defaults to fast"
+    assert calls[0][1] is BACKENDS["fast"], "--backend defaults to fast"
     last = json.loads((run / "evaluation" / "last" / "metrics.json").read_text())
     assert last["same_as_best"] is True and last["training_steps"] == 2
     assert (run / "evaluation" / "roc.png").is_file() and not (run / "evaluation" / "last" / "roc.png").exists()
@@ -523,7 +523,7 @@ def test_cli_evaluate_once_when_the_best_is_the_last_step(tiny_demo, tmp_path, m
 
 def test_cli_calibrate_passes_the_backend(tmp_path, monkeypatch):
     import memseg_lite.evaluation.evaluate as evaluate_module
-    from memseg_lite.deployment.fast import FAST_BACKENDS
+    from memseg_lite.deployment.fast import BACKENDS
 
     seen = {}
 
@@ -534,4 +534,4 @@ def test_cli_calibrate_passes_the_backend(tmp_path, monkeypatch):
     monkeypatch.setattr(evaluate_module, "calibrate_checkpoint", fake_calibrate)
     with pytest.raises(SystemExit):
         cli(["calibrate", "--checkpoint", str(tmp_path / "best.pt"), "--backend", "folded"])
-    assert seen["backend"] is FAST_BACKENDS["folded"]
+    assert seen["backend"] is BACKENDS["folded"]

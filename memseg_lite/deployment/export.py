@@ -17,27 +17,26 @@ $s = \gamma / \sqrt{\sigma^2 + \epsilon}$ the pair ``conv -> BN`` is one convolu
 $s \cdot W$ and bias $s \cdot (b - \mu) + \beta$: the same numbers (up to rounding) with one pass
 over the feature map fewer.
 
-:func:`export_onnx` (``memseg-lite export --format onnx``) writes ``DeployedMemSeg`` as an ONNX
-model with a dynamic batch axis; its metadata (``onnx`` ``metadata_props``, all strings) say how to
-prepare the input and how to read the output:
+:func:`export_onnx` (``memseg-lite export --format onnx``) writes :class:`DeployedPipeline`: the
+preprocessing and the decision inside the graph, so a runtime only fits the image to the network
+size (docs/deployment.md, ``examples/onnx_runner.py``). Input ``images`` uint8 ``[batch, H, W, 3]``
+RGB, letterboxed (or stretched) to ``memseg.image_size``; outputs ``anomaly_map`` float32
+``[batch, H, W]``, ``score`` and ``normalised_score`` float32 ``[batch]``, ``mask`` uint8
+``[batch, H, W]`` and ``defective`` bool ``[batch]``; thresholds and memory bank as constants.
+Its metadata (``onnx`` ``metadata_props``, all strings, ``memseg.*``): ``image_size``, ``resize``,
+``letterbox`` (the fitting rule in words), ``center_crop``, ``mean`` / ``std``, ``top_k``,
+``selection_rule``, ``memory_size``, ``step``, ``checkpoint_sha256``, ``image_threshold`` /
+``pixel_threshold`` and ``thresholds`` (JSON, absolute paths reduced to their last part).
 
-- ``memseg.image_size`` ``"HxW"`` (the network input), ``memseg.fit_size`` ``"HxW"`` and
-  ``memseg.resize`` (how an image is fitted: ``letterbox`` / ``stretch``), ``memseg.center_crop``
-  (JSON: a side or ``null``, applied after the fit), ``memseg.mean`` / ``memseg.std`` (JSON lists, RGB, on pixels / 255);
-- ``memseg.top_k``, ``memseg.selection_rule``, ``memseg.memory_size``, ``memseg.step`` and
-  ``memseg.checkpoint_sha256`` (the checkpoint file it came from);
-- ``memseg.image_threshold`` / ``memseg.pixel_threshold`` and ``memseg.thresholds`` (JSON) when the
-  checkpoint has thresholds (:mod:`memseg_lite.evaluation.thresholds`): an image is *defective*
-  when ``score >= image_threshold``.
-
-Input ``images``: float32 ``[batch, 3, H, W]``, RGB, ``(pixels / 255 - mean) / std``. Outputs
-``anomaly_map`` float32 ``[batch, H, W]`` in [0, 1] and ``score`` float32 ``[batch]``.
+:func:`trace_to_onnx` writes the graph the ONNX Runtime / OpenVINO backends run: normalised float32
+``[batch, 3, H, W]`` in, ``anomaly_map``, ``score`` and ``near_tie`` out.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
+import io
 import json
 import os
 import warnings
@@ -53,12 +52,16 @@ from memseg_lite.core.sizes import parse_size
 from memseg_lite.core.transforms import IMAGENET_MEAN, IMAGENET_STD
 from memseg_lite.evaluation.evaluate import input_size, resize_mode
 from memseg_lite.network.attention import spatial_attention_maps
+from memseg_lite.network.memory import memory_distances, select_indices
 from memseg_lite.network.model import MemSeg, memseg_from_state
 
-EXPORT_FORMATS = ("onnx",)
+EXPORT_FORMATS = ("onnx", "openvino")
 ONNX_OPSET = 17
 INPUT_NAME = "images"
-OUTPUT_NAMES = ("anomaly_map", "score")
+#: The exported file's outputs (:class:`DeployedPipeline`).
+OUTPUT_NAMES = ("anomaly_map", "score", "normalised_score", "mask", "defective")
+#: The graph the ONNX Runtime / OpenVINO backends run (:func:`trace_to_onnx`).
+BACKEND_OUTPUT_NAMES = ("anomaly_map", "score", "near_tie")
 METADATA_PREFIX = "memseg."
 
 # Attribute pairs (convolution, batch norm) outside nn.Sequential: torchvision's BasicBlock and the
@@ -129,14 +132,6 @@ def ablation_switches(model: MemSeg) -> dict:
 TIE_RTOL = 1e-4
 
 
-def _flatten_like(tensor: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """``[B, C, h, w]`` -> ``[B, C*h*w]`` in ``reference``'s memory order (NCHW or channels_last): any
-    order gives the same distances as long as input and bank share it, and this one copies nothing."""
-    if reference.dim() == 4 and not reference.is_contiguous() and reference.is_contiguous(memory_format=torch.channels_last):
-        return tensor.permute(0, 2, 3, 1).reshape(tensor.shape[0], -1)
-    return tensor.reshape(tensor.shape[0], -1)
-
-
 def near_ties(distances: list[torch.Tensor], features: list[torch.Tensor], rule: str, rtol: float = TIE_RTOL) -> torch.Tensor:
     r"""``bool [B]``: inputs whose closest and second-closest memory samples are too close to call.
 
@@ -169,7 +164,7 @@ def near_ties(distances: list[torch.Tensor], features: list[torch.Tensor], rule:
     tie = torch.zeros(batch, dtype=torch.bool, device=features[0].device)
     for distance, size in pairs:
         two = distance.topk(2, dim=1, largest=False).values
-        tie |= (two[:, 1] - two[:, 0]) <= rtol * (size + two[:, 0])
+        tie = tie | ((two[:, 1] - two[:, 0]) <= rtol * (size + two[:, 0]))  # not |=: no in-place op in ONNX
     return tie
 
 
@@ -204,6 +199,7 @@ class DeployedMemSeg(nn.Module):
             self.register_buffer(name, stored.detach().float().contiguous())
         self.image_size = model.memory.image_size
         self.folded = fold_batchnorms(self) if fold else 0
+        self.report_ties = False
         self.requires_grad_(False)
         self.eval()
 
@@ -222,34 +218,15 @@ class DeployedMemSeg(nn.Module):
         return stem, [level1, level2, level3], encoder.layer4(level3)
 
     def select(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(indices, near_tie)``: the closest memory sample(s) by the model's selection rule (see
-        :mod:`memseg_lite.network.memory`; ``int64 [B]``, ``[B, 3]`` for ``"official"``) and
-        ``bool [B]``, the inputs where that choice is within rounding (:func:`near_ties`; all
-        ``False`` in an exported graph)."""
+        """``(indices, near_tie)``: the closest memory sample(s) by the model's selection rule, computed by
+        :func:`~memseg_lite.network.memory.memory_distances` and :func:`~memseg_lite.network.memory.select_indices`
+        (``int64 [B]``, ``[B, 3]`` for ``"official"``), and ``bool [B]``, the inputs where that choice
+        is within rounding (:func:`near_ties`)."""
         memory = [self.memory1, self.memory2, self.memory3]
-        distances = []
-        exporting = torch.onnx.is_in_onnx_export()
-        for feature, stored in zip(features, memory):
-            flat_input, flat_memory = _flatten_like(feature, stored), _flatten_like(stored, stored)
-            if not exporting:  # torch: the same sums without the [B, N, D] intermediate
-                if self.selection_rule == "tootouch":
-                    squared = torch.cdist(flat_input, flat_memory, p=2, compute_mode="donot_use_mm_for_euclid_dist") ** 2
-                    distances.append(squared / flat_input.shape[1])
-                else:
-                    distances.append(torch.cdist(flat_input, flat_memory, p=1))
-                continue
-            difference = flat_input.unsqueeze(1) - flat_memory.unsqueeze(0)  # [B, N, D]
-            if self.selection_rule == "tootouch":
-                distances.append(difference.square().mean(dim=2))
-            else:
-                distances.append(difference.abs().sum(dim=2))
-        if self.selection_rule == "official":
-            indices = torch.stack([distance.argmin(dim=1) for distance in distances], dim=1)  # per level
-        else:
-            indices = (distances[0] + distances[1] + distances[2]).argmin(dim=1)
-        if exporting:
-            return indices, torch.zeros(indices.shape[0], dtype=torch.bool, device=indices.device)
-        return indices, near_ties(distances, features, self.selection_rule)
+        distances = memory_distances(features, memory, self.selection_rule)  # [B, N, 3]
+        indices = select_indices(distances, self.selection_rule)
+        per_level = [distances[..., level] for level in range(3)]
+        return indices, near_ties(per_level, features, self.selection_rule)
 
     def decode(self, stem: torch.Tensor, features: list[torch.Tensor], level4: torch.Tensor,
                indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -268,11 +245,14 @@ class DeployedMemSeg(nn.Module):
         scores = flat.topk(min(self.top_k, flat.shape[1]), dim=1).values.mean(dim=1)
         return maps, scores
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``float [B, 3, H, W]`` normalised images -> ``(anomaly_map [B, H, W], score [B])``."""
+    def forward(self, images: torch.Tensor):
+        """``float [B, 3, H, W]`` normalised images -> ``(anomaly_map [B, H, W], score [B])``, and
+        ``near_tie bool [B]`` third when ``self.report_ties`` (the graph the ONNX Runtime / OpenVINO
+        backends run, so that they can hand such images back to the eager model)."""
         stem, features, level4 = self.encode(images)
-        indices, _ = self.select(features)
-        return self.decode(stem, features, level4, indices)
+        indices, near_tie = self.select(features)
+        maps, scores = self.decode(stem, features, level4, indices)
+        return (maps, scores, near_tie) if self.report_ties else (maps, scores)
 
 
 def deployed_from_checkpoint(
@@ -288,39 +268,136 @@ def deployed_from_checkpoint(
 
 
 # --------------------------------------------------------------------------------------------
-# Metadata
+# The deployed graph: uint8 pixels in, the decision out
 # --------------------------------------------------------------------------------------------
-def _input_shape(payload: dict, deployed: DeployedMemSeg) -> tuple[int, int]:
-    """(H, W) of the network input: the memory bank's image size (what the model accepts)."""
-    height, width = deployed.image_size
+class DeployedPipeline(nn.Module):
+    r"""What an exported file computes: ``uint8 [B, H, W, 3]`` RGB images already fitted to the network
+    size (the one step a runtime does itself: :func:`fitted_size`, README / docs/deployment.md) ->
+
+    - ``anomaly_map`` float32 ``[B, H, W]`` in [0, 1] (zeros outside a center crop);
+    - ``score`` float32 ``[B]``, the mean of the ``top_k`` largest map values;
+    - ``normalised_score`` float32 ``[B]``, the score with the image threshold moved to 0.5
+      (:func:`memseg_lite.evaluation.thresholds.normalise_scores`): defective when ``>= 0.5``;
+    - ``mask`` uint8 ``[B, H, W]``, 255 where ``anomaly_map >= pixel threshold``;
+    - ``defective`` bool ``[B]``, ``score >= image threshold`` (the verdict; ``normalised_score``
+      can round to 0.5 just below the threshold).
+
+    Inside: ``(pixels / 255 - mean) / std`` in float32 (exactly :func:`memseg_lite.core.transforms.image_to_tensor`),
+    the checkpoint's center crop, the network, the thresholds as constants.
+    """
+
+    def __init__(self, network: DeployedMemSeg, fit_size: tuple[int, int], center_crop: int | None,
+                 image_threshold: float, pixel_threshold: float):
+        super().__init__()
+        if not 0 < image_threshold < 1:
+            raise ValueError(f"image threshold {image_threshold} must be in (0, 1)")
+        self.network = network
+        self.fit_size = (int(fit_size[0]), int(fit_size[1]))
+        self.center_crop = int(center_crop) if center_crop else None
+        self.image_threshold, self.pixel_threshold = float(image_threshold), float(pixel_threshold)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+        self.eval()
+
+    def forward(self, pixels: torch.Tensor):
+        images = (pixels.permute(0, 3, 1, 2).float() / 255.0 - self.mean) / self.std
+        height, width = self.fit_size
+        if self.center_crop:
+            top, left = (height - self.center_crop) // 2, (width - self.center_crop) // 2
+            images = images[:, :, top : top + self.center_crop, left : left + self.center_crop]
+        maps, scores = self.network(images)[:2]
+        if self.center_crop:
+            maps = nn.functional.pad(maps, (left, width - left - self.center_crop, top, height - top - self.center_crop))
+        threshold = self.image_threshold
+        clipped = scores.clamp(0.0, 1.0)
+        normalised = torch.where(clipped < threshold, 0.5 * clipped / threshold,
+                                 0.5 + 0.5 * (clipped - threshold) / (1.0 - threshold))
+        mask = (maps >= self.pixel_threshold).to(torch.uint8) * 255
+        return maps, scores, normalised, mask, scores >= threshold
+
+
+def checkpoint_thresholds(payload: dict, checkpoint=None, thresholds=None):
+    """The thresholds an export builds in: ``thresholds`` (a :class:`~memseg_lite.evaluation.thresholds.Thresholds`
+    or a file), else the checkpoint's, else ``thresholds.json`` beside it (as :class:`~memseg_lite.deployment.inferencer.Inferencer`)."""
+    from memseg_lite.evaluation.thresholds import THRESHOLDS_NAME, Thresholds, load_thresholds, thresholds_of
+
+    if isinstance(thresholds, Thresholds):
+        return thresholds
+    if thresholds is not None:
+        return load_thresholds(thresholds)
+    stored = thresholds_of(payload)
+    if stored is not None:
+        return stored
+    if checkpoint is not None and not isinstance(checkpoint, dict):
+        beside = Path(checkpoint).parent / THRESHOLDS_NAME
+        if beside.is_file():
+            return load_thresholds(beside)
+    return None
+
+
+def fitted_size(payload: dict) -> tuple[int, int]:
+    """``(H, W)`` an image is letterboxed (or stretched) to before the exported graph: the input size."""
+    fit_size, _ = input_size(payload)
+    height, width = parse_size(fit_size)
     return int(height), int(width)
 
 
-def deployment_metadata(payload: dict, deployed: DeployedMemSeg) -> dict[str, str]:
+def pipeline_from_checkpoint(checkpoint, thresholds=None, fold: bool = True) -> tuple[DeployedPipeline, dict, object]:
+    """``(DeployedPipeline, payload, Thresholds)``; a clear error when no thresholds can be found."""
+    deployed, payload = deployed_from_checkpoint(checkpoint, fold=fold)
+    found = checkpoint_thresholds(payload, checkpoint, thresholds)
+    if found is None:
+        raise ValueError(f"{checkpoint if not isinstance(checkpoint, dict) else 'the checkpoint'} has no thresholds "
+                         "(the exported graph builds the decision in): run memseg-lite calibrate first, or pass "
+                         "--thresholds FILE")
+    _, center_crop = input_size(payload)
+    pipeline = DeployedPipeline(deployed, fitted_size(payload), center_crop, found.image, found.pixel)
+    return pipeline, payload, found
+
+
+# --------------------------------------------------------------------------------------------
+# Metadata
+# --------------------------------------------------------------------------------------------
+def _without_paths(value):
+    """``value`` with every absolute path replaced by its last component (no host's folders in a model file)."""
+    if isinstance(value, dict):
+        return {key: _without_paths(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_without_paths(item) for item in value]
+    if isinstance(value, str) and (value.startswith("/") or (len(value) > 2 and value[1] == ":" and value[2] in "\\/")):
+        return Path(value.replace("\\", "/")).name
+    return value
+
+
+def deployment_metadata(payload: dict, deployed: DeployedMemSeg, thresholds=None) -> dict[str, str]:
     """The preprocessing, scoring and thresholds of a checkpoint as ``metadata_props`` strings."""
-    height, width = _input_shape(payload, deployed)
-    fit_size, center_crop = input_size(payload)
-    fit_height, fit_width = parse_size(fit_size)
+    height, width = fitted_size(payload)
+    _, center_crop = input_size(payload)
+    network_height, network_width = deployed.image_size
     metadata = {
-        "format_version": "1",
+        "format_version": "2",
         "image_size": f"{height}x{width}",
-        "fit_size": f"{fit_height}x{fit_width}",
+        "network_size": f"{int(network_height)}x{int(network_width)}",
         "resize": resize_mode(payload),
+        "letterbox": "scale min(H/h, W/w); content round(h*scale) x round(w*scale), at least 1; centred, "
+                     "top = (H - content_h) // 2, left = (W - content_w) // 2; padding 0 (black); "
+                     "cv2.INTER_AREA when the content has fewer pixels than the image, else cv2.INTER_LINEAR",
         "center_crop": json.dumps(center_crop),
         "mean": json.dumps(list(IMAGENET_MEAN)),
         "std": json.dumps(list(IMAGENET_STD)),
-        "input": "float32 [batch, 3, H, W], RGB, (pixels / 255 - mean) / std",
-        "outputs": "anomaly_map float32 [batch, H, W] in [0, 1]; score float32 [batch] (mean of the top_k map values)",
+        "input": f"{INPUT_NAME}: uint8 [batch, H, W, 3], RGB, fitted to image_size by resize (normalised inside)",
+        "outputs": "anomaly_map float32 [batch, H, W] in [0, 1]; score float32 [batch] (mean of the top_k map values); "
+                   "normalised_score float32 [batch] (image threshold at 0.5); mask uint8 [batch, H, W] "
+                   "(255 where anomaly_map >= pixel_threshold); defective bool [batch] (score >= image_threshold)",
         "top_k": str(deployed.top_k),
         "selection_rule": deployed.selection_rule,
         "memory_size": str(int(deployed.memory1.shape[0])),
         "step": str(payload.get("step", "")),
     }
-    thresholds = payload.get("thresholds")
-    if isinstance(thresholds, dict) and {"image", "pixel"} <= set(thresholds):
-        metadata["image_threshold"] = repr(float(thresholds["image"]))
-        metadata["pixel_threshold"] = repr(float(thresholds["pixel"]))
-        metadata["thresholds"] = json.dumps(thresholds, default=str)
+    if thresholds is not None:
+        metadata["image_threshold"] = repr(float(thresholds.image))
+        metadata["pixel_threshold"] = repr(float(thresholds.pixel))
+        metadata["thresholds"] = json.dumps(_without_paths(thresholds.to_dict()), default=str)
     return {METADATA_PREFIX + key: value for key, value in metadata.items()}
 
 
@@ -355,25 +432,104 @@ def _require_onnx() -> None:
         ) from error
 
 
-def trace_to_onnx(deployed: DeployedMemSeg, destination, opset: int = ONNX_OPSET) -> None:
-    """Trace ``deployed`` into an ONNX graph written to ``destination`` (a path or a binary stream)."""
-    height, width = deployed.image_size
-    example = torch.zeros(2, 3, int(height), int(width), device=deployed.memory1.device)
+def _declare_shapes(model, shapes: dict[str, list]) -> None:
+    """Write each output's shape (``"batch"`` or an int per axis) into the graph: the tracer's own names
+    for dynamic axes can come out wrong (``[batch, batch, ...]``)."""
+    for output in model.graph.output:
+        if output.name not in shapes:
+            continue
+        dims = output.type.tensor_type.shape.dim
+        del dims[:]
+        for size in shapes[output.name]:
+            dim = dims.add()
+            if isinstance(size, str):
+                dim.dim_param = size
+            else:
+                dim.dim_value = int(size)
+
+
+def _trace(module: nn.Module, example: torch.Tensor, destination, input_name: str, output_names, opset: int) -> None:
     with torch.no_grad(), warnings.catch_warnings():
         # The TorchScript-based exporter (dynamo=False) needs no extra package; its deprecation
         # notice and the tracer's notes about the argument checks are expected here.
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            deployed,
+            module,
             (example,),
             destination if not isinstance(destination, Path) else str(destination),
             dynamo=False,
-            input_names=[INPUT_NAME],
-            output_names=list(OUTPUT_NAMES),
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAMES[0]: {0: "batch"}, OUTPUT_NAMES[1]: {0: "batch"}},
+            input_names=[input_name],
+            output_names=list(output_names),
+            dynamic_axes={name: {0: "batch"} for name in (input_name, *output_names)},
             opset_version=int(opset),
             do_constant_folding=True,
         )
+
+
+def trace_to_onnx(deployed: DeployedMemSeg, destination, opset: int = ONNX_OPSET) -> None:
+    """The backends' graph (``destination``: a path or a binary stream): normalised float32
+    ``[batch, 3, H, W]`` -> ``anomaly_map [batch, H, W]``, ``score [batch]``, ``near_tie bool [batch]``."""
+    import onnx
+
+    height, width = (int(side) for side in deployed.image_size)
+    example = torch.zeros(2, 3, height, width, device=deployed.memory1.device)
+    deployed.report_ties = True
+    buffer = io.BytesIO()
+    try:
+        _trace(deployed, example, buffer, INPUT_NAME, BACKEND_OUTPUT_NAMES, opset)
+    finally:
+        deployed.report_ties = False
+    model = onnx.load_from_string(buffer.getvalue())
+    _declare_shapes(model, {"anomaly_map": ["batch", height, width], "score": ["batch"], "near_tie": ["batch"]})
+    _save_onnx(model, destination)
+
+
+def _save_onnx(model, destination) -> None:
+    import onnx
+
+    if isinstance(destination, (str, os.PathLike)):
+        onnx.save(model, str(destination))
+    else:
+        destination.write(model.SerializeToString())
+
+
+def pipeline_to_onnx(pipeline: DeployedPipeline, metadata: dict[str, str] | None = None, opset: int = ONNX_OPSET):
+    """The exported graph of ``pipeline`` as an ``onnx.ModelProto`` (shapes declared, ``metadata`` added)."""
+    import onnx
+
+    height, width = pipeline.fit_size
+    example = torch.zeros(2, height, width, 3, dtype=torch.uint8, device=pipeline.mean.device)
+    buffer = io.BytesIO()
+    _trace(pipeline, example, buffer, INPUT_NAME, OUTPUT_NAMES, opset)
+    model = onnx.load_from_string(buffer.getvalue())
+    _declare_shapes(model, {"anomaly_map": ["batch", height, width], "score": ["batch"],
+                            "normalised_score": ["batch"], "mask": ["batch", height, width], "defective": ["batch"]})
+    for key, value in (metadata or {}).items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    model.producer_name = "memseg-lite"
+    return model
+
+
+def exported_model(checkpoint, thresholds=None, opset: int = ONNX_OPSET, fold: bool = True):
+    """``(onnx.ModelProto of the checkpoint's pipeline with metadata, DeployedPipeline, payload)``."""
+    _require_onnx()
+    pipeline, payload, found = pipeline_from_checkpoint(checkpoint, thresholds, fold=fold)
+    metadata = deployment_metadata(payload, pipeline.network, found)
+    if not isinstance(checkpoint, dict):
+        metadata[METADATA_PREFIX + "checkpoint_sha256"] = file_sha256(checkpoint)
+    return pipeline_to_onnx(pipeline, metadata, opset), pipeline, payload
+
+
+def _default_out(checkpoint, out, suffix: str) -> Path:
+    if out is None:
+        if isinstance(checkpoint, dict):
+            raise ValueError(f"out is required when checkpoint is a payload dict; pass out='model{suffix}'")
+        out = Path(checkpoint).with_suffix(suffix)
+    out = Path(out)
+    if out.suffix.lower() != suffix:
+        raise ValueError(f"--out {out}: a {suffix[1:].upper()} file name must end in {suffix}")
+    return out
 
 
 def export_onnx(
@@ -381,33 +537,20 @@ def export_onnx(
     out: str | os.PathLike | None = None,
     opset: int = ONNX_OPSET,
     fold: bool = True,
+    thresholds=None,
 ) -> Path:
-    """Write the checkpoint's model as ONNX (memory bank inside, dynamic batch axis, metadata).
+    """Write the checkpoint's :class:`DeployedPipeline` as ONNX (memory bank and thresholds inside,
+    dynamic batch axis, metadata).
 
     ``out``: the file to write (default: the checkpoint's path with ``.onnx``; required when
-    ``checkpoint`` is a payload). Returns the path written (atomically).
+    ``checkpoint`` is a payload). ``thresholds``: see :func:`checkpoint_thresholds`. Returns the
+    path written (atomically).
     """
-    _require_onnx()
     import onnx
 
-    if out is None:
-        if isinstance(checkpoint, dict):
-            raise ValueError("out is required when checkpoint is a payload dict; pass out='model.onnx'")
-        out = Path(checkpoint).with_suffix(".onnx")
-    out = Path(out)
-    if out.suffix.lower() != ".onnx":
-        raise ValueError(f"--out {out}: an ONNX file name must end in .onnx")
-    deployed, payload = deployed_from_checkpoint(checkpoint, fold=fold)
-    metadata = deployment_metadata(payload, deployed)
-    if not isinstance(checkpoint, dict):  # lets predict find this export and know it is current
-        metadata[METADATA_PREFIX + "checkpoint_sha256"] = file_sha256(checkpoint)
+    out = _default_out(checkpoint, out, ".onnx")
+    model, _, _ = exported_model(checkpoint, thresholds, opset, fold)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(out) as temporary:
-        trace_to_onnx(deployed, temporary, opset)
-        model = onnx.load(str(temporary))
-        for key, value in metadata.items():
-            entry = model.metadata_props.add()
-            entry.key, entry.value = key, value
-        model.producer_name = "memseg-lite"
         onnx.save(model, str(temporary))
     return out

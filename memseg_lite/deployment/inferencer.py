@@ -11,9 +11,9 @@ What happens to an image (the same steps as in training and evaluation):
    ``"stretch"`` resizes; checkpoints from before that option were stretched), optional center
    crop, ImageNet normalisation -> float ``[B, 3, H, W]``.
 2. The backend turns the batch into anomaly maps ``[B, H, W]`` (probability of "defect" per pixel)
-   and image scores ``[B]`` (mean of the ``top_k`` largest map values). ``backend="torch"`` is the
-   eager model; other backends (e.g. ONNX Runtime) register with :func:`register_backend` and
-   receive the same preprocessed tensor.
+   and image scores ``[B]`` (mean of the ``top_k`` largest map values). ``backend="eager"`` is the
+   eager model; the others (:data:`memseg_lite.deployment.fast.BACKENDS`; more register with
+   :func:`~memseg_lite.deployment.fast.register_backend`) receive the same preprocessed tensor.
 3. The map goes back to the original image's pixels (:func:`memseg_lite.core.transforms.unfit_map`);
    the verdict is ``score >= image threshold``, the mask ``map >= pixel threshold``, and the
    normalised score puts the image threshold at 0.5
@@ -38,8 +38,8 @@ from memseg_lite.core.io import read_image
 from memseg_lite.core.runtime import resolve_device
 from memseg_lite.core.sizes import parse_size
 from memseg_lite.core.transforms import ensure_rgb, image_to_tensor, resize_image, unfit_map
-from memseg_lite.deployment.fast import FAST_BACKENDS
-from memseg_lite.evaluation.evaluate import autocast_for, input_size, load_model, resize_mode
+from memseg_lite.deployment.fast import BACKENDS, register_backend  # noqa: F401 (register_backend: the seam)
+from memseg_lite.evaluation.evaluate import input_size, load_model, resize_mode
 from memseg_lite.evaluation.thresholds import (
     THRESHOLDS_NAME,
     Thresholds,
@@ -94,38 +94,9 @@ def preprocess(images, size, resize: str = "letterbox", center_crop: int | None 
     return torch.stack(tensors)
 
 
-# --------------------------------------------------------------------------------------------
-# Backends: preprocessed batch -> (anomaly maps [B, H, W], image scores [B]) on the CPU
-# --------------------------------------------------------------------------------------------
+# Backends (preprocessed batch -> anomaly maps [B, H, W], image scores [B]): the one registry of
+# memseg_lite.deployment.fast ("fast", the default: the fastest exact backend installed).
 Backend = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-BACKENDS: dict[str, Callable[..., Backend]] = {}
-
-
-def register_backend(name: str, factory: Callable[..., Backend]) -> None:
-    """Make ``Inferencer(..., backend=name)`` use ``factory(model, payload, device, checkpoint=path)``."""
-    BACKENDS[name] = factory
-
-
-class TorchBackend:
-    """The eager PyTorch model (autocast as in training)."""
-
-    def __init__(self, model, payload: dict, device: torch.device, checkpoint=None):
-        self.model, self.payload, self.device = model, payload, device
-
-    @torch.no_grad()
-    def __call__(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with autocast_for(self.payload, self.device):
-            logits = self.model(batch.to(self.device))
-        maps = torch.softmax(logits.float(), dim=1)[:, 1]
-        return maps.cpu(), self.model.image_score(maps).float().cpu()
-
-
-register_backend("torch", TorchBackend)
-# The optimised backends (memseg_lite.deployment.fast): "fast" (the default) is the folded-batch-norm model
-# with fused oneDNN convolutions on the CPU (the eager model's maps and choice of memory sample, faster),
-# the eager model on GPUs; "onnx" is ONNX Runtime.
-for _name, _factory in FAST_BACKENDS.items():
-    register_backend(_name, _factory)
 
 
 class Inferencer:
@@ -138,6 +109,7 @@ class Inferencer:
         backend: str = "fast",
         thresholds: Thresholds | str | os.PathLike | None = None,
         batch_size: int = 8,
+        threads: int | None = None,
     ):
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; available: {sorted(BACKENDS)}")
@@ -149,9 +121,24 @@ class Inferencer:
         self.size, self.center_crop = input_size(self.payload)
         self.resize = resize_mode(self.payload)
         self.backend_name = backend
-        self.backend = BACKENDS[backend](self.model, self.payload, self.device, checkpoint=self.checkpoint)
+        # threads: torch's (and ONNX Runtime's / OpenVINO's) threads; 1 for one image per call on a shared CPU.
+        self.backend = BACKENDS[backend](self.model, self.payload, self.device, checkpoint=self.checkpoint, threads=threads)
         self.batch_size = batch_size
         self.thresholds = self._find_thresholds(thresholds)
+
+    def provenance(self) -> dict:
+        """What made these predictions: checkpoint (name and SHA-256), step, thresholds, backend, time (UTC)."""
+        import datetime
+        import hashlib
+
+        digest = hashlib.sha256(self.checkpoint.read_bytes()).hexdigest() if self.checkpoint.is_file() else None
+        return {
+            "checkpoint": self.checkpoint.name, "checkpoint_sha256": digest, "step": self.payload.get("step"),
+            "thresholds": None if self.thresholds is None else {"image": self.thresholds.image, "pixel": self.thresholds.pixel,
+                                                                "source": self.thresholds.source},
+            "backend": self.backend_name, "backend_ran": getattr(self.backend, "name", type(self.backend).__name__),
+            "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
 
     def _find_thresholds(self, given) -> Thresholds | None:
         if isinstance(given, Thresholds):

@@ -12,6 +12,7 @@ Written to the output folder::
                         the mask), height, width, mask and overlay (paths relative to the folder);
                         null where a value does not apply
     predictions.csv     the same as a table
+    provenance.json     checkpoint name and SHA-256, step, thresholds, backend, time (UTC)
     masks/<name>_mask.png        binary defect mask at the image's own size (255 = defect)
     overlays/<name>_overlay.png  the image, the anomaly map and the mask outline side by side
 
@@ -45,6 +46,7 @@ from memseg_lite.deployment.inferencer import InferenceResult, Inferencer
 
 RESULTS_NAME = "predictions.jsonl"
 TABLE_NAME = "predictions.csv"
+PROVENANCE_NAME = "provenance.json"  # checkpoint SHA-256, thresholds, backend, time
 EXIT_OK, EXIT_SOME_FAILED, EXIT_NOTHING = 0, 3, 1
 CSV_COLUMNS = ("path", "verdict", "score", "normalised_score", "defect_fraction", "height", "width", "mask",
                "overlay", "error")
@@ -196,6 +198,7 @@ def predict_images(
     backend: str = "fast",
     report_errors: bool = True,
     keep_arrays: bool | None = None,
+    threads: int | None = None,
 ) -> PredictReport:
     """Predict every image of ``inputs`` (files, folders, globs); with ``out_dir``, write the files above.
 
@@ -204,12 +207,13 @@ def predict_images(
     at all can be read, ``ValueError`` is raised and nothing is written. ``keep_arrays`` (default: only
     without ``out_dir``) keeps each result's image, map and mask in memory; when writing, the pictures
     go to disk batch by batch and the results keep scores and verdicts only (large folders fit in memory).
+    ``threads``: the backend's CPU threads (:class:`~memseg_lite.deployment.inferencer.Inferencer`).
     """
     paths = expand_inputs(inputs, recursive=recursive)
     if inferencer is None:
         if checkpoint is None:
             raise ValueError("predict_images needs a checkpoint or an inferencer")
-        inferencer = Inferencer(checkpoint, device=device, backend=backend, batch_size=batch_size)
+        inferencer = Inferencer(checkpoint, device=device, backend=backend, batch_size=batch_size, threads=threads)
     out = Path(out_dir) if out_dir is not None else None
     staging = _prepare_out(out) if out is not None else None
     keep_arrays = out is None if keep_arrays is None else keep_arrays
@@ -253,6 +257,7 @@ def predict_images(
         results = [done[i] for i in sorted(done)]
         if staging is not None:
             _write_tables(staging, records)
+            write_text_atomic(staging / PROVENANCE_NAME, json.dumps(inferencer.provenance(), indent=2) + "\n")
             _swap_in(staging, out)
             staging = None
         return PredictReport(results=results, failed=failed, out_dir=out, records=records)

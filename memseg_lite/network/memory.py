@@ -94,7 +94,10 @@ def memory_distances(
         for feature, stored in zip(features, memory):
             flat_input = _flatten_like(feature.float(), stored)
             flat_memory = _flatten_like(stored.float(), stored)
-            if rule == "tootouch":
+            if torch.onnx.is_in_onnx_export():  # the ONNX exporter translates cdist wrongly: the sums themselves
+                difference = flat_input.unsqueeze(1) - flat_memory.unsqueeze(0)  # [B, N, D]
+                columns.append(difference.square().mean(dim=2) if rule == "tootouch" else difference.abs().sum(dim=2))
+            elif rule == "tootouch":
                 # Without the matrix-product shortcut ||a||^2 + ||b||^2 - 2ab, which cancels badly
                 # when an input is close to a memory sample.
                 squared = torch.cdist(flat_input, flat_memory, p=2, compute_mode="donot_use_mm_for_euclid_dist") ** 2
