@@ -383,7 +383,8 @@ def _add_predict(subparsers) -> None:
         "predict", help="verdicts, scores, defect masks and overlays for image files, folders and globs",
         description="Predict images with a trained checkpoint: per image a verdict (normal / defective), score, "
                     "normalised score (threshold at 0.5), a binary mask PNG and an overlay, in --out with "
-                    "predictions.jsonl and predictions.csv. --out is replaced as a whole (no stale files). "
+                    "predictions.jsonl and predictions.csv. A re-run replaces only the files predict wrote in --out "
+                    "(no stale results; your own files there are kept); input images inside --out are refused. "
                     "Unreadable images are reported and skipped. Exit code: 0 all predicted, 3 some images "
                     "failed (the rest written), 1 none could be predicted.",
     )
