@@ -331,6 +331,24 @@ def check_run_folder(out_dir: str | Path, resume: bool = False, restart: bool = 
     return present
 
 
+def _remove_leftover_temporaries(out_dir: Path) -> list[str]:
+    """Delete the temporary files of the run's own files (``.best.pt.<random>.tmp``, ...) left by a killed process.
+
+    A ``kill -9`` during an atomic write leaves one behind (tens of MB for a checkpoint); with the run
+    folder locked no other process can be writing them, so each start or resume cleans them up.
+    Other files, hidden or not, are never touched.
+    """
+    removed = []
+    for name in RUN_ARTIFACTS:
+        for leftover in sorted(out_dir.glob(f".{name}.*.tmp")):
+            if leftover.is_file():
+                leftover.unlink(missing_ok=True)
+                removed.append(leftover.name)
+    if removed:
+        print(f"removed {len(removed)} temporary file(s) left by an interrupted write in {out_dir}: {', '.join(removed)}")
+    return removed
+
+
 def _clear_run(out_dir: Path) -> None:
     """``--restart``: delete the run files (and leftover temporary files of them); nothing else."""
     removed = [name for name in RUN_ARTIFACTS if (out_dir / name).exists()]
@@ -706,6 +724,7 @@ class Trainer:
             check_run_folder(self.out_dir, resume=resume, restart=restart, check_lock=False)
             if restart:
                 _clear_run(self.out_dir)
+            _remove_leftover_temporaries(self.out_dir)
             self.dist.barrier()
             return self._fit(resume, stop_after)
 
