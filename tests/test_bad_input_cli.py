@@ -500,3 +500,28 @@ def test_output_file_options_are_checked_first(command, context, tmp_path, capsy
     monkeypatch.setattr(tempfile, "mkstemp", _raise(OSError(errno.EROFS, os.strerror(errno.EROFS), str(folder))))
     assert cli(FILE_COMMANDS[command](folder / "result.out", context)) == 1
     assert f"read-only file system: {folder}" in one_error_line(capsys, command)
+
+
+class _RunsCodeWhenLoaded:
+    """Pickles as a call of ``os.system``: what a malicious checkpoint holds."""
+
+    def __init__(self, command: str):
+        self.command = command
+
+    def __reduce__(self):
+        return (os.system, (self.command,))
+
+
+def test_a_malicious_checkpoint_is_refused_as_unsafe_in_one_short_line(tiny_demo, tmp_path, capsys):
+    import torch
+
+    marker = tmp_path / "code_ran"
+    checkpoint = tmp_path / "evil.pt"
+    torch.save({"format": "memseg-lite", "model_config": {}, "model": _RunsCodeWhenLoaded(f"touch {marker}")},
+               checkpoint)
+    image = next((tiny_demo / "button" / "test" / "good").iterdir())
+    assert cli(["predict", str(image), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "out")]) == 1
+    line = one_error_line(capsys, "predict")
+    assert str(checkpoint) in line and "unsafe" in line
+    assert "weights_only" not in line and "trusted source" not in line, "no advice to load it unsafely"
+    assert len(line) < 300 and not marker.exists()

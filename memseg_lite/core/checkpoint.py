@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import errno
 import os
+import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -24,6 +26,10 @@ FORMAT_VERSION = 1
 
 # What torch's C++ zip writer says when a write comes back short (a full disk, a quota).
 _TORCH_WRITE_FAILURES = ("unexpected pos", "file write failed", "PytorchStreamWriter failed writing")
+
+
+class UnsafeCheckpointError(ValueError):
+    """A file asks to run code (or build objects) when loaded; ``weights_only=True`` refused it."""
 
 
 class CheckpointWriteError(OSError):
@@ -77,6 +83,19 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         )
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "weights only" not in str(error).lower():
+            raise ValueError(
+                f"cannot read checkpoint {path}: {type(error).__name__}: {error}. "
+                "The file is corrupt, truncated or not a memseg-lite checkpoint"
+            ) from error
+        # torch's own text suggests weights_only=False, which would run the file's code: not repeated.
+        found = re.search(r"GLOBAL ([\w.]+)", str(error))
+        what = f" ({found.group(1)})" if found else ""
+        raise UnsafeCheckpointError(
+            f"refused checkpoint {path} as unsafe: it holds code or objects{what} that are not plain tensors and "
+            "numbers, so it was not opened; use a checkpoint written by memseg-lite"
+        ) from None
     except Exception as error:  # torch raises several types for corrupt or foreign files
         raise ValueError(
             f"cannot read checkpoint {path}: {type(error).__name__}: {error}. "
