@@ -525,3 +525,30 @@ def test_a_malicious_checkpoint_is_refused_as_unsafe_in_one_short_line(tiny_demo
     assert str(checkpoint) in line and "unsafe" in line
     assert "weights_only" not in line and "trusted source" not in line, "no advice to load it unsafely"
     assert len(line) < 300 and not marker.exists()
+
+
+@pytest.mark.parametrize("option", [["--backbone-weights", "missing_weights.pt"], ["--seed", "-1"]])
+def test_a_failed_option_check_leaves_no_run_folder(tiny_demo, tmp_path, capsys, option):
+    """Before: an option refused once the run folder was locked left it behind, empty but for the lock file."""
+    out = tmp_path / "new" / "run"
+    argv = train_args(tiny_demo, out)
+    index = argv.index("--backbone-weights")
+    del argv[index : index + 2]
+    if option[0] == "--backbone-weights":
+        option = [option[0], str(tmp_path / option[1])]
+    else:
+        argv += ["--backbone-weights", "none"]
+    assert cli([*argv, *option]) == 1
+    one_error_line(capsys, "train")
+    assert not (tmp_path / "new").exists(), sorted(p.name for p in (tmp_path / "new").rglob("*"))
+
+
+def test_a_failed_run_keeps_a_folder_that_existed(tiny_demo, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    argv = train_args(tiny_demo, out)
+    argv[argv.index("--backbone-weights") + 1] = str(tmp_path / "missing_weights.pt")
+    assert cli(argv) == 1
+    one_error_line(capsys, "train")
+    assert (out / "notes.txt").read_text() == "mine"

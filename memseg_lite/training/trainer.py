@@ -349,6 +349,34 @@ def _remove_leftover_temporaries(out_dir: Path) -> list[str]:
     return removed
 
 
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _remove_unused_run_folder(out_dir: Path, created: list[Path]) -> None:
+    """A run that failed before writing anything leaves no folder behind (only one this run created).
+
+    A bad option found once the folder was locked (a missing backbone file, say) would otherwise
+    leave an empty run folder holding only the lock file.
+    """
+    if not created or created[0] != out_dir or not out_dir.is_dir():
+        return
+    if any(entry.name not in (LOCK_NAME, OWNER_NAME) for entry in out_dir.iterdir()):
+        return
+    for name in (OWNER_NAME, LOCK_NAME):
+        (out_dir / name).unlink(missing_ok=True)
+    for folder in created:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (something else was put there): keep it
+            return
+
+
 def _clear_run(out_dir: Path) -> None:
     """``--restart``: delete the run files (and leftover temporary files of them); nothing else."""
     removed = [name for name in RUN_ARTIFACTS if (out_dir / name).exists()]
@@ -720,13 +748,18 @@ class Trainer:
         if not self.dist.is_main:  # rank 0 owns the folder for all ranks
             self.dist.barrier()  # ... and has checked (and with restart, cleared) it
             return self._fit(resume, stop_after)
-        with run_folder_lock(self.out_dir):
-            check_run_folder(self.out_dir, resume=resume, restart=restart, check_lock=False)
-            if restart:
-                _clear_run(self.out_dir)
-            _remove_leftover_temporaries(self.out_dir)
-            self.dist.barrier()
-            return self._fit(resume, stop_after)
+        created = _missing_folders(self.out_dir)
+        try:
+            with run_folder_lock(self.out_dir):
+                check_run_folder(self.out_dir, resume=resume, restart=restart, check_lock=False)
+                if restart:
+                    _clear_run(self.out_dir)
+                _remove_leftover_temporaries(self.out_dir)
+                self.dist.barrier()
+                return self._fit(resume, stop_after)
+        except BaseException:
+            _remove_unused_run_folder(self.out_dir, created)
+            raise
 
     def _fit(self, resume: bool, stop_after: int | None) -> TrainResult:
         """:meth:`fit` once the run folder is owned."""
