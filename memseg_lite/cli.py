@@ -660,10 +660,19 @@ def _check_output_folder(path: str | os.PathLike, option: str = "--out") -> None
         if existing == path:
             raise NotADirectoryError(f"{option} {path} is a file, not a folder; choose another {option} (a folder)")
         raise NotADirectoryError(f"{option} {path}: {existing} is a file, not a folder; choose another {option}")
+    import errno
+
     try:
         handle, probe = tempfile.mkstemp(dir=existing, prefix=".memseg-lite-write-test-")
     except OSError as error:
-        raise OSError(error.errno, error.strerror, str(existing)) from None
+        if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            raise OSError(error.errno, error.strerror, str(existing)) from None
+        # The folder exists, but files cannot be made in it (/proc, /sys, some network mounts):
+        # the OS's own word ("no such file") would wrongly say that the folder is missing.
+        raise OSError(
+            f"{option} {path}: files cannot be created in the existing folder {existing} "
+            f"({errno.errorcode.get(error.errno, error.errno)}); choose a folder on an ordinary writable disk"
+        ) from None
     os.close(handle)
     os.unlink(probe)
 

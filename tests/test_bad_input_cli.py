@@ -552,3 +552,63 @@ def test_a_failed_run_keeps_a_folder_that_existed(tiny_demo, tmp_path, capsys):
     assert cli(argv) == 1
     one_error_line(capsys, "train")
     assert (out / "notes.txt").read_text() == "mine"
+
+
+def _corrupt_png(path: Path) -> Path:
+    """A PNG with a valid header whose image data is damaged: libpng prints its own error line for it."""
+    import cv2
+    import numpy as np
+
+    data = bytearray(cv2.imencode(".png", np.zeros((20, 20, 3), np.uint8))[1].tobytes())
+    start = data.find(b"IDAT") + 6
+    data[start : start + 6] = b"\xff" * 6
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.slow
+def test_unreadable_images_are_named_rightly_with_no_decoder_noise(context, tmp_path, capfd):
+    """A float32 TIFF is valid (not "corrupt"); a damaged PNG's libpng line is folded into our one line."""
+    import cv2
+    import numpy as np
+
+    floating = tmp_path / "depth.tiff"
+    assert cv2.imwrite(str(floating), np.random.default_rng(0).random((32, 40, 3)).astype(np.float32))
+    damaged = _corrupt_png(tmp_path / "damaged.png")
+    code = cli(["predict", str(floating), str(damaged), str(context["image"]), "--checkpoint",
+                str(context["run"] / "best.pt"), "--out", str(tmp_path / "out")])
+    assert code == 3
+    err = capfd.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert not [line for line in lines if not line.startswith("memseg-lite predict: skipped")], err
+    tiff_line, png_line = lines
+    assert str(floating) in tiff_line and "float32" in tiff_line and "corrupt" not in tiff_line
+    assert str(damaged) in png_line and "cannot decode" in png_line and "IDAT" in png_line
+
+
+def test_a_binary_simulation_file_is_named(tiny_demo, tmp_path, capsys):
+    settings = tmp_path / "settings.json"
+    settings.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe")
+    assert cli([*train_args(tiny_demo, tmp_path / "run"), "--simulation", str(settings)]) == 1
+    line = one_error_line(capsys, "train")
+    assert str(settings) in line and "not a text file" in line and "codec" not in line
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("seed", ["-1", "-20"])
+def test_an_out_of_range_seed_names_the_option(tiny_demo, tmp_path, capsys, seed):
+    assert cli([*train_args(tiny_demo, tmp_path / "run"), "--seed", seed]) == 1
+    line = one_error_line(capsys, "train")
+    assert "--seed" in line and seed in line
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(not Path("/proc/sys").is_dir(), reason="needs Linux's /proc")
+@pytest.mark.parametrize("command", ["train", "predict"])
+def test_out_in_a_folder_that_takes_no_files_is_not_called_missing(command, tiny_demo, tmp_path, capsys):
+    argv = (train_args(tiny_demo, "/proc/sys/memseg-run") if command == "train" else
+            ["predict", str(tiny_demo), "--checkpoint", str(tmp_path / "none.pt"), "--out", "/proc/sys/memseg-run"])
+    assert cli(argv) == 1
+    line = one_error_line(capsys, command)
+    assert "/proc/sys" in line and "does not exist" not in line and "no such file" not in line.lower()
+    assert "cannot be created" in line
