@@ -612,3 +612,24 @@ def test_out_in_a_folder_that_takes_no_files_is_not_called_missing(command, tiny
     line = one_error_line(capsys, command)
     assert "/proc/sys" in line and "does not exist" not in line and "no such file" not in line.lower()
     assert "cannot be created" in line
+
+
+@pytest.mark.slow
+def test_disk_full_at_the_first_checkpoint_says_to_restart(tiny_demo, tmp_path, capsys, monkeypatch):
+    """Before: "run again", which is then refused (the folder holds config.json, log.jsonl, ...)."""
+    import torch
+
+    if not Path("/dev/full").exists():
+        pytest.skip("needs /dev/full")
+    run = tmp_path / "run"
+    real_save = torch.save
+    monkeypatch.setattr(torch, "save", lambda obj, f, *args, **kwargs: real_save(obj, "/dev/full"))
+    argv = train_args(tiny_demo, run, "--checkpoint-every", "1", steps=2)
+    argv[argv.index("--val-every") + 1] = "100"
+    assert cli(argv) == 1
+    line = one_error_line(capsys, "train")
+    assert "no space left on device" in line and "--restart" in line, line
+    monkeypatch.setattr(torch, "save", real_save)
+    assert cli(argv) == 1, "a plain re-run is refused, so the message must not suggest it"
+    capsys.readouterr()
+    assert cli([*argv, "--restart"]) == 0

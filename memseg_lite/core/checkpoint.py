@@ -36,7 +36,7 @@ class CheckpointWriteError(OSError):
     """A checkpoint could not be written (no space left, most often); the previous file is kept."""
 
 
-def _write_failure(path: Path, error: BaseException) -> CheckpointWriteError | None:
+def _write_failure(path: Path, error: BaseException, rerun: str) -> CheckpointWriteError | None:
     """A clear error for a failed checkpoint write, or ``None`` when ``error`` is something else."""
     if isinstance(error, OSError) and error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
         detail = error.strerror or str(error)
@@ -47,15 +47,17 @@ def _write_failure(path: Path, error: BaseException) -> CheckpointWriteError | N
     if path.is_file():
         kept, again = f"the previous checkpoint {path} is kept", "run again with --resume"
     else:
-        kept, again = f"no earlier {path.name} existed", "run again"
+        kept, again = f"no earlier {path.name} existed", rerun
     return CheckpointWriteError(
         f"no space left on device while writing {path} ({detail}); {kept}; free space (or choose a folder "
         f"on another disk) and {again}"
     )
 
 
-def save_checkpoint(payload: dict, path: str | os.PathLike) -> Path:
+def save_checkpoint(payload: dict, path: str | os.PathLike, rerun: str = "run again") -> Path:
     """Save ``payload`` to ``path`` atomically: a temporary file in the same folder, then rename.
+
+    ``rerun`` ends the full-disk message when no earlier file existed (what the user should run).
 
     An interruption (Ctrl-C, a full disk, a crash) leaves either the old file or the new one,
     never a truncated mix.
@@ -66,7 +68,7 @@ def save_checkpoint(payload: dict, path: str | os.PathLike) -> Path:
         with atomic_output(path) as temporary:
             torch.save(payload, temporary)
     except (OSError, RuntimeError) as error:
-        failure = _write_failure(path, error)
+        failure = _write_failure(path, error, rerun)
         if failure is None:
             raise
         raise failure from error

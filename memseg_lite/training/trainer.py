@@ -532,6 +532,12 @@ class Trainer:
             )
 
     # ---- checkpoints -------------------------------------------------------------------------
+    def _rerun_hint(self) -> str:
+        """How to run again after a failed save: the run folder already holds this run's files."""
+        if (self.out_dir / CHECKPOINT_NAME).is_file():
+            return f"run again with --resume (continues from {self.out_dir / CHECKPOINT_NAME})"
+        return f"run again with --restart (the run folder {self.out_dir} holds this run's first files, no checkpoint)"
+
     def _payload(self, optimizer, scheduler) -> dict:
         return {
             "model_config": self.model.config(),
@@ -562,6 +568,7 @@ class Trainer:
                 "validation": metrics,
             },
             self.out_dir / BEST_NAME,
+            rerun=self._rerun_hint(),
         )
 
     def _rewrite_log(self, up_to_step: int) -> None:
@@ -811,7 +818,8 @@ class Trainer:
                     if self.step % config.checkpoint_every == 0 or last or stopping:
                         log.flush()
                         if self.dist.is_main:
-                            save_checkpoint(self._payload(optimizer, scheduler), checkpoint_path)
+                            save_checkpoint(self._payload(optimizer, scheduler), checkpoint_path,
+                                            rerun=self._rerun_hint())
                         self.dist.barrier()
                     if stopping:
                         interrupted = True
@@ -875,8 +883,8 @@ class Trainer:
             best = self._thresholds_for(best_model, int(best_payload["step"]))
         self.thresholds = last.to_dict()
         if best_payload is not None:
-            save_checkpoint({**best_payload, "thresholds": best.to_dict()}, best_path)
-        save_checkpoint(self._payload(optimizer, scheduler), self.out_dir / CHECKPOINT_NAME)
+            save_checkpoint({**best_payload, "thresholds": best.to_dict()}, best_path, rerun=self._rerun_hint())
+        save_checkpoint(self._payload(optimizer, scheduler), self.out_dir / CHECKPOINT_NAME, rerun=self._rerun_hint())
         save_thresholds(self.out_dir / THRESHOLDS_NAME, best)
 
     def _result(self, interrupted: bool, seconds: float) -> TrainResult:
