@@ -633,3 +633,15 @@ def test_disk_full_at_the_first_checkpoint_says_to_restart(tiny_demo, tmp_path, 
     assert cli(argv) == 1, "a plain re-run is refused, so the message must not suggest it"
     capsys.readouterr()
     assert cli([*argv, "--restart"]) == 0
+
+
+@pytest.mark.slow
+def test_resume_with_another_memory_size_names_the_option_not_the_files(tiny_demo, run_copy, capsys):
+    """Before: "files were added, removed or renamed" (the memory size changes the split too)."""
+    argv = train_args(tiny_demo, run_copy, "--resume")
+    argv[argv.index("--memory-size") + 1] = "5"
+    before = snapshot(run_copy)
+    assert cli(argv) == 1
+    line = one_error_line(capsys, "train")
+    assert "memory_size: 4 -> 5" in line and "renamed" not in line
+    assert snapshot(run_copy) == before

@@ -499,6 +499,16 @@ class Trainer:
 
     def _check_resumable(self, payload: dict) -> None:
         where = self.out_dir / CHECKPOINT_NAME
+        # Changed settings first: a changed memory size also changes the split, and the split
+        # message would wrongly blame added or renamed image files.
+        saved = TrainConfig.from_dict(payload["train_config"])
+        changed = self.config.changes_blocking_resume(saved)
+        if changed:
+            details = ", ".join(f"{n}: {getattr(saved, n)!r} -> {getattr(self.config, n)!r}" for n in changed)
+            raise ValueError(
+                f"cannot resume {self.out_dir / CHECKPOINT_NAME}: the run was started with other settings "
+                f"({details}). Resume with the original settings, or start a new run in another --out folder"
+            )
         split_file = self.out_dir / SPLIT_NAME
         if split_file.is_file():
             try:
@@ -521,14 +531,6 @@ class Trainer:
                 f"cannot resume {where}: it was trained with {textures['count']} {textures['kind']} textures, "
                 f"now {self._texture_summary()['count']} {self._texture_summary()['kind']} textures would be used "
                 f"(texture_root {self.config.texture_root}); point --texture-root at the original textures"
-            )
-        saved = TrainConfig.from_dict(payload["train_config"])
-        changed = self.config.changes_blocking_resume(saved)
-        if changed:
-            details = ", ".join(f"{n}: {getattr(saved, n)!r} -> {getattr(self.config, n)!r}" for n in changed)
-            raise ValueError(
-                f"cannot resume {self.out_dir / CHECKPOINT_NAME}: the run was started with other settings "
-                f"({details}). Resume with the original settings, or start a new run in another --out folder"
             )
 
     # ---- checkpoints -------------------------------------------------------------------------
