@@ -385,7 +385,8 @@ def _add_predict(subparsers) -> None:
         "predict", help="verdicts, scores, defect masks and overlays for image files, folders and globs",
         description="Predict images with a trained checkpoint: per image a verdict (normal / defective), score, "
                     "normalised score (threshold at 0.5), a binary mask PNG and an overlay, in --out with "
-                    "predictions.jsonl and predictions.csv. --out is replaced as a whole (no stale files). "
+                    "predictions.jsonl and predictions.csv. A re-run replaces only the files predict wrote in --out "
+                    "(no stale results; your own files there are kept); input images inside --out are refused. "
                     "Unreadable images are reported and skipped. Exit code: 0 all predicted, 3 some images "
                     "failed (the rest written), 1 none could be predicted.",
     )
@@ -706,10 +707,19 @@ def _check_output_folder(path: str | os.PathLike, option: str = "--out") -> None
         if existing == path:
             raise NotADirectoryError(f"{option} {path} is a file, not a folder; choose another {option} (a folder)")
         raise NotADirectoryError(f"{option} {path}: {existing} is a file, not a folder; choose another {option}")
+    import errno
+
     try:
         handle, probe = tempfile.mkstemp(dir=existing, prefix=".memseg-lite-write-test-")
     except OSError as error:
-        raise OSError(error.errno, error.strerror, str(existing)) from None
+        if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            raise OSError(error.errno, error.strerror, str(existing)) from None
+        # The folder exists, but files cannot be made in it (/proc, /sys, some network mounts):
+        # the OS's own word ("no such file") would wrongly say that the folder is missing.
+        raise OSError(
+            f"{option} {path}: files cannot be created in the existing folder {existing} "
+            f"({errno.errorcode.get(error.errno, error.errno)}); choose a folder on an ordinary writable disk"
+        ) from None
     os.close(handle)
     os.unlink(probe)
 

@@ -335,3 +335,27 @@ def test_ablate_cli_passes_the_study_options_to_every_run(tiny_demo, tmp_path, m
     assert seen == {"memory_size": 12, "val_images": 4, "val_anomalies_per_image": 3, "val_every": 50,
                     "checkpoint_every": 25, "top_k": 20, "lr": 0.001, "amp": "off", "steps": 7,
                     "variants": "full,authors_code", "seeds": "0,1"}
+
+
+@pytest.mark.parametrize("name", ["results.md", "results.csv"])
+def test_ablate_never_overwrites_a_results_file_it_did_not_write(tiny_demo, tmp_path, capsys, monkeypatch, name):
+    monkeypatch.setattr(ablate_module, "run_variant", lambda *a, **k: (_ for _ in ()).throw(AssertionError("ran")))
+    study = tmp_path / "study"
+    study.mkdir()
+    (study / name).write_text("my own notes on the study\n")
+    code = main(["ablate", "--data-root", str(tiny_demo), "--category", "button", "--variants", "full",
+                 "--out", str(study)])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert str(study / name) in err and "not written by memseg-lite ablate" in err
+    assert (study / name).read_text() == "my own notes on the study\n"
+    assert sorted(p.name for p in study.iterdir()) == [name], "nothing was trained"
+
+
+def test_ablate_replaces_its_own_results(tmp_path):
+    rows = [{"variant": "full", "seeds": [0], **{key: None for key in ablate_module.COLUMNS}}]
+    md, table = ablate_module.write_results(tmp_path, rows, "button")
+    assert md.read_text().startswith(ablate_module.RESULTS_MARKER)
+    md.write_text(md.read_text().replace("button", "edited"))
+    ablate_module.write_results(tmp_path, rows, "button")  # its own file (marker kept): replaced
+    assert "# Ablation on button" in md.read_text()

@@ -500,3 +500,148 @@ def test_output_file_options_are_checked_first(command, context, tmp_path, capsy
     monkeypatch.setattr(tempfile, "mkstemp", _raise(OSError(errno.EROFS, os.strerror(errno.EROFS), str(folder))))
     assert cli(FILE_COMMANDS[command](folder / "result.out", context)) == 1
     assert f"read-only file system: {folder}" in one_error_line(capsys, command)
+
+
+class _RunsCodeWhenLoaded:
+    """Pickles as a call of ``os.system``: what a malicious checkpoint holds."""
+
+    def __init__(self, command: str):
+        self.command = command
+
+    def __reduce__(self):
+        return (os.system, (self.command,))
+
+
+def test_a_malicious_checkpoint_is_refused_as_unsafe_in_one_short_line(tiny_demo, tmp_path, capsys):
+    import torch
+
+    marker = tmp_path / "code_ran"
+    checkpoint = tmp_path / "evil.pt"
+    torch.save({"format": "memseg-lite", "model_config": {}, "model": _RunsCodeWhenLoaded(f"touch {marker}")},
+               checkpoint)
+    image = next((tiny_demo / "button" / "test" / "good").iterdir())
+    assert cli(["predict", str(image), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "out")]) == 1
+    line = one_error_line(capsys, "predict")
+    assert str(checkpoint) in line and "unsafe" in line
+    assert "weights_only" not in line and "trusted source" not in line, "no advice to load it unsafely"
+    assert len(line) < 300 and not marker.exists()
+
+
+@pytest.mark.parametrize("option", [["--backbone-weights", "missing_weights.pt"], ["--seed", "-1"]])
+def test_a_failed_option_check_leaves_no_run_folder(tiny_demo, tmp_path, capsys, option):
+    """Before: an option refused once the run folder was locked left it behind, empty but for the lock file."""
+    out = tmp_path / "new" / "run"
+    argv = train_args(tiny_demo, out)
+    index = argv.index("--backbone-weights")
+    del argv[index : index + 2]
+    if option[0] == "--backbone-weights":
+        option = [option[0], str(tmp_path / option[1])]
+    else:
+        argv += ["--backbone-weights", "none"]
+    assert cli([*argv, *option]) == 1
+    one_error_line(capsys, "train")
+    assert not (tmp_path / "new").exists(), sorted(p.name for p in (tmp_path / "new").rglob("*"))
+
+
+def test_a_failed_run_keeps_a_folder_that_existed(tiny_demo, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    argv = train_args(tiny_demo, out)
+    argv[argv.index("--backbone-weights") + 1] = str(tmp_path / "missing_weights.pt")
+    assert cli(argv) == 1
+    one_error_line(capsys, "train")
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def _corrupt_png(path: Path) -> Path:
+    """A PNG with a valid header whose image data is damaged: libpng prints its own error line for it."""
+    import cv2
+    import numpy as np
+
+    data = bytearray(cv2.imencode(".png", np.zeros((20, 20, 3), np.uint8))[1].tobytes())
+    start = data.find(b"IDAT") + 6
+    data[start : start + 6] = b"\xff" * 6
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.slow
+def test_unreadable_images_are_named_rightly_with_no_decoder_noise(context, tmp_path, capfd):
+    """A float32 TIFF is valid (not "corrupt"); a damaged PNG's libpng line is folded into our one line."""
+    import cv2
+    import numpy as np
+
+    floating = tmp_path / "depth.tiff"
+    assert cv2.imwrite(str(floating), np.random.default_rng(0).random((32, 40, 3)).astype(np.float32))
+    damaged = _corrupt_png(tmp_path / "damaged.png")
+    code = cli(["predict", str(floating), str(damaged), str(context["image"]), "--checkpoint",
+                str(context["run"] / "best.pt"), "--out", str(tmp_path / "out")])
+    assert code == 3
+    err = capfd.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert not [line for line in lines if not line.startswith("memseg-lite predict: skipped")], err
+    tiff_line, png_line = lines
+    assert str(floating) in tiff_line and "float32" in tiff_line and "corrupt" not in tiff_line
+    assert str(damaged) in png_line and "cannot decode" in png_line and "IDAT" in png_line
+
+
+def test_a_binary_simulation_file_is_named(tiny_demo, tmp_path, capsys):
+    settings = tmp_path / "settings.json"
+    settings.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe")
+    assert cli([*train_args(tiny_demo, tmp_path / "run"), "--simulation", str(settings)]) == 1
+    line = one_error_line(capsys, "train")
+    assert str(settings) in line and "not a text file" in line and "codec" not in line
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("seed", ["-1", "-20"])
+def test_an_out_of_range_seed_names_the_option(tiny_demo, tmp_path, capsys, seed):
+    assert cli([*train_args(tiny_demo, tmp_path / "run"), "--seed", seed]) == 1
+    line = one_error_line(capsys, "train")
+    assert "--seed" in line and seed in line
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(not Path("/proc/sys").is_dir(), reason="needs Linux's /proc")
+@pytest.mark.parametrize("command", ["train", "predict"])
+def test_out_in_a_folder_that_takes_no_files_is_not_called_missing(command, tiny_demo, tmp_path, capsys):
+    argv = (train_args(tiny_demo, "/proc/sys/memseg-run") if command == "train" else
+            ["predict", str(tiny_demo), "--checkpoint", str(tmp_path / "none.pt"), "--out", "/proc/sys/memseg-run"])
+    assert cli(argv) == 1
+    line = one_error_line(capsys, command)
+    assert "/proc/sys" in line and "does not exist" not in line and "no such file" not in line.lower()
+    assert "cannot be created" in line
+
+
+@pytest.mark.slow
+def test_disk_full_at_the_first_checkpoint_says_to_restart(tiny_demo, tmp_path, capsys, monkeypatch):
+    """Before: "run again", which is then refused (the folder holds config.json, log.jsonl, ...)."""
+    import torch
+
+    if not Path("/dev/full").exists():
+        pytest.skip("needs /dev/full")
+    run = tmp_path / "run"
+    real_save = torch.save
+    monkeypatch.setattr(torch, "save", lambda obj, f, *args, **kwargs: real_save(obj, "/dev/full"))
+    argv = train_args(tiny_demo, run, "--checkpoint-every", "1", steps=2)
+    argv[argv.index("--val-every") + 1] = "100"
+    assert cli(argv) == 1
+    line = one_error_line(capsys, "train")
+    assert "no space left on device" in line and "--restart" in line, line
+    monkeypatch.setattr(torch, "save", real_save)
+    assert cli(argv) == 1, "a plain re-run is refused, so the message must not suggest it"
+    capsys.readouterr()
+    assert cli([*argv, "--restart"]) == 0
+
+
+@pytest.mark.slow
+def test_resume_with_another_memory_size_names_the_option_not_the_files(tiny_demo, run_copy, capsys):
+    """Before: "files were added, removed or renamed" (the memory size changes the split too)."""
+    argv = train_args(tiny_demo, run_copy, "--resume")
+    argv[argv.index("--memory-size") + 1] = "5"
+    before = snapshot(run_copy)
+    assert cli(argv) == 1
+    line = one_error_line(capsys, "train")
+    assert "memory_size: 4 -> 5" in line and "renamed" not in line
+    assert snapshot(run_copy) == before

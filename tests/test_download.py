@@ -349,3 +349,61 @@ def test_a_truncated_download_is_deleted_so_a_rerun_fetches_it_again(server, tmp
     download_mvtec(dest, category="bottle", url=f"{base}/bottle.tar.xz", progress=False)
     assert (dest / "bottle" / "train" / "good" / "000.png").is_file()
     assert sorted(p.name for p in dest.iterdir()) == ["bottle"], "the emptied downloads folder is removed"
+
+
+class RedirectHandler(http.server.BaseHTTPRequestHandler):
+    """Answers every request with a redirect to ``target`` (a loopback mirror that points elsewhere)."""
+
+    target = ""
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        self.send_response(302)
+        self.send_header("Location", self.target)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+@pytest.fixture
+def redirecting_server():
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RedirectHandler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_offline_a_loopback_redirect_elsewhere_is_refused_before_any_name_lookup(
+        redirecting_server, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MEMSEG_OFFLINE", "1")
+    target = "http://mirror.example.invalid/dtd-r1.0.1.tar.gz"
+    monkeypatch.setattr(RedirectHandler, "target", target)
+    lookups = []
+    real_getaddrinfo = socket.getaddrinfo
+
+    def recording_getaddrinfo(host, *args, **kwargs):
+        lookups.append(host)
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", recording_getaddrinfo)
+    with pytest.raises(DownloadError, match="redirects") as raised:
+        download_file(f"{redirecting_server}/dtd.tar.gz", tmp_path / "dtd.tar.gz", progress=False)
+    assert target in str(raised.value) and "MEMSEG_OFFLINE" in str(raised.value)
+    assert [host for host in lookups if host not in ("127.0.0.1", "::1")] == []
+    assert not (tmp_path / "dtd.tar.gz").exists()
+    # Through the command line: one line naming the target.
+    code = cli(["download", "dtd", "--dest", str(tmp_path / "dtd"), "--url", f"{redirecting_server}/x.tar.gz"])
+    assert code == 1 and target in capsys.readouterr().err
+    assert [host for host in lookups if host not in ("127.0.0.1", "::1")] == []
+
+
+def test_offline_a_redirect_to_another_loopback_address_is_followed(server, redirecting_server, tmp_path, monkeypatch):
+    served, url = server
+    (served / "file.bin").write_bytes(b"payload")
+    monkeypatch.setenv("MEMSEG_OFFLINE", "1")
+    monkeypatch.setattr(RedirectHandler, "target", f"{url}/file.bin")
+    path = download_file(f"{redirecting_server}/anything", tmp_path / "file.bin", progress=False)
+    assert path.read_bytes() == b"payload"

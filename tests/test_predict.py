@@ -275,3 +275,72 @@ def test_evaluate_and_calibrate_on_plain_folders_at_64x128(product, labelled, tm
     assert image_only["image_auroc"] == pytest.approx(metrics["image_auroc"])
     kept = calibrate_checkpoint(run / "best.pt", device="cpu", progress=False, folders=no_masks, write=False)
     assert kept.pixel == thresholds.pixel
+
+
+def _tree(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.slow
+def test_a_rerun_replaces_only_predicts_own_files(product, tmp_path, capsys):
+    """Notes a user adds to a prediction folder survive re-runs; the earlier run's own outputs are replaced."""
+    checkpoint, out = str(product["run"] / "best.pt"), tmp_path / "predictions"
+    first, second = product["new"][:3], product["new"][3:4]
+    assert cli(["predict", *map(str, first), "--checkpoint", checkpoint, "--out", str(out)]) == 0
+    (out / "notes.txt").write_text("line 3 looks odd")
+    (out / "masks" / "my_annotation.png").write_bytes(b"mine")
+    (out / "review").mkdir()
+    (out / "review" / "ok.txt").write_text("checked")
+    assert cli(["predict", *map(str, second), "--checkpoint", checkpoint, "--out", str(out)]) == 0
+    tree = _tree(out)
+    assert tree["notes.txt"] == b"line 3 looks odd" and tree["masks/my_annotation.png"] == b"mine"
+    assert tree["review/ok.txt"] == b"checked"
+    records = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert [r["path"] for r in records] == [str(second[0])]
+    outputs = {name for name in tree if name.startswith(("masks/", "overlays/"))} - {"masks/my_annotation.png"}
+    assert outputs == {records[0]["mask"], records[0]["overlay"]}, "the first run's pictures are gone"
+    manifest = json.loads((out / ".predict-manifest.json").read_text())
+    assert set(manifest["files"]) == outputs | {"predictions.jsonl", "predictions.csv", "provenance.json"}
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")], "no staging folders left"
+
+
+@pytest.mark.slow
+def test_a_folder_written_before_the_manifest_keeps_the_users_files(product, tmp_path):
+    checkpoint, out = str(product["run"] / "best.pt"), tmp_path / "predictions"
+    assert cli(["predict", *map(str, product["new"][:2]), "--checkpoint", checkpoint, "--out", str(out)]) == 0
+    (out / ".predict-manifest.json").unlink()  # as an older memseg-lite left it
+    (out / "notes.txt").write_text("keep")
+    assert cli(["predict", str(product["new"][2]), "--checkpoint", checkpoint, "--out", str(out)]) == 0
+    assert (out / "notes.txt").read_text() == "keep"
+    assert len(list((out / "masks").iterdir())) == 1 and len(list((out / "overlays").iterdir())) == 1
+
+
+@pytest.mark.slow
+def test_predict_refuses_inputs_inside_the_output_folder(product, tmp_path, capsys):
+    """`predict P --out P` would replace (before: delete) its own input images."""
+    checkpoint, photos = str(product["run"] / "best.pt"), tmp_path / "photos"
+    photos.mkdir()
+    for path in product["new"][:2]:
+        shutil.copy(path, photos / path.name)
+    assert cli(["predict", str(photos), "--checkpoint", checkpoint, "--out", str(tmp_path / "out")]) == 0
+    shutil.copytree(tmp_path / "out", photos, dirs_exist_ok=True)  # a prediction folder holding the images
+    before = _tree(photos)
+    assert cli(["predict", str(photos), "--checkpoint", checkpoint, "--out", str(photos)]) == 1
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "inside --out" in line and str(photos) in line and product["new"][0].name in line
+    assert _tree(photos) == before, "nothing was changed"
+    # A single file inside the output folder is refused the same way.
+    assert cli(["predict", str(photos / product["new"][0].name), "--checkpoint", checkpoint,
+                "--out", str(photos)]) == 1
+    assert "inside --out" in capsys.readouterr().err and _tree(photos) == before
+
+
+@pytest.mark.slow
+def test_an_output_name_taken_by_a_users_file_is_refused(product, tmp_path, capsys):
+    checkpoint, out = str(product["run"] / "best.pt"), tmp_path / "predictions"
+    image = product["new"][0]
+    assert cli(["predict", str(product["new"][1]), "--checkpoint", checkpoint, "--out", str(out)]) == 0
+    (out / "overlays" / f"{image.stem}_overlay.png").write_bytes(b"my own overlay")
+    assert cli(["predict", str(image), "--checkpoint", checkpoint, "--out", str(out)]) == 1
+    assert "predict did not write" in capsys.readouterr().err
+    assert (out / "overlays" / f"{image.stem}_overlay.png").read_bytes() == b"my own overlay"

@@ -535,3 +535,24 @@ def test_cli_calibrate_passes_the_backend(tmp_path, monkeypatch):
     with pytest.raises(SystemExit):
         cli(["calibrate", "--checkpoint", str(tmp_path / "best.pt"), "--backend", "folded"])
     assert seen["backend"] is BACKENDS["folded"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("resume", [False, True])
+def test_temporary_files_left_by_a_killed_write_are_removed_on_start_and_resume(tiny_demo, tmp_path, capsys, resume):
+    """``kill -9`` during an atomic save leaves ``.best.pt.<random>.tmp``; the next start or resume deletes it."""
+    run = tmp_path / "run"
+    if resume:
+        train(tiny_config(tiny_demo, run, steps=3), progress=False, stop_after=3)
+    else:
+        run.mkdir()
+    leftovers = [run / ".best.pt.k3j9x2ab.tmp", run / ".checkpoint.pt.0q1w2e3r.tmp", run / ".log.jsonl.zz8.tmp"]
+    for path in leftovers:
+        path.write_bytes(b"\0" * 4096)
+    kept = [run / ".notes.tmp", run / "best.pt.tmp", run / ".my.best.pt.tmp"]  # not temporaries of the run's files
+    for path in kept:
+        path.write_text("mine")
+    train(tiny_config(tiny_demo, run, steps=3), resume=resume, progress=False)
+    assert not [path for path in leftovers if path.exists()]
+    assert all(path.read_text() == "mine" for path in kept)
+    assert "temporary file(s) left by an interrupted write" in capsys.readouterr().out

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import errno
 import os
+import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -26,11 +28,15 @@ FORMAT_VERSION = 1
 _TORCH_WRITE_FAILURES = ("unexpected pos", "file write failed", "PytorchStreamWriter failed writing")
 
 
+class UnsafeCheckpointError(ValueError):
+    """A file asks to run code (or build objects) when loaded; ``weights_only=True`` refused it."""
+
+
 class CheckpointWriteError(OSError):
     """A checkpoint could not be written (no space left, most often); the previous file is kept."""
 
 
-def _write_failure(path: Path, error: BaseException) -> CheckpointWriteError | None:
+def _write_failure(path: Path, error: BaseException, rerun: str) -> CheckpointWriteError | None:
     """A clear error for a failed checkpoint write, or ``None`` when ``error`` is something else."""
     if isinstance(error, OSError) and error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
         detail = error.strerror or str(error)
@@ -41,15 +47,17 @@ def _write_failure(path: Path, error: BaseException) -> CheckpointWriteError | N
     if path.is_file():
         kept, again = f"the previous checkpoint {path} is kept", "run again with --resume"
     else:
-        kept, again = f"no earlier {path.name} existed", "run again"
+        kept, again = f"no earlier {path.name} existed", rerun
     return CheckpointWriteError(
         f"no space left on device while writing {path} ({detail}); {kept}; free space (or choose a folder "
         f"on another disk) and {again}"
     )
 
 
-def save_checkpoint(payload: dict, path: str | os.PathLike) -> Path:
+def save_checkpoint(payload: dict, path: str | os.PathLike, rerun: str = "run again") -> Path:
     """Save ``payload`` to ``path`` atomically: a temporary file in the same folder, then rename.
+
+    ``rerun`` ends the full-disk message when no earlier file existed (what the user should run).
 
     An interruption (Ctrl-C, a full disk, a crash) leaves either the old file or the new one,
     never a truncated mix.
@@ -60,7 +68,7 @@ def save_checkpoint(payload: dict, path: str | os.PathLike) -> Path:
         with atomic_output(path) as temporary:
             torch.save(payload, temporary)
     except (OSError, RuntimeError) as error:
-        failure = _write_failure(path, error)
+        failure = _write_failure(path, error, rerun)
         if failure is None:
             raise
         raise failure from error
@@ -77,6 +85,19 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         )
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "weights only" not in str(error).lower():
+            raise ValueError(
+                f"cannot read checkpoint {path}: {type(error).__name__}: {error}. "
+                "The file is corrupt, truncated or not a memseg-lite checkpoint"
+            ) from error
+        # torch's own text suggests weights_only=False, which would run the file's code: not repeated.
+        found = re.search(r"GLOBAL ([\w.]+)", str(error))
+        what = f" ({found.group(1)})" if found else ""
+        raise UnsafeCheckpointError(
+            f"refused checkpoint {path} as unsafe: it holds code or objects{what} that are not plain tensors and "
+            "numbers, so it was not opened; use a checkpoint written by memseg-lite"
+        ) from None
     except Exception as error:  # torch raises several types for corrupt or foreign files
         raise ValueError(
             f"cannot read checkpoint {path}: {type(error).__name__}: {error}. "

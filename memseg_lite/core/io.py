@@ -75,15 +75,62 @@ def read_image(path: str | os.PathLike, grayscale: bool = False) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def _decode(path: Path, data: np.ndarray, flag: int) -> np.ndarray:
-    """``cv2.imdecode`` with one clear ``ValueError`` for anything it cannot read."""
+@contextlib.contextmanager
+def _decoder_messages() -> Iterator[list[str]]:
+    """Catch what the C decoders print on stderr (``libpng error: ...``, OpenCV TIFF warnings).
+
+    They write to file descriptor 2 directly, before our own one-line error; the text is kept
+    (the yielded list gets it) so the error can quote it instead.
+    """
+    import sys
+
+    caught: list[str] = []
     try:
-        image = cv2.imdecode(data, flag) if data.size else None
-    except cv2.error as error:  # some malformed headers make opencv throw instead of returning None
-        raise ValueError(f"cannot decode image file {path} ({error.err}); replace or delete it and try again") from None
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no usable stderr: nothing to silence
+        yield caught
+        return
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield caught
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            caught += [line.strip() for line in sink.read().decode(errors="replace").splitlines() if line.strip()]
+
+
+def _decoder_detail(lines: list[str]) -> str:
+    """The decoder's own words, short: ``libpng error: IDAT: invalid block type`` -> ``libpng: IDAT: ...``."""
+    if not lines:
+        return ""
+    text = lines[-1].replace("libpng error:", "libpng:").strip()
+    if "] " in text and text.startswith("["):  # OpenCV's "[ WARN:0@0.1] global file.cpp:811 ... " prefix
+        text = text.split("] ", 1)[1]
+    return f"; the decoder said: {text[:160]}"
+
+
+def _decode(path: Path, data: np.ndarray, flag: int) -> np.ndarray:
+    """``cv2.imdecode`` with one clear ``ValueError`` for anything it cannot read (and nothing else on stderr)."""
+    with _decoder_messages() as messages:
+        try:
+            image = cv2.imdecode(data, flag) if data.size else None
+            unchanged = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if image is None and data.size else None
+        except cv2.error as error:  # some malformed headers make opencv throw instead of returning None
+            raise ValueError(
+                f"cannot decode image file {path} ({error.err}); replace or delete it and try again"
+            ) from None
+    if image is None and unchanged is not None and unchanged.size and unchanged.dtype not in (np.uint8, np.uint16):
+        # A valid file, with pixels opencv reads only as they are (float32 TIFFs, say).
+        raise ValueError(
+            f"image file {path} holds {unchanged.dtype} pixels, which memseg-lite does not read (8- and 16-bit "
+            "images only); convert it to an 8-bit or 16-bit PNG or TIFF"
+        )
     if image is None or image.size == 0:
         raise ValueError(
-            f"cannot decode image file {path} (corrupt, truncated or not an image); "
+            f"cannot decode image file {path} (corrupt, truncated or not an image{_decoder_detail(messages)}); "
             "replace or delete it and try again"
         )
     return image

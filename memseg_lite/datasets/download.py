@@ -24,6 +24,7 @@ import shutil
 import tarfile
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 import zlib
 from collections.abc import Iterator
@@ -120,6 +121,27 @@ def sha256_of(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+class _OfflineAwareRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows redirects like urllib does, but with ``MEMSEG_OFFLINE=1`` only to loopback addresses.
+
+    urllib would otherwise follow a local mirror's redirect to another host and look its name up.
+    """
+
+    def __init__(self, first_url: str):
+        super().__init__()
+        self.first_url = first_url
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        target = urllib.parse.urljoin(req.full_url, newurl)
+        if not network_allowed(target):
+            raise DownloadError(
+                f"MEMSEG_OFFLINE=1 is set and {self.first_url} redirects (HTTP {code}) to {target}, which is not a "
+                "loopback address, so it was not followed (no network access at all); fetch that URL by hand and "
+                "pass the file with --archive, or unset MEMSEG_OFFLINE"
+            )
+        return super().redirect_request(req, fp, code, msg, headers, target)
+
+
 def download_file(url: str, dest: str | os.PathLike, sha256: str | None = None, progress: bool = True, timeout: float = 30.0) -> Path:
     """Fetch ``url`` to ``dest``, resuming a previous partial download, then verify ``sha256``.
 
@@ -143,10 +165,11 @@ def download_file(url: str, dest: str | os.PathLike, sha256: str | None = None, 
     request = urllib.request.Request(url, headers={"User-Agent": "memseg-lite"})
     if have:
         request.add_header("Range", f"bytes={have}-")
+    # A loopback address never goes through a proxy (which would mean a name look-up elsewhere);
+    # every redirect is checked against the offline switch before it is followed.
+    handlers = [_OfflineAwareRedirects(url)] + ([urllib.request.ProxyHandler({})] if is_loopback_url(url) else [])
     try:
-        # A loopback address never goes through a proxy (which would mean a name look-up elsewhere).
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({})) if is_loopback_url(url) else None
-        response = opener.open(request, timeout=timeout) if opener else urllib.request.urlopen(request, timeout=timeout)
+        response = urllib.request.build_opener(*handlers).open(request, timeout=timeout)
     except urllib.error.HTTPError as error:
         if error.code == 416 and have:  # the partial file is already complete
             response = None

@@ -20,14 +20,18 @@ An unreadable image (missing, corrupt, not an image) is reported (a line on stde
 record) and skipped; the others are written. Exit codes of the command: 0 every image predicted,
 3 some images failed (the rest written), 1 nothing could be predicted (nothing written).
 
-Re-running into the same folder never mixes old and new files: everything is written to a
-staging folder beside it, which then replaces the old output folder in one rename. A folder that
-exists but was not written by ``predict`` (it has files and no ``predictions.jsonl``) is not
-replaced: choose another ``--out``.
+Re-running into the same folder never mixes old and new results and never deletes a file predict
+did not write: the new files are written to a staging folder beside it, then each replaces its
+old version in one rename; the earlier run's outputs that were not replaced are deleted, and
+nothing else (``.predict-manifest.json`` lists the files predict wrote; a folder from before
+that list is read through its ``predictions.jsonl``). Refused, before anything is predicted: an
+input image inside the output folder, a folder holding files but no ``predictions.jsonl`` (not
+written by predict), and an output name taken by a file predict did not write.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import glob
 import json
@@ -36,7 +40,7 @@ import shutil
 import sys
 import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -47,6 +51,8 @@ from memseg_lite.deployment.inferencer import InferenceResult, Inferencer
 RESULTS_NAME = "predictions.jsonl"
 TABLE_NAME = "predictions.csv"
 PROVENANCE_NAME = "provenance.json"  # checkpoint SHA-256, thresholds, backend, time
+#: The hidden list of the files predict wrote in the output folder: the only files a re-run replaces or deletes.
+MANIFEST_NAME = ".predict-manifest.json"
 EXIT_OK, EXIT_SOME_FAILED, EXIT_NOTHING = 0, 3, 1
 CSV_COLUMNS = ("path", "verdict", "score", "normalised_score", "defect_fraction", "height", "width", "mask",
                "overlay", "error")
@@ -140,34 +146,111 @@ def overlay_panel(result: InferenceResult) -> np.ndarray:
     return np.concatenate([result.image, jet, blended], axis=1)
 
 
-def _prepare_out(out: Path) -> Path:
-    """Check ``out`` may be replaced; return a fresh staging folder beside it."""
+def _listed_outputs(out: Path) -> set[str]:
+    """The files (relative POSIX paths) an earlier ``predict`` wrote in ``out``: its manifest's list.
+
+    A folder written before the manifest existed is recognised by its ``predictions.jsonl``: the
+    two tables and the mask and overlay files its records name. Entries that would point outside
+    ``out`` are ignored (they were never written by predict).
+    """
+    manifest = out / MANIFEST_NAME
+    if manifest.is_file():
+        try:
+            listed = json.loads(manifest.read_text()).get("files", [])
+        except (OSError, ValueError, AttributeError) as error:
+            raise ValueError(
+                f"--out {out}: its list of predict's files {manifest} is unreadable ({error}); nothing was changed. "
+                "Choose another --out, or delete the folder if you no longer need it"
+            ) from None
+    else:
+        listed = [RESULTS_NAME, TABLE_NAME, PROVENANCE_NAME]
+        for line in (out / RESULTS_NAME).read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                listed += [record[key] for key in ("mask", "overlay") if isinstance(record.get(key), str)]
+    safe = set()
+    for name in listed:
+        relative = PurePosixPath(str(name))
+        if name and not relative.is_absolute() and ".." not in relative.parts:
+            safe.add(relative.as_posix())
+    return safe
+
+
+def _planned_outputs(names: list[str]) -> set[str]:
+    """Every file a run over ``names`` may write (a mask only where the checkpoint has thresholds)."""
+    return {RESULTS_NAME, TABLE_NAME, PROVENANCE_NAME, *(f"masks/{n}_mask.png" for n in names),
+            *(f"overlays/{n}_overlay.png" for n in names)}
+
+
+def _check_inputs_outside(paths: list[Path], out: Path) -> None:
+    """Predict replaces files in ``out``: an input image inside it could be one of them, so refuse."""
+    folder = out.resolve()
+    for path in paths:
+        if path.resolve().is_relative_to(folder):
+            raise ValueError(
+                f"input image {path} lies inside --out {out}; predict writes and replaces files there, so "
+                "nothing was predicted. Choose an --out outside the input folders"
+            )
+
+
+def _prepare_out(out: Path, names: list[str]) -> tuple[Path, set[str]]:
+    """Check ``out`` may receive the outputs; return a fresh staging folder beside it and the files predict wrote before.
+
+    Nothing in ``out`` is changed here. A folder holding files and no ``predictions.jsonl`` (not
+    written by predict) is refused, and so is an output name that is taken by a file predict did not write.
+    """
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"--out {out} is a file; give a folder for the predictions")
-    if out.is_dir() and any(out.iterdir()) and not (out / RESULTS_NAME).is_file():
-        raise FileExistsError(
-            f"--out {out} already holds files that predict did not write (no {RESULTS_NAME}); "
-            "choose another or an empty folder"
-        )
+    previous: set[str] = set()
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / RESULTS_NAME).is_file() and not (out / MANIFEST_NAME).is_file():
+            raise FileExistsError(
+                f"--out {out} already holds files that predict did not write (no {RESULTS_NAME}); "
+                "choose another or an empty folder"
+            )
+        previous = _listed_outputs(out)
+        taken = sorted(name for name in _planned_outputs(names) - previous if (out / name).exists())
+        if taken:
+            raise FileExistsError(
+                f"--out {out} already holds {out / taken[0]}"
+                + (f" (and {len(taken) - 1} more)" if len(taken) > 1 else "")
+                + ", which predict did not write; nothing was changed. Move it, or choose another --out"
+            )
     out.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.staging-"))
+    return Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.staging-")), previous
 
 
-def _swap_in(staging: Path, out: Path) -> None:
-    """Replace ``out`` by ``staging``: two renames; the old folder is deleted afterwards."""
-    old = None
-    if out.exists():
-        old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
-        os.rmdir(old)
-        os.replace(out, old)
-    try:
-        os.replace(staging, out)
-    except BaseException:
-        if old is not None:
-            os.replace(old, out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+def _write_manifest(out: Path, files: set[str]) -> None:
+    write_text_atomic(out / MANIFEST_NAME, json.dumps(
+        {"written_by": "memseg-lite predict", "files": sorted(files)}, indent=1) + "\n")
+
+
+def _move_in(staging: Path, out: Path, previous: set[str]) -> None:
+    """Move the new outputs from ``staging`` into ``out``, then delete the earlier run's outputs that are not replaced.
+
+    Only files predict wrote are replaced or deleted (the manifest's list); anything else in ``out``
+    is kept. Each file is replaced in one rename, the tables last, so ``predictions.jsonl`` never
+    names a picture that is not there yet. The manifest lists old and new files while they are
+    mixed, so an interrupted move is cleaned up by the next run.
+    """
+    written = {path.relative_to(staging).as_posix() for path in staging.rglob("*") if path.is_file()}
+    out.mkdir(parents=True, exist_ok=True)
+    _write_manifest(out, previous | written)
+    tables = (TABLE_NAME, RESULTS_NAME)
+    for name in [*sorted(written - set(tables)), *(t for t in tables if t in written)]:
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging / name, out / name)
+    for name in sorted(previous - written):
+        stale = out / name
+        if stale.is_file() or stale.is_symlink():
+            stale.unlink()
+        with contextlib.suppress(OSError):  # an emptied masks/ or overlays/ folder goes too
+            if stale.parent != out:
+                stale.parent.rmdir()
+    _write_manifest(out, written)
 
 
 def _write_pictures(folder: Path, record: dict, result: InferenceResult, name: str) -> None:
@@ -210,14 +293,18 @@ def predict_images(
     ``threads``: the backend's CPU threads (:class:`~memseg_lite.deployment.inferencer.Inferencer`).
     """
     paths = expand_inputs(inputs, recursive=recursive)
+    out = Path(out_dir) if out_dir is not None else None
+    names = _output_names(paths)
+    if out is not None:
+        _check_inputs_outside(paths, out)
+        if out.exists() and not out.is_dir():
+            raise FileExistsError(f"--out {out} is a file; give a folder for the predictions")
     if inferencer is None:
         if checkpoint is None:
             raise ValueError("predict_images needs a checkpoint or an inferencer")
         inferencer = Inferencer(checkpoint, device=device, backend=backend, batch_size=batch_size, threads=threads)
-    out = Path(out_dir) if out_dir is not None else None
-    staging = _prepare_out(out) if out is not None else None
+    staging, previous = _prepare_out(out, names) if out is not None else (None, set())
     keep_arrays = out is None if keep_arrays is None else keep_arrays
-    names = _output_names(paths)
     try:
         records: list[dict] = []
         done: dict[int, InferenceResult] = {}
@@ -258,8 +345,7 @@ def predict_images(
         if staging is not None:
             _write_tables(staging, records)
             write_text_atomic(staging / PROVENANCE_NAME, json.dumps(inferencer.provenance(), indent=2) + "\n")
-            _swap_in(staging, out)
-            staging = None
+            _move_in(staging, out, previous)
         return PredictReport(results=results, failed=failed, out_dir=out, records=records)
     finally:
         if staging is not None:

@@ -166,8 +166,37 @@ def summarise(runs: dict[str, dict[int, dict]], last: dict[str, dict[int, dict]]
     return rows
 
 
+#: The first line of the results.md ablate writes: only a file carrying it (or an older ablate
+#: table) is replaced; a results.md of the user's is never overwritten.
+RESULTS_MARKER = "<!-- written by memseg-lite ablate: replaced on every run -->"
+RESULTS_CSV_HEADER = "variant,seeds,"
+
+
+def _written_by_ablate(path: Path) -> bool:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return False
+    if path.suffix == ".csv":
+        return text.startswith(RESULTS_CSV_HEADER)
+    older = text.startswith("# Ablation on ") and "| variant | seeds |" in text  # before the marker line
+    return text.startswith(RESULTS_MARKER) or older
+
+
+def check_results_replaceable(out: Path) -> None:
+    """Refuse, before anything is trained, a ``results.md`` / ``results.csv`` in ``out`` that ablate did not write."""
+    for name in ("results.md", "results.csv"):
+        path = out / name
+        if path.exists() and (not path.is_file() or not _written_by_ablate(path)):
+            raise FileExistsError(
+                f"{path} was not written by memseg-lite ablate, which writes its table there; nothing was trained. "
+                "Move or rename that file, or choose another --out"
+            )
+
+
 def write_results(out: Path, rows: list[dict], category: str, description: str = "") -> tuple[Path, Path]:
-    """``results.csv`` and ``results.md`` (atomic writes)."""
+    """``results.csv`` and ``results.md`` (atomic writes; files ablate did not write are refused)."""
+    check_results_replaceable(out)
     out.mkdir(parents=True, exist_ok=True)
     fields = ["variant", "seeds"] + [f"{key}_{stat}" for key in COLUMNS for stat in ("mean", "std", "min", "max")]
 
@@ -193,7 +222,7 @@ def write_results(out: Path, rows: list[dict], category: str, description: str =
             return f"{spread['mean']:.2f}"
         return f"{spread['mean']:.2f} ± {spread['std']:.2f} ({spread['min']:.2f}-{spread['max']:.2f})"
 
-    lines = [f"# Ablation on {category}", ""]
+    lines = [RESULTS_MARKER, f"# Ablation on {category}", ""]
     if description:
         lines += [description, ""]
     lines += ["| variant | seeds | checkpoint | image AUROC | pixel AUROC | AU-PRO (FPR 0.3) |", "|---|---|---|---|---|---|"]
@@ -250,6 +279,7 @@ def ablate(
     if fixed:
         raise ValueError(f"{', '.join(fixed)} are set by ablate itself (one folder per variant and seed); remove them")
     out = Path(out_dir)
+    check_results_replaceable(out)
     configs = {}
     for name in names:  # every config is built (and checked) before any training starts
         options = {**config_overrides, **variant_options(name, category)}

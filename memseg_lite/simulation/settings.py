@@ -177,7 +177,13 @@ def load_simulation_settings(path: str | os.PathLike) -> SimulationSettings:
             f"simulation settings file {path} not found; save one with the anomaly explorer (Save settings) "
             "or memseg_lite.simulation.settings.save_simulation_settings"
         )
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:  # a binary file (an image, an archive) passed by mistake
+        raise ValueError(
+            f"simulation settings file {path} is not a text file (byte {error.start} is not UTF-8); pass the "
+            ".json / .yaml file the anomaly explorer saved"
+        ) from None
     try:
         data = _yaml().safe_load(text) if _is_yaml(path) else json.loads(text)
     except ValueError as error:  # json.JSONDecodeError is a ValueError

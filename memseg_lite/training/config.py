@@ -154,6 +154,7 @@ class TrainConfig:
         need(self.selection_metric in SELECTION_METRICS,
              f"selection_metric must be one of {tuple(SELECTION_METRICS)}, got {self.selection_metric!r}")
         need(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
+        need(isinstance(self.seed, int) and self.seed >= 0, f"seed (--seed) must be a whole number >= 0, got {self.seed!r}")
         need(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         need(self.lr > 0, f"lr must be > 0, got {self.lr}")
         need(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")

@@ -331,6 +331,52 @@ def check_run_folder(out_dir: str | Path, resume: bool = False, restart: bool = 
     return present
 
 
+def _remove_leftover_temporaries(out_dir: Path) -> list[str]:
+    """Delete the temporary files of the run's own files (``.best.pt.<random>.tmp``, ...) left by a killed process.
+
+    A ``kill -9`` during an atomic write leaves one behind (tens of MB for a checkpoint); with the run
+    folder locked no other process can be writing them, so each start or resume cleans them up.
+    Other files, hidden or not, are never touched.
+    """
+    removed = []
+    for name in RUN_ARTIFACTS:
+        for leftover in sorted(out_dir.glob(f".{name}.*.tmp")):
+            if leftover.is_file():
+                leftover.unlink(missing_ok=True)
+                removed.append(leftover.name)
+    if removed:
+        print(f"removed {len(removed)} temporary file(s) left by an interrupted write in {out_dir}: {', '.join(removed)}")
+    return removed
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _remove_unused_run_folder(out_dir: Path, created: list[Path]) -> None:
+    """A run that failed before writing anything leaves no folder behind (only one this run created).
+
+    A bad option found once the folder was locked (a missing backbone file, say) would otherwise
+    leave an empty run folder holding only the lock file.
+    """
+    if not created or created[0] != out_dir or not out_dir.is_dir():
+        return
+    if any(entry.name not in (LOCK_NAME, OWNER_NAME) for entry in out_dir.iterdir()):
+        return
+    for name in (OWNER_NAME, LOCK_NAME):
+        (out_dir / name).unlink(missing_ok=True)
+    for folder in created:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (something else was put there): keep it
+            return
+
+
 def _clear_run(out_dir: Path) -> None:
     """``--restart``: delete the run files (and leftover temporary files of them); nothing else."""
     removed = [name for name in RUN_ARTIFACTS if (out_dir / name).exists()]
@@ -453,6 +499,16 @@ class Trainer:
 
     def _check_resumable(self, payload: dict) -> None:
         where = self.out_dir / CHECKPOINT_NAME
+        # Changed settings first: a changed memory size also changes the split, and the split
+        # message would wrongly blame added or renamed image files.
+        saved = TrainConfig.from_dict(payload["train_config"])
+        changed = self.config.changes_blocking_resume(saved)
+        if changed:
+            details = ", ".join(f"{n}: {getattr(saved, n)!r} -> {getattr(self.config, n)!r}" for n in changed)
+            raise ValueError(
+                f"cannot resume {self.out_dir / CHECKPOINT_NAME}: the run was started with other settings "
+                f"({details}). Resume with the original settings, or start a new run in another --out folder"
+            )
         split_file = self.out_dir / SPLIT_NAME
         if split_file.is_file():
             try:
@@ -476,16 +532,14 @@ class Trainer:
                 f"now {self._texture_summary()['count']} {self._texture_summary()['kind']} textures would be used "
                 f"(texture_root {self.config.texture_root}); point --texture-root at the original textures"
             )
-        saved = TrainConfig.from_dict(payload["train_config"])
-        changed = self.config.changes_blocking_resume(saved)
-        if changed:
-            details = ", ".join(f"{n}: {getattr(saved, n)!r} -> {getattr(self.config, n)!r}" for n in changed)
-            raise ValueError(
-                f"cannot resume {self.out_dir / CHECKPOINT_NAME}: the run was started with other settings "
-                f"({details}). Resume with the original settings, or start a new run in another --out folder"
-            )
 
     # ---- checkpoints -------------------------------------------------------------------------
+    def _rerun_hint(self) -> str:
+        """How to run again after a failed save: the run folder already holds this run's files."""
+        if (self.out_dir / CHECKPOINT_NAME).is_file():
+            return f"run again with --resume (continues from {self.out_dir / CHECKPOINT_NAME})"
+        return f"run again with --restart (the run folder {self.out_dir} holds this run's first files, no checkpoint)"
+
     def _payload(self, optimizer, scheduler) -> dict:
         return {
             "model_config": self.model.config(),
@@ -516,6 +570,7 @@ class Trainer:
                 "validation": metrics,
             },
             self.out_dir / BEST_NAME,
+            rerun=self._rerun_hint(),
         )
 
     def _rewrite_log(self, up_to_step: int) -> None:
@@ -702,12 +757,18 @@ class Trainer:
         if not self.dist.is_main:  # rank 0 owns the folder for all ranks
             self.dist.barrier()  # ... and has checked (and with restart, cleared) it
             return self._fit(resume, stop_after)
-        with run_folder_lock(self.out_dir):
-            check_run_folder(self.out_dir, resume=resume, restart=restart, check_lock=False)
-            if restart:
-                _clear_run(self.out_dir)
-            self.dist.barrier()
-            return self._fit(resume, stop_after)
+        created = _missing_folders(self.out_dir)
+        try:
+            with run_folder_lock(self.out_dir):
+                check_run_folder(self.out_dir, resume=resume, restart=restart, check_lock=False)
+                if restart:
+                    _clear_run(self.out_dir)
+                _remove_leftover_temporaries(self.out_dir)
+                self.dist.barrier()
+                return self._fit(resume, stop_after)
+        except BaseException:
+            _remove_unused_run_folder(self.out_dir, created)
+            raise
 
     def _fit(self, resume: bool, stop_after: int | None) -> TrainResult:
         """:meth:`fit` once the run folder is owned."""
@@ -759,7 +820,8 @@ class Trainer:
                     if self.step % config.checkpoint_every == 0 or last or stopping:
                         log.flush()
                         if self.dist.is_main:
-                            save_checkpoint(self._payload(optimizer, scheduler), checkpoint_path)
+                            save_checkpoint(self._payload(optimizer, scheduler), checkpoint_path,
+                                            rerun=self._rerun_hint())
                         self.dist.barrier()
                     if stopping:
                         interrupted = True
@@ -823,8 +885,8 @@ class Trainer:
             best = self._thresholds_for(best_model, int(best_payload["step"]))
         self.thresholds = last.to_dict()
         if best_payload is not None:
-            save_checkpoint({**best_payload, "thresholds": best.to_dict()}, best_path)
-        save_checkpoint(self._payload(optimizer, scheduler), self.out_dir / CHECKPOINT_NAME)
+            save_checkpoint({**best_payload, "thresholds": best.to_dict()}, best_path, rerun=self._rerun_hint())
+        save_checkpoint(self._payload(optimizer, scheduler), self.out_dir / CHECKPOINT_NAME, rerun=self._rerun_hint())
         save_thresholds(self.out_dir / THRESHOLDS_NAME, best)
 
     def _result(self, interrupted: bool, seconds: float) -> TrainResult:
