@@ -168,17 +168,34 @@ def warmup_cosine(step: int, total_steps: int, warmup_fraction: float) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def rng_state() -> dict:
+def _cuda_index(device: torch.device) -> int:
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
+def rng_state(device: torch.device | None = None) -> dict:
+    """The CPU generator's state and, on a CUDA ``device``, that GPU's own (not every visible GPU's)."""
     state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device is not None and device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(_cuda_index(device))
     return state
 
 
-def set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict, device: torch.device | None = None) -> None:
+    """Restore :func:`rng_state`'s ``state``; a GPU state goes to ``device`` (ignored elsewhere).
+
+    Older checkpoints hold a list (one state per GPU that was visible): this device's entry, or the
+    first when fewer GPUs were visible then, is used, so resuming with fewer GPUs works.
+    """
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    saved = state.get("cuda")
+    if saved is None or device is None or device.type != "cuda":
+        return
+    index = _cuda_index(device)
+    if isinstance(saved, (list, tuple)):
+        if not saved:
+            return
+        saved = saved[index] if index < len(saved) else saved[0]
+    torch.cuda.set_rng_state(saved, index)
 
 
 class _StopRequest:
@@ -497,7 +514,7 @@ class Trainer:
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "rng": rng_state(),
+            "rng": rng_state(self.device),
             "best": dict(self.best),
             "thresholds": self.thresholds,
         }
@@ -592,7 +609,7 @@ class Trainer:
         scheduler.load_state_dict(payload["scheduler"])
         if self.scaler is not None and payload.get("scaler"):
             self.scaler.load_state_dict(payload["scaler"])
-        set_rng_state(payload["rng"])
+        set_rng_state(payload["rng"], self.device)
         self.step = int(payload["step"])
         if self.device_synthesizer is not None:  # the texture pool as the uninterrupted run has it at this step
             self.device_synthesizer.seek(self.step, self.config.batch_size // self.dist.world_size)
