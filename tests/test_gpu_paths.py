@@ -7,11 +7,47 @@ What runs for real is checked elsewhere: ``scripts/gpu_check.sh`` on a GPU, and 
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
+import pytest
 import torch
 from conftest import tiny_config
 
+from memseg_lite.core.checkpoint import load_checkpoint
 from memseg_lite.core.runtime import autocast_settings, resolve_device
 from memseg_lite.training import trainer as trainer_module
+from memseg_lite.training.distributed import launch_training
+from memseg_lite.training.trainer import MAX_SKIPPED_STEPS, NonFiniteLossError, Trainer, read_log
+
+NAN_AT = "MEMSEG_TEST_NAN_AT"  # "RANK:STEP": that rank's images of that step are NaN
+OUTCOME_TO = "MEMSEG_TEST_OUTCOME_TO"  # a folder: each rank writes how its fit() ended there
+
+
+class NanTrainer(Trainer):
+    """A Trainer (imported by the worker processes) fed NaN images on one rank at one step."""
+
+    def _to_device(self, images, masks):
+        images, masks = super()._to_device(images, masks)
+        rank, step = (int(value) for value in os.environ[NAN_AT].split(":"))
+        if self.dist.rank == rank and self.step + 1 == step:
+            images = images * float("nan")
+        return images, masks
+
+    def fit(self, *args, **kwargs):
+        try:
+            return super().fit(*args, **kwargs)
+        except BaseException as error:
+            Path(os.environ[OUTCOME_TO], f"rank{self.dist.rank}.txt").write_text(f"{type(error).__name__}: {error}")
+            raise
+
+
+@pytest.fixture
+def _no_host_name_lookup(monkeypatch):
+    """torch's elastic agent asks for this machine's fully qualified name (a resolver look-up)."""
+    import socket
+
+    monkeypatch.setattr(socket, "getfqdn", lambda name="": name or socket.gethostname())
 
 
 def fake_cuda(monkeypatch, count: int = 1) -> None:
@@ -99,3 +135,58 @@ def test_rng_state_keeps_the_training_gpu_only_and_resumes_with_fewer_gpus(monke
     trainer_module.set_rng_state(saved, torch.device("cpu"))  # a GPU run resumed on the CPU
     assert restored == {}
     assert "cuda" not in trainer_module.rng_state(torch.device("cpu"))
+
+
+# --------------------------------------------------------------------------------------------
+# A non-finite loss: every rank stops together; fp16 skips steps first
+# --------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_nan_on_one_rank_stops_every_rank(tiny_demo, tmp_path, monkeypatch, _no_host_name_lookup):
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    outcomes = tmp_path / "outcomes"
+    outcomes.mkdir()
+    monkeypatch.setenv(NAN_AT, "1:3")
+    monkeypatch.setenv(OUTCOME_TO, str(outcomes))
+    config = tiny_config(tiny_demo, tmp_path / "run", checkpoint_every=2, val_every=10)
+    with pytest.raises(ChildFailedError):
+        launch_training(NanTrainer, config, 2, progress=False, threads=1)
+    for rank in (0, 1):
+        text = (outcomes / f"rank{rank}.txt").read_text()
+        assert text.startswith("NonFiniteLossError: the loss became nan on rank 1 at step 3"), (rank, text)
+        assert "step 2) is kept" in text
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["step"] == 2
+
+
+def _poison(trainer, steps):
+    """Make the loss NaN at the given (1-based) steps."""
+    real = trainer.criterion
+
+    def poisoned(logits, target):
+        parts = real(logits, target)
+        if trainer.model.training and trainer.step + 1 in steps:
+            return parts._replace(total=parts.total * float("nan"))
+        return parts
+
+    trainer.criterion = poisoned
+
+
+@pytest.mark.slow
+def test_fp16_gradient_scaler_skips_non_finite_steps_before_stopping(tiny_demo, tmp_path):
+    trainer = Trainer(tiny_config(tiny_demo, tmp_path / "run", steps=4, val_every=10, checkpoint_every=10),
+                      progress=False)
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)  # what fp16 on a GPU uses
+    _poison(trainer, {2, 3})
+    result = trainer.fit()
+    assert result.step == 4 and not result.interrupted
+    steps = read_log(tmp_path / "run")[0]
+    assert [bool(r.get("skipped")) for r in steps] == [False, True, True, False]
+    assert trainer.scaler.get_scale() == 2.0**8, "each skipped step halved the scale"
+
+    stuck = Trainer(tiny_config(tiny_demo, tmp_path / "stuck", steps=MAX_SKIPPED_STEPS + 3, val_every=100,
+                                checkpoint_every=1), progress=False)
+    stuck.scaler = torch.amp.GradScaler("cpu")
+    _poison(stuck, set(range(2, MAX_SKIPPED_STEPS + 4)))
+    with pytest.raises(NonFiniteLossError, match=f"nan at step {MAX_SKIPPED_STEPS + 2} after the gradient scaler "
+                                                 f"skipped {MAX_SKIPPED_STEPS} steps in a row"):
+        stuck.fit()

@@ -71,7 +71,11 @@ OWNER_NAME = ".memseg-lite.owner.json"
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+    """The loss became NaN or infinite (on any rank); the last good checkpoint is kept."""
+
+
+#: With fp16 (a gradient scaler), steps with a non-finite loss are skipped, up to this many in a row.
+MAX_SKIPPED_STEPS = 10
 
 
 class RunFolderBusyError(RuntimeError):
@@ -411,6 +415,7 @@ class Trainer:
         self.model = None
         self.backbone = "unknown"
         self.step = 0
+        self.non_finite_in_a_row = 0  # steps the gradient scaler skipped in a row (fp16)
         self.best: dict = {}
         self.thresholds: dict | None = None  # set at the end of training (memseg_lite.evaluation.thresholds)
 
@@ -671,12 +676,18 @@ class Trainer:
             logits = step_fn(images)
         parts = self.criterion(logits.float(), masks)
         loss = parts.total
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"the loss became {float(loss.detach())} at step {self.step + 1}; training stopped. "
-                f"The last good checkpoint ({self.out_dir / CHECKPOINT_NAME}, step {self._saved_step()}) is kept; "
-                "try a lower --lr, or amp='off'"
-            )
+        # Every rank learns whether any rank's loss is non-finite, so all stop (or skip) together:
+        # one rank raising alone would leave the others waiting in the gradient all-reduce.
+        non_finite = self.dist.any_rank(not bool(torch.isfinite(loss.detach())))
+        skipped = False
+        if non_finite:
+            self.non_finite_in_a_row += 1
+            # fp16: the gradient scaler skips the step and lowers its scale; stop only if that keeps failing.
+            if self.scaler is None or self.non_finite_in_a_row > MAX_SKIPPED_STEPS:
+                raise self._non_finite_error(loss)
+            skipped = True
+        else:
+            self.non_finite_in_a_row = 0
         optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -691,7 +702,24 @@ class Trainer:
         record = {"kind": "train", "step": self.step, "lr": learning_rate}
         record.update({name: float(value.detach()) for name, value in parts._asdict().items()})
         record["loss"] = record.pop("total")
+        if skipped:
+            record["skipped"] = True  # non-finite loss: the gradient scaler skipped this optimiser step
         return record
+
+    def _non_finite_error(self, loss: torch.Tensor) -> NonFiniteLossError:
+        """The error every rank raises when the loss of some rank is NaN or infinite."""
+        values = self.dist.gather_object(float(loss.detach()))
+        if self.dist.active:
+            where = ", ".join(f"{value} on rank {rank}" for rank, value in enumerate(values) if not math.isfinite(value))
+        else:
+            where = str(values[0])
+        skipped = (f" after the gradient scaler skipped {MAX_SKIPPED_STEPS} steps in a row"
+                   if self.scaler is not None else "")
+        return NonFiniteLossError(
+            f"the loss became {where} at step {self.step + 1}{skipped}; training stopped. "
+            f"The last good checkpoint ({self.out_dir / CHECKPOINT_NAME}, step {self._saved_step()}) is kept; "
+            "try a lower --lr, or amp='off'"
+        )
 
     def _validate_and_keep_best(self, log, progress) -> None:
         """Validate, log the result, and save ``best.pt`` when the score improved (ties: lower loss)."""
