@@ -190,3 +190,55 @@ def test_fp16_gradient_scaler_skips_non_finite_steps_before_stopping(tiny_demo, 
     with pytest.raises(NonFiniteLossError, match=f"nan at step {MAX_SKIPPED_STEPS + 2} after the gradient scaler "
                                                  f"skipped {MAX_SKIPPED_STEPS} steps in a row"):
         stuck.fit()
+
+
+# --------------------------------------------------------------------------------------------
+# reproduce: each worker and each torchrun rank makes its own GPU the current one
+# --------------------------------------------------------------------------------------------
+def _record_set_device(monkeypatch) -> list:
+    current = []
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: current.append(torch.device(device)))
+    return current
+
+
+def test_reproduce_jobs_worker_makes_its_gpu_current(monkeypatch):
+    from memseg_lite.experiments import reproduce as reproduce_module
+
+    fake_cuda(monkeypatch, 2)
+    current = _record_set_device(monkeypatch)
+    monkeypatch.delenv("MEMSEG_DEVICE")
+    assert reproduce_module._worker_devices(2, "auto") == ["cuda:0", "cuda:1"]
+
+    class Queue:
+        def get(self):
+            return "cuda:1"
+
+    reproduce_module._init_worker(Queue(), threads=1)
+    assert current == [torch.device("cuda", 1)]
+    monkeypatch.setenv("MEMSEG_DEVICE", "cpu")  # the tests' setting: workers on the CPU
+    assert reproduce_module._worker_devices(2, "auto") == ["cpu", "cpu"]
+
+
+def test_reproduce_under_torchrun_makes_the_rank_gpu_current(monkeypatch, tmp_path):
+    import torch.distributed as dist
+
+    from memseg_lite.experiments import reproduce as reproduce_module
+
+    fake_cuda(monkeypatch, 2)
+    current = _record_set_device(monkeypatch)
+    monkeypatch.delenv("MEMSEG_DEVICE")
+    for name, value in (("RANK", "1"), ("WORLD_SIZE", "2"), ("LOCAL_RANK", "1")):
+        monkeypatch.setenv(name, value)
+    trained = []
+
+    def run_category(data_root, category, out, progress=True, **options):
+        trained.append((category, options["device"], list(current)))
+        return "done"
+
+    monkeypatch.setattr(reproduce_module, "run_category", run_category)
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "all_reduce", lambda tensor, op=None: tensor)
+    monkeypatch.setattr(dist, "destroy_process_group", lambda: None)
+    statuses = reproduce_module._run_share(tmp_path, ["a", "b", "c"], tmp_path, False, {})
+    assert statuses == ["done"]
+    assert trained == [("b", "cuda:1", [torch.device("cuda", 1)])], "GPU 1 was current before training started"
