@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import tiny_config
@@ -242,3 +243,33 @@ def test_reproduce_under_torchrun_makes_the_rank_gpu_current(monkeypatch, tmp_pa
     statuses = reproduce_module._run_share(tmp_path, ["a", "b", "c"], tmp_path, False, {})
     assert statuses == ["done"]
     assert trained == [("b", "cuda:1", [torch.device("cuda", 1)])], "GPU 1 was current before training started"
+
+
+# --------------------------------------------------------------------------------------------
+# The onnx backend leaves the Inferencer's model where it is
+# --------------------------------------------------------------------------------------------
+def test_onnx_backend_does_not_move_the_inferencers_model(tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    from memseg_lite.core.checkpoint import save_checkpoint
+    from memseg_lite.deployment.inferencer import Inferencer
+    from memseg_lite.network.model import build_memseg
+
+    model = build_memseg(torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(0)),
+                         backbone_weights="none", device="cpu", seed=0)
+    path = save_checkpoint({"model_config": model.config(), "model": model.state_dict(), "step": 1,
+                            "train_config": {"image_size": 64, "center_crop": None, "resize": "letterbox"}},
+                           tmp_path / "best.pt")
+    moved = []  # every module moved to the CPU (on a GPU a move of the Inferencer's own model is the bug)
+    real_cpu = torch.nn.Module.cpu
+
+    def spy(self):
+        moved.append(self)
+        return real_cpu(self)
+
+    monkeypatch.setattr(torch.nn.Module, "cpu", spy)
+    inferencer = Inferencer(path, device="cpu", backend="onnx")
+    assert moved, "the onnx backend got a CPU model"
+    assert all(module is not inferencer.model for module in moved), "the Inferencer's model was moved in place"
+    image = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    reference = Inferencer(path, device="cpu", backend="torch").predict(image)
+    assert abs(inferencer.predict(image).score - reference.score) < 1e-4

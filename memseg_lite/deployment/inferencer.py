@@ -26,6 +26,7 @@ Thresholds: the ``thresholds`` argument, else those stored in the checkpoint, el
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -149,7 +150,9 @@ class Inferencer:
         self.size, self.center_crop = input_size(self.payload)
         self.resize = resize_mode(self.payload)
         self.backend_name = backend
-        self.backend = BACKENDS[backend](self.model, self.payload, self.device, checkpoint=self.checkpoint)
+        # ONNX Runtime runs on the CPU: its backend gets a CPU copy, this model stays on self.device.
+        model = copy.deepcopy(self.model).cpu() if backend == "onnx" else self.model
+        self.backend = BACKENDS[backend](model, self.payload, self.device, checkpoint=self.checkpoint)
         self.batch_size = batch_size
         self.thresholds = self._find_thresholds(thresholds)
 
