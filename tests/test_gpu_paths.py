@@ -273,3 +273,43 @@ def test_onnx_backend_does_not_move_the_inferencers_model(tmp_path, monkeypatch)
     image = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     reference = Inferencer(path, device="cpu", backend="torch").predict(image)
     assert abs(inferencer.predict(image).score - reference.score) < 1e-4
+
+
+# --------------------------------------------------------------------------------------------
+# Feeding the GPU: loader workers by default on CUDA, one OpenCV thread each, cuDNN autotuning
+# --------------------------------------------------------------------------------------------
+class _ThreadCounts(torch.utils.data.Dataset):
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, index):
+        import cv2
+
+        return torch.tensor([cv2.getNumThreads(), torch.get_num_threads()])
+
+
+def test_loader_workers_default_on_cuda_and_use_one_thread_each(tiny_demo, tmp_path, monkeypatch):
+    from memseg_lite.training.data import DEFAULT_CUDA_WORKERS, init_loader_worker, loader_workers
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert loader_workers(None, torch.device("cuda", 0)) == DEFAULT_CUDA_WORKERS
+    assert loader_workers(None, torch.device("cuda", 0), processes_per_machine=8) == 1  # 2 cores per rank
+    assert loader_workers(None, torch.device("cpu")) == 0
+    assert loader_workers(3, torch.device("cpu")) == 3 and loader_workers(0, torch.device("cuda")) == 0
+    assert tiny_config(tiny_demo, tmp_path).num_workers is None  # the default: chosen for the device
+
+    loader = torch.utils.data.DataLoader(_ThreadCounts(), batch_size=1, num_workers=1, worker_init_fn=init_loader_worker)
+    assert [batch.tolist() for batch in loader] == [[[1, 1]], [[1, 1]]]
+    trainer = Trainer(tiny_config(tiny_demo, tmp_path / "run", num_workers=1), progress=False)
+    assert trainer._batches().worker_init_fn is init_loader_worker and trainer._batches().num_workers == 1
+
+
+def test_cudnn_benchmark_is_on_while_training_on_cuda_only():
+    from memseg_lite.training.trainer import cudnn_benchmark
+
+    before = torch.backends.cudnn.benchmark
+    with cudnn_benchmark(torch.device("cuda", 0)):
+        assert torch.backends.cudnn.benchmark is True
+    assert torch.backends.cudnn.benchmark == before
+    with cudnn_benchmark(torch.device("cpu")):
+        assert torch.backends.cudnn.benchmark == before

@@ -6,6 +6,7 @@ images are three disjoint parts of ``train/good`` (see :func:`split_train_images
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,6 +131,33 @@ class SyntheticAnomalyDataset(Dataset):
         index, seed = key
         image, mask = self.synthesizer(self.images[index], np.random.default_rng(seed))
         return image_to_tensor(image), torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))
+
+
+#: DataLoader workers when ``TrainConfig.num_workers`` is None and the model trains on CUDA.
+DEFAULT_CUDA_WORKERS = 4
+
+
+def loader_workers(requested: int | None, device: torch.device, processes_per_machine: int = 1) -> int:
+    """The DataLoader workers to use: ``requested``, or for None :data:`DEFAULT_CUDA_WORKERS` on CUDA
+    (at most the CPU cores this process's share of the machine has) and 0 (the training process) elsewhere."""
+    if requested is not None:
+        return int(requested)
+    if device.type != "cuda":
+        return 0
+    cores = (os.cpu_count() or 1) // max(1, processes_per_machine)
+    return max(1, min(DEFAULT_CUDA_WORKERS, cores - 1))
+
+
+def init_loader_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: one OpenCV and one torch thread per worker process.
+
+    The workers already run in parallel; OpenCV's own thread pool in each of them would
+    oversubscribe the cores (and slow the simulation down instead of speeding it up).
+    """
+    import cv2
+
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
 
 
 class GoodImageDataset(Dataset):

@@ -55,6 +55,8 @@ from memseg_lite.training.data import (
     StepBatchSampler,
     SyntheticAnomalyDataset,
     build_validation_set,
+    init_loader_worker,
+    loader_workers,
     split_train_images,
 )
 from memseg_lite.training.distributed import DistContext
@@ -200,6 +202,19 @@ def set_rng_state(state: dict, device: torch.device | None = None) -> None:
             return
         saved = saved[index] if index < len(saved) else saved[0]
     torch.cuda.set_rng_state(saved, index)
+
+
+@contextlib.contextmanager
+def cudnn_benchmark(device: torch.device):
+    """cuDNN picks its fastest convolution algorithms while training on CUDA (fixed input shapes);
+    the previous setting is restored afterwards. Nothing changes on other devices."""
+    previous = torch.backends.cudnn.benchmark
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = previous
 
 
 class _StopRequest:
@@ -386,6 +401,8 @@ class Trainer:
         self.autocast_dtype, needs_scaler = autocast_settings(self.device, config.amp)
         self.scaler = torch.amp.GradScaler("cuda") if needs_scaler else None
         self.channels_last = config.channels_last if config.channels_last is not None else self.device.type == "cuda"
+        local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1) if self.dist.active else 1
+        self.num_workers = loader_workers(config.num_workers, self.device, local_processes)
 
         seed_everything(config.seed)
         self.synthesizer = make_synthesizer(config)  # before loading images: bad settings fail at once
@@ -650,7 +667,8 @@ class Trainer:
             self.dataset,
             batch_sampler=StepBatchSampler(len(self.dataset), config.batch_size, config.steps, config.seed, self.step,
                                            rank=self.dist.rank, world_size=self.dist.world_size),
-            num_workers=config.num_workers,
+            num_workers=self.num_workers,
+            worker_init_fn=init_loader_worker,
             pin_memory=self.device.type == "cuda",
             persistent_workers=False,
         )
@@ -785,7 +803,7 @@ class Trainer:
         # line-buffered: tail -f works; only rank 0 writes the log
         log = (self.out_dir / LOG_NAME if self.dist.is_main else Path(os.devnull)).open("a", buffering=1)
         try:
-            with _StopRequest() as stop:
+            with _StopRequest() as stop, cudnn_benchmark(self.device):
                 for images, masks in self._batches():
                     images, masks = self._to_device(images, masks)
                     record = self._optimisation_step(step_fn, optimizer, scheduler, images, masks)
