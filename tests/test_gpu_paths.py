@@ -339,3 +339,26 @@ def test_gpu_check_script_runs_on_the_cpu(tmp_path):
     assert {name for name, status in rows.items() if status == "ok"} == expected, rows
     assert rows["fp16 + gradient scaler"] == rows["--compile (graph breaks)"] == "skipped"
     assert "largest loss difference vs the uninterrupted run: 0 " in table  # the CPU resumes exactly
+
+
+def test_device_synthesis_computes_each_foreground_once(tiny_demo, tmp_path, monkeypatch):
+    from memseg_lite.simulation import synthesis
+
+    trainer = Trainer(tiny_config(tiny_demo, tmp_path / "run", synthesis="device", steps=2, val_every=10,
+                                  foreground="otsu"), progress=False)
+    images = torch.stack([trainer.dataset[(i, 0)][0] for i in range(4)])
+    keys = torch.stack([trainer.dataset[(i, 7)][1] for i in range(4)])
+    assert keys[:, 0].tolist() == [7] * 4 and keys[:, 1].tolist() == [0, 1, 2, 3]
+    # The cached masks give the batch the uncached simulation gives.
+    expected = trainer.device_synthesizer.sample(images, torch.Generator().manual_seed(7))
+    normalised, masks = trainer._to_device(images, keys)
+    assert torch.equal(masks, expected.masks)
+    from memseg_lite.core.transforms import normalise_batch
+
+    assert torch.equal(normalised, normalise_batch(expected.images))
+
+    calls = []
+    real = synthesis.foreground_mask_torch
+    monkeypatch.setattr(synthesis, "foreground_mask_torch", lambda *a, **k: calls.append(1) or real(*a, **k))
+    trainer.fit()
+    assert calls == [], "no foreground recomputed per batch"

@@ -164,7 +164,8 @@ class GoodImageDataset(Dataset):
     """Good images only, as uint8 ``[3, H, W]`` tensors, for anomalies simulated on the device.
 
     Items are addressed like :class:`SyntheticAnomalyDataset`'s, by ``(index, sample_seed)``;
-    the seed is passed through so the trainer can seed the device-side simulation.
+    each comes with ``[sample_seed, index]``: the seed seeds the device-side simulation, the index
+    finds the image's cached foreground mask.
     """
 
     def __init__(self, images: np.ndarray):
@@ -173,10 +174,10 @@ class GoodImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         index, seed = key
         pixels = torch.from_numpy(np.ascontiguousarray(self.images[index])).permute(2, 0, 1)
-        return pixels, seed
+        return pixels, torch.tensor([seed, index], dtype=torch.int64)
 
 
 #: The ``"hard"`` recipe's cycle of (kind, variant): both kinds, each regular, small and faint.

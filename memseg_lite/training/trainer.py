@@ -425,6 +425,9 @@ class Trainer:
         if config.synthesis == "device":
             self.device_synthesizer = make_device_synthesizer(config, self.device)
             self.dataset = GoodImageDataset(self.train_pixels)
+            with torch.no_grad():  # bool [N, H, W] on the device: 64 KiB per 256 x 256 image
+                self.foreground_cache = self.device_synthesizer.foreground_masks(
+                    torch.from_numpy(np.ascontiguousarray(self.train_pixels)).permute(0, 3, 1, 2).to(self.device))
         else:
             self.device_synthesizer = None
             self.dataset = SyntheticAnomalyDataset(self.train_pixels, self.synthesizer)
@@ -677,9 +680,13 @@ class Trainer:
     def _to_device(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Move a batch to the device; with ``synthesis="device"`` simulate its anomalies there."""
         if self.device_synthesizer is not None:
-            # ``images`` are good uint8 pixels and ``masks`` the sample seeds: simulate here.
-            generator = torch.Generator(device=self.device).manual_seed(int(masks[0]))
-            pixels, masks = self.device_synthesizer(images.to(self.device, non_blocking=True), generator)
+            # ``images`` are good uint8 pixels and ``masks`` rows of [sample seed, image index]: simulate here,
+            # with each image's foreground mask computed once (hole filling is the costly part).
+            generator = torch.Generator(device=self.device).manual_seed(int(masks[0, 0]))
+            foreground = self.foreground_cache[masks[:, 1].to(self.foreground_cache.device)]
+            simulated = self.device_synthesizer.sample(images.to(self.device, non_blocking=True), generator,
+                                                       foreground_masks=foreground)
+            pixels, masks = simulated.images, simulated.masks
             images = normalise_batch(pixels)
         else:
             images = images.to(self.device, non_blocking=True)
