@@ -134,7 +134,7 @@ def _add_train(subparsers) -> None:
            help="simulate anomalies in the DataLoader (numpy) or batched on the training device [loader]")
     option("--amp", choices=AMP_MODES, help="autocast mode [auto: bf16/fp16 on CUDA, off on CPU]")
     option("--compile", action=argparse.BooleanOptionalAction, default=None, help="use torch.compile [off]")
-    option("--workers", dest="num_workers", type=int, help="DataLoader worker processes [0]")
+    option("--workers", dest="num_workers", type=int, help="DataLoader worker processes [auto: 4 on CUDA, 0 elsewhere]")
     option("--nproc", type=int, default=1,
            help="data-parallel processes on this machine (one per GPU; gloo on the CPU); --batch-size is the "
                 "global batch, split evenly. Several machines: torchrun --nnodes ... -m memseg_lite.cli train [1]")
@@ -507,7 +507,7 @@ def _add_ablate(subparsers) -> None:
     parser.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps [auto]")
     parser.add_argument("--backbone-weights", dest="backbone_weights", help="auto | imagenet | none | PATH [auto]")
     parser.add_argument("--texture-root", dest="texture_root", help="DTD folder for texture anomalies [data/dtd]")
-    parser.add_argument("--workers", dest="num_workers", type=int, help="DataLoader workers [0]")
+    parser.add_argument("--workers", dest="num_workers", type=int, help="DataLoader workers [auto: 4 on CUDA, 0 elsewhere]")
     parser.add_argument("--memory-size", dest="memory_size", type=int,
                         help="memory bank images [30; the authors_code variant sets its own per category]")
     parser.add_argument("--val-images", dest="val_images", type=int, help="held-out train/good images [10]")

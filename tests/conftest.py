@@ -39,6 +39,9 @@ class OfflineNetworkAccess(OSError):
 def _offline_env(monkeypatch):
     # Tests never download: "auto" backbone weights fall back to random init without trying.
     monkeypatch.setenv("MEMSEG_OFFLINE", "1")
+    # Tests run on the CPU on a GPU machine too: device="auto" means the CPU (memseg_lite.core.runtime),
+    # in this process and in the processes it starts. CPU runs repeat bit for bit; GPU runs do not.
+    monkeypatch.setenv("MEMSEG_DEVICE", "cpu")
 
 
 @pytest.fixture
@@ -124,12 +127,13 @@ def tiny_demo(tmp_path_factory):
 
 
 def tiny_config(root, out_dir, **overrides):
-    """A TrainConfig that trains in about a second per step on 2 CPU cores."""
+    """A TrainConfig that trains in about a second per step on 2 CPU cores (on the CPU, whatever the machine)."""
     from memseg_lite.training.config import TrainConfig
 
     options = dict(
         data_root=str(root), category="button", out_dir=str(out_dir), image_size=64, steps=6, batch_size=4,
         memory_size=4, val_images=3, val_every=3, checkpoint_every=3, backbone_weights="none", seed=0,
+        device="cpu",
     )
     options.update(overrides)
     return TrainConfig(**options)

@@ -2,20 +2,35 @@
 
 from __future__ import annotations
 
+import os
 import random
 
 import numpy as np
 import torch
 
+#: What ``device="auto"`` resolves to when set (``cpu``, ``cuda``, ``cuda:1``, ``mps``).
+DEVICE_VARIABLE = "MEMSEG_DEVICE"
+
+
+def auto_device_setting() -> str:
+    """What ``device="auto"`` stands for here: ``MEMSEG_DEVICE`` when it is set, else ``"auto"``."""
+    return os.environ.get(DEVICE_VARIABLE, "").strip() or "auto"
+
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """Turn ``"auto"`` into the best available device (cuda, then mps, then cpu).
 
-    Any other value is passed to :class:`torch.device`; asking for CUDA on a machine
-    without it raises a ``ValueError`` that says so instead of failing later.
+    The environment variable ``MEMSEG_DEVICE`` (e.g. ``cpu``), when set, is what ``"auto"`` means
+    instead: the test suite sets it so that it runs on the CPU on a GPU machine too. Any other
+    value is passed to :class:`torch.device`; asking for CUDA on a machine without it raises a ``ValueError`` that says so instead of failing later.
     """
     if isinstance(device, torch.device):
         resolved = device
+    elif device == "auto" and auto_device_setting() != "auto":
+        try:
+            return resolve_device(auto_device_setting())
+        except ValueError as error:
+            raise ValueError(f"environment variable {DEVICE_VARIABLE}: {error}") from None
     elif device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -46,9 +61,18 @@ def seed_everything(seed: int) -> np.random.Generator:
 
 
 def autocast_settings(device: torch.device, amp: str) -> tuple[torch.dtype | None, bool]:
-    """(autocast dtype or None, whether a gradient scaler is needed) for ``device`` and ``amp``."""
+    """(autocast dtype or None, whether a gradient scaler is needed) for ``device`` and ``amp``.
+
+    ``"auto"`` on CUDA: bf16 where the GPU computes it natively (Ampere and newer), else fp16 with a
+    gradient scaler (T4, V100: their bf16 is emulated, slower than fp32). Off elsewhere.
+    """
     if amp == "off" or (amp == "auto" and device.type != "cuda"):
         return None, False
-    if amp == "bf16" or (amp == "auto" and torch.cuda.is_bf16_supported()):
+    if amp == "bf16" or (amp == "auto" and _native_bf16()):
         return torch.bfloat16, False
     return torch.float16, device.type == "cuda"
+
+
+def _native_bf16() -> bool:
+    """Whether the current CUDA device has bf16 in hardware; emulated support does not count."""
+    return torch.cuda.is_bf16_supported(including_emulation=False)

@@ -185,7 +185,7 @@ class DeployedMemSeg(nn.Module):
         if switches:
             raise ValueError(
                 f"export and the fast backends rebuild the paper's network only; this model was trained with the "
-                f"ablation switches {switches}. Predict with backend='torch' (memseg-lite predict --backend torch)"
+                f"ablation switches {switches}. Predict with backend='eager' (memseg-lite predict --backend eager)"
             )
         if len(model.memory) == 0:
             raise ValueError("the model's memory bank is empty: build it (build_memseg) or load a trained checkpoint")

@@ -28,6 +28,7 @@ import os
 from pathlib import Path
 
 from memseg_lite.core.io import atomic_output, write_text_atomic
+from memseg_lite.core.runtime import auto_device_setting
 from memseg_lite.datasets.mvtec import MVTEC_CATEGORIES, list_categories
 from memseg_lite.experiments.reference_numbers import REPORTED
 from memseg_lite.experiments.runs import (
@@ -79,6 +80,15 @@ def run_category(data_root: str | os.PathLike, category: str, out_dir: str | os.
 _WORKER: dict = {}
 
 
+def use_device(device: str) -> None:
+    """Make ``device`` this process's current GPU (``cuda:N``), so that nothing (CUDA context,
+    default streams, synchronisation) lands on GPU 0 by default; the CPU needs nothing."""
+    import torch
+
+    if str(device).startswith("cuda"):
+        torch.cuda.set_device(torch.device(device))
+
+
 def _init_worker(devices, threads: int) -> None:
     """Pool initialiser: this worker's device (one GPU each, taken from a queue) and CPU threads."""
     import torch
@@ -86,6 +96,8 @@ def _init_worker(devices, threads: int) -> None:
     _WORKER["device"] = devices.get()
     if _WORKER["device"] == "cpu":
         torch.set_num_threads(threads)
+    else:
+        use_device(_WORKER["device"])
 
 
 def _pool_task(data_root: str, category: str, out_dir: str, overrides: dict) -> tuple[str, str]:
@@ -100,6 +112,8 @@ def _worker_devices(jobs: int, requested: str) -> list[str]:
     """One device name per worker: ``cuda:j`` with GPUs (at most one worker per GPU), else ``cpu``."""
     import torch
 
+    if requested == "auto":
+        requested = auto_device_setting()  # MEMSEG_DEVICE, when set
     if requested in ("auto", "cuda") and torch.cuda.is_available():
         count = torch.cuda.device_count()
         if jobs > count:
@@ -147,6 +161,7 @@ def _run_share(data_root: Path, categories: list[str], out: Path, progress: bool
     rank, world, local_rank = launched_world()
     options = dict(overrides)
     options["device"] = str(rank_device(options.get("device", "auto"), local_rank))
+    use_device(options["device"])
     mine = categories[rank::world]
     print(f"[rank {rank}/{world}] categories {', '.join(mine) or 'none'} on {options['device']}")
     statuses = [run_category(data_root, category, out, progress=progress and rank == 0, **options)

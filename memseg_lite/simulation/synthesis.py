@@ -766,6 +766,15 @@ class TorchAnomalySynthesizer:
             out, masks.float(), kind_index.long(), delta_values.float(), noise, perlin_masks, foreground_masks, texture_ids
         )
 
+    def foreground_masks(self, images: torch.Tensor, chunk: int = 32) -> torch.Tensor:
+        """The foreground masks :meth:`sample` would compute for ``images`` (bool ``[B, H, W]``, on the
+        images' device), in chunks: computed once per training image, they are passed to
+        :meth:`sample` (``foreground_masks=``) instead of being recomputed for every batch."""
+        if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] not in (1, 3):
+            raise ValueError(f"images must be a [B, C, H, W] tensor with C = 1 or 3, got {getattr(images, 'shape', type(images))}")
+        return torch.cat([foreground_mask_torch(images[start : start + chunk], self.foreground)
+                          for start in range(0, len(images), chunk)])
+
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(images, masks)``: simulated ``[B, C, H, W]`` (input dtype) and float32 ``[B, H, W]`` masks."""
         result = self.sample(images, generator)

@@ -98,7 +98,9 @@ class TrainConfig:
     # Data-parallel runs (memseg_lite.training.distributed): batch norm in the trained parts uses the
     # statistics of the global batch over all processes (no effect in one process).
     sync_batchnorm: bool = False
-    num_workers: int = 0
+    # DataLoader worker processes; None: DEFAULT_CUDA_WORKERS on CUDA (the GPU would wait for
+    # the simulation otherwise), 0 elsewhere (memseg_lite.training.data.loader_workers).
+    num_workers: int | None = None
     seed: int = 0
     val_every: int = 100
     checkpoint_every: int = 100
@@ -191,7 +193,8 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig: foreground_settings: {error}") from error
         need(self.synthesis in SYNTHESIS_PLACES, f"synthesis must be one of {SYNTHESIS_PLACES}, got {self.synthesis!r}")
         need(self.amp in AMP_MODES, f"amp must be one of {AMP_MODES}, got {self.amp!r}")
-        need(self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}")
+        need(self.num_workers is None or self.num_workers >= 0,
+             f"num_workers must be >= 0 (or None: chosen for the device), got {self.num_workers}")
         need(self.val_every >= 1 and self.checkpoint_every >= 1, "val_every and checkpoint_every must be >= 1")
 
     @property

@@ -6,6 +6,7 @@ images are three disjoint parts of ``train/good`` (see :func:`split_train_images
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,11 +133,50 @@ class SyntheticAnomalyDataset(Dataset):
         return image_to_tensor(image), torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))
 
 
+#: DataLoader workers when ``TrainConfig.num_workers`` is None and the model trains on CUDA.
+DEFAULT_CUDA_WORKERS = 4
+
+
+def loader_workers(requested: int | None, device: torch.device, processes_per_machine: int = 1) -> int:
+    """The DataLoader workers to use: ``requested``, or for None :data:`DEFAULT_CUDA_WORKERS` on CUDA
+    (at most the CPU cores this process's share of the machine has) and 0 (the training process) elsewhere."""
+    if requested is not None:
+        return int(requested)
+    if device.type != "cuda":
+        return 0
+    cores = (os.cpu_count() or 1) // max(1, processes_per_machine)
+    return max(1, min(DEFAULT_CUDA_WORKERS, cores - 1))
+
+
+def loader_context(workers: int) -> str | None:
+    """The DataLoader's process start method: ``"spawn"`` when there are workers.
+
+    A forked worker inherits the parent's locks in whatever state its threads left them; after ONNX
+    Runtime, OpenVINO or a process group ran in the same process (a notebook that predicts and then
+    trains) a forked worker can wait on such a lock for ever. Spawned workers start clean; the
+    trainer creates its loader once per run, so their start-up (about a second each) is paid once.
+    """
+    return "spawn" if workers > 0 else None
+
+
+def init_loader_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: one OpenCV and one torch thread per worker process.
+
+    The workers already run in parallel; OpenCV's own thread pool in each of them would
+    oversubscribe the cores (and slow the simulation down instead of speeding it up).
+    """
+    import cv2
+
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+
+
 class GoodImageDataset(Dataset):
     """Good images only, as uint8 ``[3, H, W]`` tensors, for anomalies simulated on the device.
 
     Items are addressed like :class:`SyntheticAnomalyDataset`'s, by ``(index, sample_seed)``;
-    the seed is passed through so the trainer can seed the device-side simulation.
+    each comes with ``[sample_seed, index]``: the seed seeds the device-side simulation, the index
+    finds the image's cached foreground mask.
     """
 
     def __init__(self, images: np.ndarray):
@@ -145,10 +185,10 @@ class GoodImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         index, seed = key
         pixels = torch.from_numpy(np.ascontiguousarray(self.images[index])).permute(2, 0, 1)
-        return pixels, seed
+        return pixels, torch.tensor([seed, index], dtype=torch.int64)
 
 
 #: The ``"hard"`` recipe's cycle of (kind, variant): both kinds, each regular, small and faint.

@@ -42,6 +42,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from memseg_lite.core.runtime import auto_device_setting
 from memseg_lite.training.config import TrainConfig
 from memseg_lite.training.data import StepBatchSampler
 
@@ -85,7 +86,10 @@ def rank_device(requested: str, local_rank: int) -> torch.device:
     """The device of this rank: ``cuda:LOCAL_RANK`` when CUDA is requested (or "auto" finds it), else the CPU.
 
     An explicit ``cuda:N`` is not allowed with several ranks (each rank takes its own GPU).
+    ``"auto"`` follows ``MEMSEG_DEVICE`` when it is set (:func:`memseg_lite.core.runtime.auto_device_setting`).
     """
+    if requested == "auto":
+        requested = auto_device_setting()
     if requested.startswith("cuda:"):
         raise ValueError(
             f"device={requested!r} names one GPU, but every rank needs its own; use device='cuda' or 'auto' "

@@ -55,6 +55,9 @@ from memseg_lite.training.data import (
     StepBatchSampler,
     SyntheticAnomalyDataset,
     build_validation_set,
+    init_loader_worker,
+    loader_context,
+    loader_workers,
     split_train_images,
 )
 from memseg_lite.training.distributed import DistContext
@@ -71,7 +74,11 @@ OWNER_NAME = ".memseg-lite.owner.json"
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+    """The loss became NaN or infinite (on any rank); the last good checkpoint is kept."""
+
+
+#: With fp16 (a gradient scaler), steps with a non-finite loss are skipped, up to this many in a row.
+MAX_SKIPPED_STEPS = 10
 
 
 class RunFolderBusyError(RuntimeError):
@@ -168,17 +175,47 @@ def warmup_cosine(step: int, total_steps: int, warmup_fraction: float) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def rng_state() -> dict:
+def _cuda_index(device: torch.device) -> int:
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
+def rng_state(device: torch.device | None = None) -> dict:
+    """The CPU generator's state and, on a CUDA ``device``, that GPU's own (not every visible GPU's)."""
     state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device is not None and device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(_cuda_index(device))
     return state
 
 
-def set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict, device: torch.device | None = None) -> None:
+    """Restore :func:`rng_state`'s ``state``; a GPU state goes to ``device`` (ignored elsewhere).
+
+    Older checkpoints hold a list (one state per GPU that was visible): this device's entry, or the
+    first when fewer GPUs were visible then, is used, so resuming with fewer GPUs works.
+    """
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    saved = state.get("cuda")
+    if saved is None or device is None or device.type != "cuda":
+        return
+    index = _cuda_index(device)
+    if isinstance(saved, (list, tuple)):
+        if not saved:
+            return
+        saved = saved[index] if index < len(saved) else saved[0]
+    torch.cuda.set_rng_state(saved, index)
+
+
+@contextlib.contextmanager
+def cudnn_benchmark(device: torch.device):
+    """cuDNN picks its fastest convolution algorithms while training on CUDA (fixed input shapes);
+    the previous setting is restored afterwards. Nothing changes on other devices."""
+    previous = torch.backends.cudnn.benchmark
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = previous
 
 
 class _StopRequest:
@@ -411,6 +448,8 @@ class Trainer:
         self.autocast_dtype, needs_scaler = autocast_settings(self.device, config.amp)
         self.scaler = torch.amp.GradScaler("cuda") if needs_scaler else None
         self.channels_last = config.channels_last if config.channels_last is not None else self.device.type == "cuda"
+        local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1) if self.dist.active else 1
+        self.num_workers = loader_workers(config.num_workers, self.device, local_processes)
 
         seed_everything(config.seed)
         self.synthesizer = make_synthesizer(config)  # before loading images: bad settings fail at once
@@ -433,6 +472,9 @@ class Trainer:
         if config.synthesis == "device":
             self.device_synthesizer = make_device_synthesizer(config, self.device)
             self.dataset = GoodImageDataset(self.train_pixels)
+            with torch.no_grad():  # bool [N, H, W] on the device: 64 KiB per 256 x 256 image
+                self.foreground_cache = self.device_synthesizer.foreground_masks(
+                    torch.from_numpy(np.ascontiguousarray(self.train_pixels)).permute(0, 3, 1, 2).to(self.device))
         else:
             self.device_synthesizer = None
             self.dataset = SyntheticAnomalyDataset(self.train_pixels, self.synthesizer)
@@ -440,6 +482,7 @@ class Trainer:
         self.model = None
         self.backbone = "unknown"
         self.step = 0
+        self.non_finite_in_a_row = 0  # steps the gradient scaler skipped in a row (fp16)
         self.best: dict = {}
         self.thresholds: dict | None = None  # set at the end of training (memseg_lite.evaluation.thresholds)
 
@@ -551,7 +594,7 @@ class Trainer:
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "rng": rng_state(),
+            "rng": rng_state(self.device),
             "best": dict(self.best),
             "thresholds": self.thresholds,
         }
@@ -647,7 +690,7 @@ class Trainer:
         scheduler.load_state_dict(payload["scheduler"])
         if self.scaler is not None and payload.get("scaler"):
             self.scaler.load_state_dict(payload["scaler"])
-        set_rng_state(payload["rng"])
+        set_rng_state(payload["rng"], self.device)
         self.step = int(payload["step"])
         if self.device_synthesizer is not None:  # the texture pool as the uninterrupted run has it at this step
             self.device_synthesizer.seek(self.step, self.config.batch_size // self.dist.world_size)
@@ -683,7 +726,9 @@ class Trainer:
             self.dataset,
             batch_sampler=StepBatchSampler(len(self.dataset), config.batch_size, config.steps, config.seed, self.step,
                                            rank=self.dist.rank, world_size=self.dist.world_size),
-            num_workers=config.num_workers,
+            num_workers=self.num_workers,
+            worker_init_fn=init_loader_worker,
+            multiprocessing_context=loader_context(self.num_workers),
             pin_memory=self.device.type == "cuda",
             persistent_workers=False,
         )
@@ -692,9 +737,13 @@ class Trainer:
     def _to_device(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Move a batch to the device; with ``synthesis="device"`` simulate its anomalies there."""
         if self.device_synthesizer is not None:
-            # ``images`` are good uint8 pixels and ``masks`` the sample seeds: simulate here.
-            generator = torch.Generator(device=self.device).manual_seed(int(masks[0]))
-            pixels, masks = self.device_synthesizer(images.to(self.device, non_blocking=True), generator)
+            # ``images`` are good uint8 pixels and ``masks`` rows of [sample seed, image index]: simulate here,
+            # with each image's foreground mask computed once (hole filling is the costly part).
+            generator = torch.Generator(device=self.device).manual_seed(int(masks[0, 0]))
+            foreground = self.foreground_cache[masks[:, 1].to(self.foreground_cache.device)]
+            simulated = self.device_synthesizer.sample(images.to(self.device, non_blocking=True), generator,
+                                                       foreground_masks=foreground)
+            pixels, masks = simulated.images, simulated.masks
             images = normalise_batch(pixels)
         else:
             images = images.to(self.device, non_blocking=True)
@@ -709,12 +758,18 @@ class Trainer:
             logits = step_fn(images)
         parts = self.criterion(logits.float(), masks)
         loss = parts.total
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"the loss became {float(loss.detach())} at step {self.step + 1}; training stopped. "
-                f"The last good checkpoint ({self.out_dir / CHECKPOINT_NAME}, step {self._saved_step()}) is kept; "
-                "try a lower --lr, or amp='off'"
-            )
+        # Every rank learns whether any rank's loss is non-finite, so all stop (or skip) together:
+        # one rank raising alone would leave the others waiting in the gradient all-reduce.
+        non_finite = self.dist.any_rank(not bool(torch.isfinite(loss.detach())))
+        skipped = False
+        if non_finite:
+            self.non_finite_in_a_row += 1
+            # fp16: the gradient scaler skips the step and lowers its scale; stop only if that keeps failing.
+            if self.scaler is None or self.non_finite_in_a_row > MAX_SKIPPED_STEPS:
+                raise self._non_finite_error(loss)
+            skipped = True
+        else:
+            self.non_finite_in_a_row = 0
         optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -729,7 +784,24 @@ class Trainer:
         record = {"kind": "train", "step": self.step, "lr": learning_rate}
         record.update({name: float(value.detach()) for name, value in parts._asdict().items()})
         record["loss"] = record.pop("total")
+        if skipped:
+            record["skipped"] = True  # non-finite loss: the gradient scaler skipped this optimiser step
         return record
+
+    def _non_finite_error(self, loss: torch.Tensor) -> NonFiniteLossError:
+        """The error every rank raises when the loss of some rank is NaN or infinite."""
+        values = self.dist.gather_object(float(loss.detach()))
+        if self.dist.active:
+            where = ", ".join(f"{value} on rank {rank}" for rank, value in enumerate(values) if not math.isfinite(value))
+        else:
+            where = str(values[0])
+        skipped = (f" after the gradient scaler skipped {MAX_SKIPPED_STEPS} steps in a row"
+                   if self.scaler is not None else "")
+        return NonFiniteLossError(
+            f"the loss became {where} at step {self.step + 1}{skipped}; training stopped. "
+            f"The last good checkpoint ({self.out_dir / CHECKPOINT_NAME}, step {self._saved_step()}) is kept; "
+            "try a lower --lr, or amp='off'"
+        )
 
     def _validate_and_keep_best(self, log, progress) -> None:
         """Validate, log the result, and save ``best.pt`` when the score improved (ties: lower loss)."""
@@ -801,7 +873,7 @@ class Trainer:
         # line-buffered: tail -f works; only rank 0 writes the log
         log = (self.out_dir / LOG_NAME if self.dist.is_main else Path(os.devnull)).open("a", buffering=1)
         try:
-            with _StopRequest() as stop:
+            with _StopRequest() as stop, cudnn_benchmark(self.device):
                 for images, masks in self._batches():
                     images, masks = self._to_device(images, masks)
                     record = self._optimisation_step(step_fn, optimizer, scheduler, images, masks)
