@@ -83,3 +83,12 @@ def test_run_study_appends_and_skips(tiny_demo, tmp_path, monkeypatch):
     monkeypatch.setattr("memseg_lite.experiments.runs.train_and_evaluate", no_training)
     assert run_study(results, tmp_path / "runs", tiny_demo, runs=runs, settings=settings, progress=False) == []
     assert [r["cell"] for r in read_results(results)] == ["full", "no_memory"]
+
+
+def test_table_goes_between_the_markers_only():
+    text = f"intro\n{study.TABLE_START}\nold table\n{study.TABLE_END}\noutro\n"
+    new = study.replace_between_markers(text, "| new |\n")
+    assert new == f"intro\n{study.TABLE_START}\n| new |\n{study.TABLE_END}\noutro\n"
+    assert study.replace_between_markers(new, "| new |\n") == new  # idempotent
+    with pytest.raises(ValueError, match="docs/x.md has no"):
+        study.replace_between_markers("no markers", "t", "docs/x.md")

@@ -290,6 +290,17 @@ def render_table(records: Sequence[dict], command: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
+TABLE_START, TABLE_END = "<!-- accuracy study table: start -->", "<!-- accuracy study table: end -->"
+
+
+def replace_between_markers(text: str, table: str, where: str = "the document") -> str:
+    """``text`` with what lies between :data:`TABLE_START` and :data:`TABLE_END` replaced by ``table``."""
+    start, end = text.find(TABLE_START), text.find(TABLE_END)
+    if start < 0 or end < start:
+        raise ValueError(f"{where} has no '{TABLE_START}' ... '{TABLE_END}' pair to put the table between; add them")
+    return text[: start + len(TABLE_START)] + "\n" + table + text[end:]
+
+
 RUN_COMMAND = ("OMP_NUM_THREADS=1 nice -n 19 python -m memseg_lite.experiments.study run "
                "--results docs/results/accuracy_study.jsonl --out runs/study")
 
@@ -307,6 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = commands.add_parser("table", help="render --results as Markdown")
     table.add_argument("--results", default="docs/results/accuracy_study.jsonl")
     table.add_argument("--out", help="write the Markdown here (default: print it)")
+    table.add_argument("--into", help="also put it between the table markers of this Markdown file (docs/ablations.md)")
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
@@ -317,9 +329,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_study(args.results, args.out, args.data_root, runs=grid_runs(cells=cells), max_runs=args.max_runs)
         else:
             text = render_table(read_results(args.results), RUN_COMMAND)
+            if args.into:
+                into = Path(args.into)
+                write_text_atomic(into, replace_between_markers(into.read_text(), text, str(into)))
             if args.out:
                 write_text_atomic(Path(args.out), text)
-            else:
+            elif not args.into:
                 print(text, end="")
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
