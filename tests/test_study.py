@@ -1,0 +1,94 @@
+"""The accuracy study runner: one JSON line per finished run, reruns skip, the table from the lines."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import pytest
+from conftest import tiny_config
+
+from memseg_lite.experiments import study
+from memseg_lite.experiments.study import grid_runs, read_results, render_table, run_study, summarise
+
+
+def test_grid_order_and_filter():
+    runs = grid_runs()
+    assert runs[:6] == [("full", "mesh", 0), ("no_memory", "mesh", 0), ("full", "mesh", 1),
+                        ("no_memory", "mesh", 1), ("full", "mesh", 2), ("no_memory", "mesh", 2)]
+    assert len(runs) == len(set(runs)) == len(study.CELLS) * 3 * 3  # every cell, 3 categories, 3 seeds, once
+    assert {cell for cell, _, _ in grid_runs(cells=["di_x100"])} == {"di_x100"}
+    with pytest.raises(ValueError, match="unknown study cell"):
+        grid_runs(cells=["nope"])
+
+
+def test_authors_code_cell_keeps_the_study_memory_size():
+    options = study.cell_options("authors_code", "mesh")
+    assert "memory_size" not in options
+    assert options["di_scale"] == 100.0 and options["feature_smoothing"] == "avgpool3"
+
+
+def record(cell, seed, aupro, last_aupro, category="mesh"):
+    metrics = {"image_auroc": 0.5, "pixel_auroc": 0.9, "aupro": aupro}
+    return {"key": f"{cell}/{category}/seed{seed}/x", "cell": cell, "category": category, "seed": seed,
+            "best": metrics, "last": {**metrics, "aupro": last_aupro}, "best_step": 100, "last_step": 200,
+            "validation_score": 0.7, "seconds": 1.0}
+
+
+def test_summary_and_table_against_statistics():
+    records = [record("full", 0, 0.80, 0.70), record("full", 1, 0.84, 0.72), record("full", 2, 0.82, 0.74),
+               record("no_memory", 0, 0.60, 0.6), record("no_memory", 1, 0.62, 0.6),
+               record("no_memory", 1, 0.64, 0.6)]  # a repeated key: the later line wins
+    summary = summarise(records)
+    full = summary["mesh", "full"]["best"]["aupro"]
+    assert full["n"] == 3
+    assert full["mean"] == pytest.approx(statistics.mean([80, 84, 82]))
+    assert full["std"] == pytest.approx(statistics.stdev([80, 84, 82]))
+    assert summary["mesh", "full"]["last"]["aupro"]["mean"] == pytest.approx(72)
+    assert summary["mesh", "no_memory"]["best"]["aupro"]["n"] == 2
+    assert summary["mesh", "no_memory"]["best"]["aupro"]["mean"] == pytest.approx(62)
+    text = render_table(records, "the command")
+    assert "Command: `the command`" in text
+    row = next(line for line in text.splitlines() if line.startswith("| `no_memory` | 2 |"))
+    assert "| -20.0 |" in row and "/yes |" in row  # Δ AU-PRO vs full, ranges apart
+    assert "| mesh | `full` | 1 | 100 | 70.0 |" in text  # per-run best vs last with the validation score
+
+
+def test_bad_results_line_is_named(tmp_path):
+    path = tmp_path / "results.jsonl"
+    path.write_text(json.dumps(record("full", 0, 0.8, 0.8)) + "\n{oops\n")
+    with pytest.raises(ValueError, match="results.jsonl, line 2"):
+        read_results(path)
+    assert read_results(tmp_path / "missing.jsonl") == []
+
+
+@pytest.mark.slow
+def test_run_study_appends_and_skips(tiny_demo, tmp_path, monkeypatch):
+    settings = {k: v for k, v in tiny_config(tiny_demo, tmp_path / "unused", steps=2, val_every=1,
+                                             checkpoint_every=1).to_dict().items()
+                if k not in ("data_root", "category", "out_dir", "seed")}
+    results = tmp_path / "results.jsonl"
+    runs = [("full", "button", 0), ("no_memory", "button", 0)]
+    added = run_study(results, tmp_path / "runs", tiny_demo, runs=runs, settings=settings, max_runs=1, progress=False)
+    assert [r["cell"] for r in added] == ["full"] and len(read_results(results)) == 1
+    metrics = json.loads((tmp_path / "runs" / "full" / "button" / "seed0" / "evaluation" / "metrics.json").read_text())
+    assert added[0]["best"]["aupro"] == pytest.approx(metrics["aupro"])
+    assert added[0]["last_step"] == 2 and added[0]["validation_score"] is not None
+    added = run_study(results, tmp_path / "runs", tiny_demo, runs=runs, settings=settings, progress=False)
+    assert [r["cell"] for r in added] == ["no_memory"]
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a run in the results file was trained again")
+
+    monkeypatch.setattr("memseg_lite.experiments.runs.train_and_evaluate", no_training)
+    assert run_study(results, tmp_path / "runs", tiny_demo, runs=runs, settings=settings, progress=False) == []
+    assert [r["cell"] for r in read_results(results)] == ["full", "no_memory"]
+
+
+def test_table_goes_between_the_markers_only():
+    text = f"intro\n{study.TABLE_START}\nold table\n{study.TABLE_END}\noutro\n"
+    new = study.replace_between_markers(text, "| new |\n")
+    assert new == f"intro\n{study.TABLE_START}\n| new |\n{study.TABLE_END}\noutro\n"
+    assert study.replace_between_markers(new, "| new |\n") == new  # idempotent
+    with pytest.raises(ValueError, match="docs/x.md has no"):
+        study.replace_between_markers("no markers", "t", "docs/x.md")
