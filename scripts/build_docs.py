@@ -63,7 +63,9 @@ def mathjax_folder() -> Path:
     try:
         import jupyter_server_mathjax
     except ImportError as error:
-        raise BuildError("the site needs jupyter-server-mathjax for its local MathJax: pip install -e '.[docs]'") from error
+        raise BuildError(
+            "the site needs jupyter-server-mathjax for its local MathJax: pip install -e '.[docs]'"
+        ) from error
     folder = Path(jupyter_server_mathjax.__file__).parent / "static"
     if not (folder / "MathJax.js").is_file():
         raise BuildError(f"{folder} holds no MathJax.js: reinstall jupyter-server-mathjax")
@@ -82,7 +84,9 @@ def choose_notebooks(source: Path, executed: Path | None) -> list[tuple[Path, bo
     return chosen
 
 
-def rewrite_links(text: str, here: Path, pages: dict[str, str], page_dir: str, *, final_html: bool = False) -> tuple[str, list[str]]:
+def rewrite_links(
+    text: str, here: Path, pages: dict[str, str], page_dir: str, *, final_html: bool = False
+) -> tuple[str, list[str]]:
     """Links to repository files that are pages of the site point at those pages.
 
     ``here`` is the folder of the file (relative to the repository root), ``pages`` maps repository
@@ -131,7 +135,15 @@ def api_pages(package: Path) -> dict[str, str]:
         sub = init.parent
         modules = sorted(p for p in sub.rglob("*.py") if p.name != "__init__.py" and "checks" not in p.parts)
         dotted = f"{package.name}.{sub.name}"
-        lines = [f"# `{dotted}`", "", f"::: {dotted}", "    options:", "      show_root_heading: false", "      members: false", ""]
+        lines = [
+            f"# `{dotted}`",
+            "",
+            f"::: {dotted}",
+            "    options:",
+            "      show_root_heading: false",
+            "      members: false",
+            "",
+        ]
         for module in modules:
             name = ".".join(module.relative_to(package.parent).with_suffix("").parts)
             lines += [f"::: {name}", ""]
@@ -156,12 +168,22 @@ def notebook_title(path: Path) -> str:
     return path.stem
 
 
-def stage(stage_dir: Path, *, docs: Path, readme: Path, contributing: Path, notebooks: list[tuple[Path, bool]],
-          package: Path | None) -> tuple[list, list, list[str]]:
+def stage(
+    stage_dir: Path,
+    *,
+    docs: Path,
+    readme: Path,
+    contributing: Path,
+    notebooks: list[tuple[Path, bool]],
+    package: Path | None,
+) -> tuple[list, list, list[str]]:
     """Write the site's sources into ``stage_dir``; returns the notebooks' and API's nav and the warnings."""
     warnings: list[str] = []
     repo = readme.parent
-    rel = lambda p: _normalise(Path(p).resolve().relative_to(repo.resolve())) if Path(p).resolve().is_relative_to(repo.resolve()) else str(p)  # noqa: E731
+    def rel(path) -> str:  # a path as the repository names it (absolute when outside the repository)
+        path = Path(path).resolve()
+        return _normalise(path.relative_to(repo.resolve())) if path.is_relative_to(repo.resolve()) else str(path)
+
     pages: dict[str, str] = {rel(readme): "index.md", rel(contributing): "contributing.md"}
     for path in sorted(docs.rglob("*")):
         if path.is_file():
@@ -218,7 +240,7 @@ def fill_nav(nav: list, notebook_nav: list, api_nav: list) -> list:
     filled = []
     for entry in nav:
         if isinstance(entry, dict):
-            (title, value), = entry.items()
+            ((title, value),) = entry.items()
             if value == [] and title == "Notebooks":
                 value = notebook_nav
             elif value == [] and title == "API reference":
@@ -262,8 +284,17 @@ def collect_warnings(logger_name: str):
         logger.removeHandler(handler)
 
 
-def build(*, notebooks: Path | None, source: Path, out: Path, config: Path, docs: Path, readme: Path,
-          contributing: Path, package: Path | None) -> list[str]:
+def build(
+    *,
+    notebooks: Path | None,
+    source: Path,
+    out: Path,
+    config: Path,
+    docs: Path,
+    readme: Path,
+    contributing: Path,
+    package: Path | None,
+) -> list[str]:
     import yaml
     from mkdocs.commands.build import build as mkdocs_build
     from mkdocs.config import load_config
@@ -306,7 +337,12 @@ def build(*, notebooks: Path | None, source: Path, out: Path, config: Path, docs
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--notebooks", type=Path, default=ROOT / "outputs" / "workbook", help="the executed notebooks (make run's --out)")
+    parser.add_argument(
+        "--notebooks",
+        type=Path,
+        default=ROOT / "outputs" / "workbook",
+        help="the executed notebooks (make run's --out)",
+    )
     parser.add_argument("--source", type=Path, default=ROOT / "notebooks", help="the stored notebooks, in order")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "site")
     parser.add_argument("--config", type=Path, default=ROOT / "mkdocs.yml")
@@ -317,8 +353,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         warnings = build(
-            notebooks=args.notebooks, source=args.source, out=args.out, config=args.config, docs=args.docs,
-            readme=args.readme, contributing=args.contributing,
+            notebooks=args.notebooks,
+            source=args.source,
+            out=args.out,
+            config=args.config,
+            docs=args.docs,
+            readme=args.readme,
+            contributing=args.contributing,
             package=None if args.no_api else ROOT / "memseg_lite",
         )
     except BuildError as error:

@@ -60,7 +60,9 @@ def declared_parameters(path: Path) -> set[str]:
     return set(papermill.inspect_notebook(str(path)))
 
 
-def run(profile: str, out: Path, selection: list[str] | None, category: str | None, run_times: Path | None = None) -> int:
+def run(
+    profile: str, out: Path, selection: list[str] | None, category: str | None, run_times: Path | None = None
+) -> int:
     import papermill
 
     out = out.resolve()
@@ -185,7 +187,9 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "workbook")
     parser.add_argument("--only", nargs="+", help="run only these notebooks (prefixes like 08 09)")
     parser.add_argument("--category", help="override the training/evaluation category")
-    parser.add_argument("--run-times", type=Path, help="also write the run-times table here (make run: docs/run-times.md)")
+    parser.add_argument(
+        "--run-times", type=Path, help="also write the run-times table here (make run: docs/run-times.md)"
+    )
     args = parser.parse_args()
     return run(args.profile, args.out, args.only, args.category, args.run_times)
 

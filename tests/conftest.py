@@ -156,7 +156,8 @@ def execute_notebook(notebook, folder, timeout: int = 120):
     """Run ``notebook`` in place with nbclient on the python3 kernel, its working folder ``folder``."""
     from nbclient import NotebookClient
 
-    NotebookClient(notebook, kernel_name="python3", timeout=timeout, resources={"metadata": {"path": str(folder)}}).execute()
+    resources = {"metadata": {"path": str(folder)}}
+    NotebookClient(notebook, kernel_name="python3", timeout=timeout, resources=resources).execute()
     return notebook
 
 
@@ -220,7 +221,8 @@ def serve_folder(folder):
 def images_state(driver) -> list[dict]:
     """Every image of the loaded page: loaded?, natural width, the start of its source."""
     return driver.execute_script(
-        "return Array.from(document.images, i => ({complete: i.complete, width: i.naturalWidth, src: i.src.slice(0, 60)}));"
+        "return Array.from(document.images,"
+        " i => ({complete: i.complete, width: i.naturalWidth, src: i.src.slice(0, 60)}));"
     )
 
 

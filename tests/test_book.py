@@ -15,7 +15,6 @@ from pathlib import Path
 from urllib.parse import urldefrag
 
 import pytest
-
 from conftest import execute_notebook, fetched_urls, images_state, make_notebook, serve_folder, start_chromium
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,13 +22,18 @@ SCRIPT = ROOT / "scripts" / "build_docs.py"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 NOTEBOOKS = {
-    "00_intro.ipynb": ("00 · Intro", "The first notebook. Next: [the figure](01_figure.ipynb#A-section), "
-                       "[the glossary](../docs/glossary.md).", ["total = 1 + 1\ntotal"]),
+    "00_intro.ipynb": (
+        "00 · Intro",
+        "The first notebook. Next: [the figure](01_figure.ipynb#A-section), [the glossary](../docs/glossary.md).",
+        ["total = 1 + 1\ntotal"],
+    ),
     "01_figure.ipynb": (
         "01 · Figure",
         "Draw a figure with $\\alpha = 1$ and\n\n$$\\sum_{i=1}^{n} x_i^2$$\n\n## A section\n\nBack to [the intro](00_intro.ipynb).",
-        ["%matplotlib inline\nimport matplotlib.pyplot as plt\nimport numpy as np",
-         "fig, ax = plt.subplots(figsize=(2, 2))\nax.imshow(np.arange(16.0).reshape(4, 4))\nplt.show()"],
+        [
+            "%matplotlib inline\nimport matplotlib.pyplot as plt\nimport numpy as np",
+            "fig, ax = plt.subplots(figsize=(2, 2))\nax.imshow(np.arange(16.0).reshape(4, 4))\nplt.show()",
+        ],
     ),
     "02_end.ipynb": ("02 · End", "The last notebook, never executed here.", ["print('done')"]),
 }
@@ -52,11 +56,19 @@ def test_rewrite_links_follow_the_staged_layout():
     pages = {"README.md": "index.md", "docs/glossary.md": "glossary.md", "notebooks/01_a.ipynb": "notebooks/01_a.ipynb"}
     text = "[g](docs/glossary.md#x) [n](notebooks/01_a.ipynb) [w](https://h/docs/glossary.md) [m](docs/nope.md) [d](data/README.txt)"
     new, missing = module.rewrite_links(text, Path("."), pages, "")
-    assert new == "[g](glossary.md#x) [n](notebooks/01_a.ipynb) [w](https://h/docs/glossary.md) [m](docs/nope.md) [d](data/README.txt)"
+    assert (
+        new
+        == "[g](glossary.md#x) [n](notebooks/01_a.ipynb) [w](https://h/docs/glossary.md) [m](docs/nope.md) [d](data/README.txt)"
+    )
     assert missing == ["docs/nope.md"]  # only a page that should have been in the site is reported
     # from a notebook cell: relative to notebooks/, and naming the built HTML page
-    new, missing = module.rewrite_links("[a](01_a.ipynb#S-t) [g](../docs/glossary.md) [r](../README.md)", Path("notebooks"),
-                                        pages, "notebooks", final_html=True)
+    new, missing = module.rewrite_links(
+        "[a](01_a.ipynb#S-t) [g](../docs/glossary.md) [r](../README.md)",
+        Path("notebooks"),
+        pages,
+        "notebooks",
+        final_html=True,
+    )
     assert new == "[a](01_a.html#s-t) [g](../glossary.html) [r](../index.html)" and missing == []
 
 
@@ -67,7 +79,10 @@ def test_executed_copies_win_and_stored_notebooks_fill_in(tmp_path):
     for name in ("00_a.ipynb", "01_b.ipynb", "notes.ipynb"):
         (stored / name).write_text("{}")
     (executed / "01_b.ipynb").write_text("{}")
-    assert module.choose_notebooks(stored, executed) == [(stored / "00_a.ipynb", False), (executed / "01_b.ipynb", True)]
+    assert module.choose_notebooks(stored, executed) == [
+        (stored / "00_a.ipynb", False),
+        (executed / "01_b.ipynb", True),
+    ]
     assert module.choose_notebooks(stored, None) == [(stored / "00_a.ipynb", False), (stored / "01_b.ipynb", False)]
     with pytest.raises(module.BuildError, match="holds no notebooks"):
         module.choose_notebooks(executed / "nothing", None)
@@ -77,16 +92,21 @@ def test_nav_sections_are_filled_in_place():
     module = load_script()
     nav = [{"Home": "index.md"}, {"Workbook": [{"Run times": "r.md"}, {"Notebooks": []}]}, {"API reference": []}]
     filled = module.fill_nav(nav, [{"00": "notebooks/00.ipynb"}], [{"core": "api/core.md"}])
-    assert filled == [{"Home": "index.md"}, {"Workbook": [{"Run times": "r.md"}, {"Notebooks": [{"00": "notebooks/00.ipynb"}]}]},
-                      {"API reference": [{"core": "api/core.md"}]}]
+    assert filled == [
+        {"Home": "index.md"},
+        {"Workbook": [{"Run times": "r.md"}, {"Notebooks": [{"00": "notebooks/00.ipynb"}]}]},
+        {"API reference": [{"core": "api/core.md"}]},
+    ]
 
 
 def test_a_page_fetching_from_a_cdn_fails_the_build(tmp_path):
     module = load_script()
     (tmp_path / "notebooks").mkdir()
     page = tmp_path / "notebooks" / "00.html"
-    page.write_text('<p>x</p><!-- Load mathjax --><script src="https://cdn.example/mathjax.js"></script>'
-                    '<!-- End of mathjax configuration --><a href="https://arxiv.org/abs/1">a paper</a>')
+    page.write_text(
+        '<p>x</p><!-- Load mathjax --><script src="https://cdn.example/mathjax.js"></script>'
+        '<!-- End of mathjax configuration --><a href="https://arxiv.org/abs/1">a paper</a>'
+    )
     module.finish_html(tmp_path)  # nbconvert's CDN MathJax loader is dropped; a link to read is fine
     assert "cdn.example" not in page.read_text() and "arxiv.org" in page.read_text()
     (tmp_path / "font.html").write_text('<link rel="stylesheet" href="//fonts.example/css">')
@@ -126,7 +146,10 @@ def site(notebooks, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("site") / "site"
     result = subprocess.run(
         [sys.executable, str(SCRIPT), "--notebooks", str(executed), "--source", str(stored), "--out", str(out)],
-        capture_output=True, text=True, timeout=600, check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert str((out / "index.html").resolve()) in result.stdout
@@ -137,8 +160,22 @@ def site(notebooks, tmp_path_factory) -> Path:
 def test_site_files(site):
     assert (site / "assets" / "mathjax" / "MathJax.js").is_file()
     assert (site / "assets" / "mathjax" / "config" / "TeX-AMS-MML_HTMLorMML-full.js").is_file()
-    for name in ("index", "workbook", "run-times", "deployment", "gpu", "grading", "ablations", "instructor",
-                 "own-product", "data", "package", "what-to-expect", "glossary", "contributing"):
+    for name in (
+        "index",
+        "workbook",
+        "run-times",
+        "deployment",
+        "gpu",
+        "grading",
+        "ablations",
+        "instructor",
+        "own-product",
+        "data",
+        "package",
+        "what-to-expect",
+        "glossary",
+        "contributing",
+    ):
         assert (site / f"{name}.html").is_file(), name
     figure = (site / "notebooks" / "01_figure.html").read_text()
     sources = re.findall(r'<img[^>]*src="data:image/png;base64,([^"]+)"', figure)
@@ -168,12 +205,16 @@ def wait_for_mathjax(driver, timeout: float = 60):
     """Until MathJax has typeset the page; returns (rendered elements, errors)."""
     from selenium.webdriver.support.ui import WebDriverWait
 
-    WebDriverWait(driver, timeout).until(lambda d: d.execute_script(
-        "return window.MathJax !== undefined && MathJax.Hub !== undefined && MathJax.isReady === true"
-        " && MathJax.Hub.queue.pending === 0 && MathJax.Hub.queue.running === 0;"))
+    WebDriverWait(driver, timeout).until(
+        lambda d: d.execute_script(
+            "return window.MathJax !== undefined && MathJax.Hub !== undefined && MathJax.isReady === true"
+            " && MathJax.Hub.queue.pending === 0 && MathJax.Hub.queue.running === 0;"
+        )
+    )
     return driver.execute_script(
         "return [document.querySelectorAll('.MathJax, .MathJax_Display, .MathJax_CHTML').length,"
-        " document.querySelectorAll('.MathJax_Error, merror, .merror').length];")
+        " document.querySelectorAll('.MathJax_Error, merror, .merror').length];"
+    )
 
 
 @pytest.mark.slow
@@ -221,7 +262,9 @@ def test_site_in_headless_chromium(browser, site):
         browser.get(served + "index.html")
         links = browser.find_elements(By.XPATH, "//nav//a[contains(., '00 · Intro')]")
         if not any(link.is_displayed() for link in links):  # the Notebooks section starts folded: open it
-            next(e for e in browser.find_elements(By.XPATH, "//nav//label[contains(., 'Notebooks')]") if e.is_displayed()).click()
+            next(
+                e for e in browser.find_elements(By.XPATH, "//nav//label[contains(., 'Notebooks')]") if e.is_displayed()
+            ).click()
         WebDriverWait(browser, 10).until(lambda d: any(link.is_displayed() for link in links))
         next(link for link in links if link.is_displayed()).click()
         WebDriverWait(browser, 30).until(lambda d: d.current_url == served + "notebooks/00_intro.html")
