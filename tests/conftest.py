@@ -229,3 +229,31 @@ def images_state(driver) -> list[dict]:
 def fetched_urls(driver) -> list[str]:
     """Every resource the loaded page fetched (scripts, styles, fonts, images, XHR), as the browser saw it."""
     return driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name);")
+
+
+# ---- test tiers: `make test-fast` runs `-m "not slow"` --------------------------------------------------------
+# Tests that train a model or execute notebooks are slow. Mark new ones with @pytest.mark.slow next to the
+# test; these modules and tests (measured at 5 s or more each on 2 CPU cores) are marked here so that the
+# files other work is editing need no change. A name that no longer exists fails the collection.
+SLOW_MODULES = {"test_ablation.py", "test_notebooks.py", "test_train.py", "test_predict.py"}
+SLOW_TESTS = {
+    "test_bad_input_cli.py::test_train_refuses_a_folder_holding_a_run",
+    "test_bad_input_cli.py::test_restart_starts_over_and_keeps_other_files",
+    "test_bad_input_cli.py::test_truncated_checkpoint_then_restart",
+    "test_exercise_checks.py::test_ch08_exercise_3_resume_losses",
+    "test_evaluate.py::test_reproduce_trains_evaluates_and_skips_finished_categories",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    seen = set()
+    for item in items:
+        module = item.path.name
+        test = f"{module}::{item.originalname}"
+        if module in SLOW_MODULES or test in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
+        seen.update({module, test})
+    whole_suite = {item.path.name for item in items} >= {name.split("::")[0] for name in SLOW_TESTS} | SLOW_MODULES
+    stale = (SLOW_MODULES | SLOW_TESTS) - seen
+    if whole_suite and stale:
+        raise pytest.UsageError(f"tests/conftest.py marks tests slow that do not exist: {sorted(stale)}")
