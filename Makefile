@@ -1,9 +1,11 @@
 # memseg-lite: every command sets itself up (creates .venv and installs) on first use.
 #   make run    the whole workbook end to end on the demo data (CPU-friendly sizes)
-#   make test   package tests, notebooks under nbval, papermill runs (CI sizes)
+#   make test   package tests, notebooks under nbval, papermill runs, the docs site in a browser (CI sizes)
+#   make test-fast  the tests that neither train nor run a notebook (the edit loop, a few minutes)
+#   make lint   ruff over the code base
 #   make lab    JupyterLab on the workbook
 #   make bench  speed / memory benchmarks
-#   make book   the executed notebooks as a static HTML site (outputs/book/index.html; make run builds it too)
+#   make docs   the documentation site with the executed notebooks (outputs/site/index.html; make run builds it too; make book is the same)
 #   make editions  notebooks/ and solutions/ from instructor/source (edit only the source)
 #   make handout   the student zip (outputs/handout.zip: no solutions, instructor files or tests)
 PYTHON ?= python3
@@ -13,16 +15,18 @@ PY := $(BIN)/python
 INSTALLED := $(VENV)/.installed
 DEMO_DATA := data/demo
 OUT ?= outputs/workbook
-BOOK ?= outputs/book
+SITE ?= outputs/site
+# make run at the demo profile records its run times here (the docs link to this one table)
+RUN_TIMES ?= docs/run-times.md
 # Tests never touch the network (MEMSEG_OFFLINE=1: no ImageNet download attempt).
 # Notebook size profile: full (the paper's sizes), demo (CPU-friendly, make run / make lab), smoke (CI).
 PROFILE ?= demo
 PYTEST_ARGS ?=
 
-.PHONY: help install data run book browser test test-package test-notebooks check-notebooks editions handout lab bench clean
+.PHONY: help install data run docs book browser test test-fast lint test-package test-notebooks check-notebooks editions handout lab bench clean
 
 help:
-	@sed -n '2,8p' Makefile
+	@sed -n '2,11p' Makefile
 
 $(INSTALLED): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit("memseg-lite needs Python 3.11 or newer (found " + sys.version.split()[0] + "); run e.g. make PYTHON=python3.11 ...") if sys.version_info < (3, 11) else None'
@@ -42,14 +46,25 @@ data: $(DEMO_DATA)/manifest.json
 # The main job is reproducible everywhere: no ImageNet download attempt (MEMSEG_OFFLINE=0 allows it).
 MEMSEG_OFFLINE ?= 1
 run: $(INSTALLED) data
-	MEMSEG_OFFLINE=$(MEMSEG_OFFLINE) MEMSEG_PROFILE=$(PROFILE) $(PY) scripts/run_workbook.py --profile $(PROFILE) --out $(OUT)
-	$(PY) scripts/build_book.py --notebooks $(OUT) --out $(BOOK)
+	MEMSEG_OFFLINE=$(MEMSEG_OFFLINE) MEMSEG_PROFILE=$(PROFILE) $(PY) scripts/run_workbook.py --profile $(PROFILE) --out $(OUT) \
+	  $(if $(filter demo,$(PROFILE)),--run-times $(RUN_TIMES),)
+	$(PY) scripts/build_docs.py --notebooks $(OUT) --out $(SITE)
 
-# The rendered workbook from the notebooks the last `make run` executed (run that first).
-book: $(INSTALLED)
-	$(PY) scripts/build_book.py --notebooks $(OUT) --out $(BOOK)
+# The documentation site (offline: MathJax inside it) with the notebooks the last `make run` executed,
+# the stored ones where there is no executed copy.
+docs: $(INSTALLED)
+	$(PY) scripts/build_docs.py --notebooks $(OUT) --out $(SITE)
+
+book: docs
 
 test: test-package check-notebooks test-notebooks
+
+# The edit loop: everything but the tests marked slow (training, notebooks, browsers).
+test-fast: $(INSTALLED) data
+	MEMSEG_OFFLINE=1 MEMSEG_PROFILE=smoke $(PY) -m pytest tests -m "not slow" $(PYTEST_ARGS)
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check memseg_lite tests scripts benchmarks $(RUFF_ARGS)
 
 # The browser tests (tests/test_book.py, tests/test_widget_browser.py) drive Debian's chromium through
 # chromedriver. As root they are installed when missing; otherwise (or when apt fails) those tests skip.

@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import json
 import os
+import platform
 import shutil
 import sys
 import time
@@ -59,7 +60,9 @@ def declared_parameters(path: Path) -> set[str]:
     return set(papermill.inspect_notebook(str(path)))
 
 
-def run(profile: str, out: Path, selection: list[str] | None, category: str | None) -> int:
+def run(
+    profile: str, out: Path, selection: list[str] | None, category: str | None, run_times: Path | None = None
+) -> int:
     import papermill
 
     out = out.resolve()
@@ -104,6 +107,9 @@ def run(profile: str, out: Path, selection: list[str] | None, category: str | No
         print(f"ok ({seconds:.0f} s)")
         rows.append((path.name, seconds, "ok"))
     summary = write_summary(out, run_dir, rows, profile, time.perf_counter() - started)
+    if run_times is not None:
+        write_run_times(run_times, rows, profile, time.perf_counter() - started)
+        print(f"  run times: {run_times}")
     print(f"\nDone in {(time.perf_counter() - started) / 60:.1f} min. Results: {out}")
     print(f"  summary:  {summary}")
     if (out / "anomaly_maps.png").is_file():
@@ -153,14 +159,39 @@ def write_summary(out: Path, run_dir: Path, rows: list, profile: str, seconds: f
     return path
 
 
+def write_run_times(path: Path, rows: list, profile: str, seconds: float) -> Path:
+    """The run-times table the docs link to (docs/run-times.md): one finished run's seconds per notebook."""
+    when = time.strftime("%Y-%m-%d", time.gmtime())
+    lines = [
+        "# Run times",
+        "",
+        f"Written by `scripts/run_workbook.py` (`make run`) on {when}: profile `{profile}`, "
+        f"{os.cpu_count()} CPU cores, {platform.python_implementation()} {platform.python_version()}. "
+        "Do not edit by hand; a finished `make run` rewrites it.",
+        "",
+        "| notebook | seconds |",
+        "|---|---|",
+    ]
+    lines += [f"| `{Path(name).stem}` | {sec:.0f} |" for name, sec, _status in rows]
+    lines += [f"| whole run (notebooks, without the docs site) | {seconds:.0f} ({seconds / 60:.1f} min) |"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text("\n".join(lines) + "\n")
+    temporary.replace(path)
+    return path
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="demo", choices=("full", "demo", "smoke"))
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "workbook")
     parser.add_argument("--only", nargs="+", help="run only these notebooks (prefixes like 08 09)")
     parser.add_argument("--category", help="override the training/evaluation category")
+    parser.add_argument(
+        "--run-times", type=Path, help="also write the run-times table here (make run: docs/run-times.md)"
+    )
     args = parser.parse_args()
-    return run(args.profile, args.out, args.only, args.category)
+    return run(args.profile, args.out, args.only, args.category, args.run_times)
 
 
 if __name__ == "__main__":

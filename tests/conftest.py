@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny demo data set, and no network access for any test."""
+"""Shared fixtures (a tiny demo data set, no network access for any test) and helpers for notebook and browser tests."""
 
 from __future__ import annotations
 
@@ -137,3 +137,127 @@ def tiny_config(root, out_dir, **overrides):
     )
     options.update(overrides)
     return TrainConfig(**options)
+
+
+# ---- shared helpers: tiny notebooks, a folder served over HTTP, headless Chromium -------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+
+
+def make_notebook(title: str, markdown: str, code: list[str]):
+    """A notebook with one markdown cell (``# title`` then ``markdown``) and the given code cells."""
+    import nbformat
+
+    notebook = nbformat.v4.new_notebook()
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    notebook.cells = [nbformat.v4.new_markdown_cell(f"# {title}\n\n{markdown}")]
+    notebook.cells += [nbformat.v4.new_code_cell(source) for source in code]
+    return notebook
+
+
+def execute_notebook(notebook, folder, timeout: int = 120):
+    """Run ``notebook`` in place with nbclient on the python3 kernel, its working folder ``folder``."""
+    from nbclient import NotebookClient
+
+    resources = {"metadata": {"path": str(folder)}}
+    NotebookClient(notebook, kernel_name="python3", timeout=timeout, resources=resources).execute()
+    return notebook
+
+
+def chromium_options(user_data_dir, extra_flags=()):
+    """Headless Chromium that never phones home (no background networking, updates or sync)."""
+    from selenium.webdriver.chrome.options import Options
+
+    options = Options()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        f"--user-data-dir={user_data_dir}", "--window-size=1280,1000", *extra_flags,
+    ):
+        options.add_argument(flag)
+    return options
+
+
+def start_chromium(user_data_dir):
+    """A selenium driver for Debian's chromium, or ``pytest.skip`` saying what is missing."""
+    missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not os.path.exists(path)]
+    if missing:
+        pytest.skip(f"browser test needs Debian's chromium and chromium-driver ({', '.join(missing)} missing); "
+                    "as root, `make test` installs them: apt-get install -y chromium chromium-driver")
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        pytest.skip("browser test needs selenium (pip install -e '.[dev]')")
+    service = Service(executable_path=CHROMEDRIVER)  # never Selenium Manager (it would download a driver)
+    driver = webdriver.Chrome(service=service, options=chromium_options(user_data_dir))
+    driver.set_page_load_timeout(90)
+    return driver
+
+
+def serve_folder(folder):
+    """Serve ``folder`` over HTTP on a free localhost port: a context manager yielding the base URL."""
+    import contextlib
+    import functools
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    @contextlib.contextmanager
+    def serving():
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}/"
+        finally:
+            server.shutdown()
+            server.server_close()
+
+    return serving()
+
+
+def images_state(driver) -> list[dict]:
+    """Every image of the loaded page: loaded?, natural width, the start of its source."""
+    return driver.execute_script(
+        "return Array.from(document.images,"
+        " i => ({complete: i.complete, width: i.naturalWidth, src: i.src.slice(0, 60)}));"
+    )
+
+
+def fetched_urls(driver) -> list[str]:
+    """Every resource the loaded page fetched (scripts, styles, fonts, images, XHR), as the browser saw it."""
+    return driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name);")
+
+
+# ---- test tiers: `make test-fast` runs `-m "not slow"` --------------------------------------------------------
+# Tests that train a model or execute notebooks are slow. Mark new ones with @pytest.mark.slow next to the
+# test; these modules and tests (measured at 5 s or more each on 2 CPU cores) are marked here so that the
+# files other work is editing need no change. A name that no longer exists fails the collection.
+SLOW_MODULES = {"test_ablation.py", "test_notebooks.py", "test_train.py", "test_predict.py"}
+SLOW_TESTS = {
+    "test_bad_input_cli.py::test_train_refuses_a_folder_holding_a_run",
+    "test_bad_input_cli.py::test_restart_starts_over_and_keeps_other_files",
+    "test_bad_input_cli.py::test_truncated_checkpoint_then_restart",
+    "test_exercise_checks.py::test_ch08_exercise_3_resume_losses",
+    "test_evaluate.py::test_reproduce_trains_evaluates_and_skips_finished_categories",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    seen = set()
+    for item in items:
+        module = item.path.name
+        test = f"{module}::{item.originalname}"
+        if module in SLOW_MODULES or test in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
+        seen.update({module, test})
+    whole_suite = {item.path.name for item in items} >= {name.split("::")[0] for name in SLOW_TESTS} | SLOW_MODULES
+    stale = (SLOW_MODULES | SLOW_TESTS) - seen
+    if whole_suite and stale:
+        raise pytest.UsageError(f"tests/conftest.py marks tests slow that do not exist: {sorted(stale)}")

@@ -235,7 +235,6 @@ def no_masks_of(folders: dict) -> dict:
 
 def test_evaluate_and_calibrate_on_plain_folders_at_64x128(product, labelled, tmp_path):
     from memseg_lite.evaluation.evaluate import calibrate_checkpoint, evaluate_checkpoint
-    from memseg_lite.evaluation.metrics import pixel_auroc
     from memseg_lite.evaluation.thresholds import f1_optimal_threshold, precision_recall_f1
 
     run = tmp_path / "run"
@@ -266,7 +265,8 @@ def test_evaluate_and_calibrate_on_plain_folders_at_64x128(product, labelled, tm
     assert load_thresholds(run / "thresholds.json").to_dict() == best_thresholds
     again = evaluate_checkpoint(run / "best.pt", device="cpu", progress=False, folders=folders)
     assert again["threshold_source"] == "calibration" and again["image_f1"] == pytest.approx(thresholds.details["image_f1"])
-    assert pixel_auroc is not None
+    # Calibration moves thresholds only: the threshold-free pixel AUROC and AUPRO are unchanged.
+    assert (again["pixel_auroc"], again["aupro"]) == pytest.approx((metrics["pixel_auroc"], metrics["aupro"]), abs=1e-9)
 
     # Without masks: image-level numbers only, and the pixel threshold is kept.
     no_masks = {**folders, "mask_dir": None}

@@ -18,7 +18,7 @@ from every anomalous one after a few hundred steps, so the area under the ROC cu
 
 :data:`SELECTION_METRICS` names the scores a run can be selected by (``TrainConfig.selection_metric``).
 The default, ``"ap_aupro_mean"`` (the mean of the two), follows a measurement on demo ``mesh``
-(64 px, 300 steps, random encoder; numbers in the README): on the old validation set the image
+(64 px, 300 steps, random encoder; numbers in docs/own-product.md): on the old validation set the image
 AUROC was exactly 0.915 at steps 160, 260, 280 and 300 (a four-way tie for best) while pixel AP,
 AU-PRO and the test AU-PRO (0.50 -> 0.63) kept rising; the mean of pixel AP and AU-PRO ranked the checkpoints like their test AU-PRO
 (Spearman 0.94 on either validation set).
