@@ -339,11 +339,28 @@ def _test_folders(args: argparse.Namespace) -> dict | None:
     return folders if any(folders.values()) else None
 
 
+def _fraction(name: str, low_open: bool):
+    """An argparse type: a number in (0, 1] (``low_open``) or in [0, 1); the error names the option."""
+    interval = "(0, 1]" if low_open else "[0, 1)"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not ((0 < value <= 1) if low_open else (0 <= value < 1)):
+            raise argparse.ArgumentTypeError(f"{name} must be a number in {interval}, e.g. 0.95 or 0.05; got {text!r}")
+        return value
+
+    return parse
+
+
 def _add_calibrate(subparsers) -> None:
     parser = subparsers.add_parser(
-        "calibrate", help="F1-optimal decision thresholds from labelled good and defective images",
+        "calibrate",
+        help="decision thresholds from labelled good and defective images (F1-optimal or an operating point)",
         description="Choose the image threshold (and the pixel threshold, when there are masks) with the best F1 "
-                    "on labelled images, and store them in the checkpoint and, when it is the run's deployed model "
+                    "on labelled images (or the image threshold by --target-recall / --max-false-alarm-rate), and store them in the checkpoint and, when it is the run's deployed model "
                     "(best.pt, or the only checkpoint), in thresholds.json beside it. Numbers evaluated afterwards on the same images are optimistic: calibrate "
                     "on images you do not report on.",
     )
@@ -351,6 +368,13 @@ def _add_calibrate(subparsers) -> None:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--backend", choices=BACKEND_CHOICES, default=None, help=BACKEND_HELP)
+    operating_point = parser.add_mutually_exclusive_group()
+    operating_point.add_argument("--target-recall", type=_fraction("--target-recall", low_open=True), metavar="R",
+                                 help="image threshold: the highest one that finds at least R (0 < R <= 1) of the "
+                                      "defective images [F1-optimal]")
+    operating_point.add_argument("--max-false-alarm-rate", type=_fraction("--max-false-alarm-rate", low_open=False),
+                                 metavar="F", help="image threshold: the lowest one that flags at most F (0 <= F < 1) "
+                                                   "of the good images [F1-optimal]")
     parser.set_defaults(handler=_run_calibrate)
 
 
@@ -368,14 +392,25 @@ def _run_calibrate(args: argparse.Namespace) -> int:
     elif args.backend not in (None, "eager"):
         print(f"note: calibrate_checkpoint has no backend option in this version; --backend {args.backend} is "
               "ignored (the eager model is used)", file=sys.stderr)
-    thresholds = calibrate_checkpoint(args.checkpoint, args.data_root, args.category, device=args.device,
-                                      batch_size=args.batch_size, folders=_test_folders(args), **backend)
+    import warnings
+
+    from memseg_lite.evaluation.thresholds import DegenerateThresholdWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DegenerateThresholdWarning)  # printed below, one line each
+        thresholds = calibrate_checkpoint(args.checkpoint, args.data_root, args.category, device=args.device,
+                                          batch_size=args.batch_size, folders=_test_folders(args),
+                                          target_recall=args.target_recall,
+                                          max_false_alarm_rate=args.max_false_alarm_rate, **backend)
     details = thresholds.details
     print(
-        f"image threshold {thresholds.image:.4f} (precision {details['image_precision']:.3f}, recall "
-        f"{details['image_recall']:.3f}, F1 {details['image_f1']:.3f} on {details['n_good']} good + "
-        f"{details['n_defective']} defective images), pixel threshold {thresholds.pixel:.4f}"
+        f"image threshold {thresholds.image:.4f} ({details['image_rule']}: precision {details['image_precision']:.3f}, "
+        f"recall {details['image_recall']:.3f}, false-alarm rate {details['image_false_alarm_rate']:.3f}, F1 "
+        f"{details['image_f1']:.3f} on {details['n_good']} good + {details['n_defective']} defective images), "
+        f"pixel threshold {thresholds.pixel:.4f}"
     )
+    for message in details["warnings"]:
+        print(f"warning: calibrate {args.checkpoint}: {message}", file=sys.stderr)
     print(f"stored in {' and '.join(str(path) for path in calibration_targets(args.checkpoint))}")
     return 0
 

@@ -9,12 +9,16 @@ from memseg_lite.evaluation.thresholds import (
     VALIDATION_IMAGE_RULE,
     Thresholds,
     calibrated_thresholds,
+    degenerate_threshold_warnings,
     f1_optimal_threshold,
+    false_alarm_rate,
     load_thresholds,
+    max_false_alarm_threshold,
     normalise_scores,
     precision_recall_f1,
     quantile_threshold,
     save_thresholds,
+    target_recall_threshold,
     validation_thresholds,
 )
 
@@ -236,3 +240,123 @@ def test_thresholds_file_round_trip(tmp_path):
         load_thresholds(tmp_path / "bad.json")
     with pytest.raises(FileNotFoundError, match="calibrate"):
         load_thresholds(tmp_path / "missing.json")
+
+
+# --------------------------------------------------------------------------------------------
+# Operating points (issue 21): a target recall or a maximum false-alarm rate, against brute force
+# --------------------------------------------------------------------------------------------
+def brute_force_candidates(scores):
+    """Every threshold worth trying: half-way between consecutive distinct scores, the lowest score, and above the top."""
+    distinct = np.unique(scores)
+    return np.r_[distinct[0], 0.5 * (distinct[1:] + distinct[:-1]), distinct[-1] + 1.0]
+
+
+def random_scores(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(6, 50))
+    labels = rng.integers(0, 2, n)
+    labels[:2] = [0, 1]
+    scores = np.clip(np.round(rng.normal(0.4 + 0.2 * labels, 0.15), 2), 0.01, 0.99)  # rounded: ties
+    return scores, labels
+
+
+@pytest.mark.parametrize("seed", range(10))
+@pytest.mark.parametrize("target", [0.3, 0.5, 0.9, 1.0])
+def test_target_recall_threshold_is_the_highest_that_reaches_the_recall(seed, target):
+    scores, labels = random_scores(seed)
+    recalls = [np.mean(scores[labels == 1] >= t) for t in brute_force_candidates(scores)]
+    expected = max(t for t, recall in zip(brute_force_candidates(scores), recalls, strict=True)
+                   if recall >= target - 1e-12)
+    choice = target_recall_threshold(scores, labels, target)
+    assert choice.threshold == pytest.approx(expected)
+    assert choice.recall >= target - 1e-12
+    assert choice.recall == pytest.approx(np.mean(scores[labels == 1] >= choice.threshold))
+
+
+@pytest.mark.parametrize("seed", range(10))
+@pytest.mark.parametrize("rate", [0.0, 0.1, 0.29, 0.5])
+def test_max_false_alarm_threshold_is_the_lowest_within_the_rate(seed, rate):
+    scores, labels = random_scores(seed)
+    candidates = brute_force_candidates(scores)
+    alarms = [np.mean(scores[labels == 0] >= t) for t in candidates]
+    expected = min(t for t, alarm in zip(candidates, alarms, strict=True) if alarm <= rate + 1e-12)
+    choice = max_false_alarm_threshold(scores, labels, rate)
+    assert choice.threshold == pytest.approx(expected)
+    assert false_alarm_rate(scores, labels, choice.threshold) <= rate + 1e-12
+
+
+def test_operating_points_by_hand():
+    scores, labels = [0.1, 0.2, 0.3, 0.4, 0.6, 0.8], [0, 0, 1, 0, 1, 1]
+    assert target_recall_threshold(scores, labels, 1.0).threshold == pytest.approx(0.25)  # catches the 0.3 defect
+    assert target_recall_threshold(scores, labels, 2 / 3).threshold == pytest.approx(0.5)
+    assert max_false_alarm_threshold(scores, labels, 0.0).threshold == pytest.approx(0.5)  # above the good 0.4
+    assert max_false_alarm_threshold(scores, labels, 1 / 3).threshold == pytest.approx(0.25)  # 0.4 good, 0.3 defect
+    # Even the top score is a good image's and no false alarm is allowed: nothing is flagged.
+    assert max_false_alarm_threshold([0.2, 0.9], [1, 0], 0.0).threshold > 0.9
+
+
+def test_operating_points_refuse_bad_values():
+    for bad in (0.0, -0.1, 1.5, np.nan):
+        with pytest.raises(ValueError, match=r"target_recall must be in \(0, 1\]"):
+            target_recall_threshold([0.1, 0.9], [0, 1], bad)
+    for bad in (1.0, -0.1, 2.0, np.nan):
+        with pytest.raises(ValueError, match=r"max_false_alarm_rate must be in \[0, 1\)"):
+            max_false_alarm_threshold([0.1, 0.9], [0, 1], bad)
+    with pytest.raises(ValueError, match="not both"):
+        calibrated_thresholds([0.1, 0.9], [0, 1], fallback_pixel=0.5, target_recall=0.9, max_false_alarm_rate=0.1)
+
+
+def test_calibration_stores_the_rule_that_chose_the_image_threshold():
+    scores, labels = [0.1, 0.2, 0.3, 0.4, 0.6, 0.8], [0, 0, 1, 0, 1, 1]
+    default = calibrated_thresholds(scores, labels, fallback_pixel=0.5)
+    assert default.details["image_rule"] == "f1_optimal"
+    assert default.image == pytest.approx(f1_optimal_threshold(scores, labels).threshold)
+    by_recall = calibrated_thresholds(scores, labels, fallback_pixel=0.5, target_recall=1.0)
+    assert by_recall.details["image_rule"] == "target_recall" and by_recall.details["target_recall"] == 1.0
+    assert by_recall.image == pytest.approx(0.25) and by_recall.details["image_recall"] == 1.0
+    assert by_recall.details["image_false_alarm_rate"] == pytest.approx(1 / 3)
+    by_alarms = calibrated_thresholds(scores, labels, fallback_pixel=0.5, max_false_alarm_rate=0.0)
+    assert by_alarms.details["image_rule"] == "max_false_alarm_rate" and by_alarms.image == pytest.approx(0.5)
+    assert by_alarms.details["image_false_alarm_rate"] == 0.0
+    assert by_alarms.details["image_recall"] == pytest.approx(2 / 3)
+    assert "recall >= 1" in by_recall.rule and "false-alarm rate <= 0" in by_alarms.rule
+    saved = Thresholds.from_dict(by_alarms.to_dict())
+    assert saved.details["image_rule"] == "max_false_alarm_rate"
+
+
+# --------------------------------------------------------------------------------------------
+# Warnings when a calibrated threshold decides nothing (issue 21)
+# --------------------------------------------------------------------------------------------
+def test_a_threshold_that_flags_every_good_image_is_warned_about():
+    # The good images score highest: F1 is best when everything is called defective.
+    scores, labels = [0.9, 0.8, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7], [0, 0, 1, 1, 1, 1, 1, 1, 1]
+    thresholds = calibrated_thresholds(scores, labels, fallback_pixel=0.5)
+    assert thresholds.image <= 0.1  # it does flag both good images
+    (message,) = thresholds.details["warnings"]
+    assert "flags all 2 good calibration images" in message and "--max-false-alarm-rate" in message
+    assert "\n" not in message
+    # A clean separation gives no warning.
+    assert calibrated_thresholds([0.1, 0.2, 0.8, 0.9], [0, 0, 1, 1], fallback_pixel=0.5).details["warnings"] == []
+
+
+def test_a_threshold_that_misses_every_defect_is_warned_about():
+    scores, labels = [0.2, 0.3, 0.9], [1, 1, 0]  # the top score is good; no false alarm allowed
+    thresholds = calibrated_thresholds(scores, labels, fallback_pixel=0.5, max_false_alarm_rate=0.0)
+    assert thresholds.details["image_recall"] == 0.0
+    (message,) = thresholds.details["warnings"]
+    assert "misses all 2 defective calibration images" in message and "--target-recall" in message
+
+
+def test_pixel_thresholds_that_mark_everything_or_no_defect_are_warned_about():
+    scores, labels = [0.1, 0.9], [0, 1]
+    maps = np.array([[[0.5, 0.5], [0.5, 0.5]], [[0.5, 0.5], [0.5, 0.5]]])  # flat maps: F1 marks every pixel
+    masks = np.zeros_like(maps)
+    masks[1, 0, 0] = 1
+    everything = calibrated_thresholds(scores, labels, maps, masks)
+    assert any("marks every pixel" in message for message in everything.details["warnings"])
+    fine = calibrated_thresholds(scores, labels, np.where(masks > 0, 0.9, 0.1), masks)
+    assert fine.details["warnings"] == []
+    thresholds = Thresholds(image=0.5, pixel=0.95, source="calibration", rule="")
+    pixels = (np.where(masks > 0, 0.9, 0.1).ravel(), masks.ravel() > 0)
+    (missed,) = degenerate_threshold_warnings(thresholds, scores, labels, pixels)
+    assert "marks no defect pixel" in missed

@@ -134,8 +134,12 @@ class Inferencer:
         digest = hashlib.sha256(self.checkpoint.read_bytes()).hexdigest() if self.checkpoint.is_file() else None
         return {
             "checkpoint": self.checkpoint.name, "checkpoint_sha256": digest, "step": self.payload.get("step"),
-            "thresholds": None if self.thresholds is None else {"image": self.thresholds.image, "pixel": self.thresholds.pixel,
-                                                                "source": self.thresholds.source},
+            "thresholds": None if self.thresholds is None else {
+                "image": self.thresholds.image, "pixel": self.thresholds.pixel, "source": self.thresholds.source,
+                # which rule chose the image threshold (F1-optimal, a target recall, a false-alarm rate, ...)
+                "image_rule": self.thresholds.details.get("image_rule"), "rule": self.thresholds.rule,
+                **{key: self.thresholds.details[key] for key in ("target_recall", "max_false_alarm_rate")
+                   if key in self.thresholds.details}},
             "backend": self.backend_name, "backend_ran": getattr(self.backend, "name", type(self.backend).__name__),
             "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         }

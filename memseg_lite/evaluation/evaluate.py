@@ -42,6 +42,7 @@ import csv
 import functools
 import json
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -382,8 +383,17 @@ def calibrate_checkpoint(
     folders: dict | None = None,
     write: bool = True,
     backend=None,
+    *,
+    target_recall: float | None = None,
+    max_false_alarm_rate: float | None = None,
 ):
     """F1-optimal thresholds on labelled images (``memseg-lite calibrate``); returns the :class:`Thresholds`.
+
+    ``target_recall`` / ``max_false_alarm_rate``: choose the image threshold by that operating point
+    instead (:func:`~memseg_lite.evaluation.thresholds.calibrated_thresholds`). A threshold that
+    flags every good calibration image or misses every defective one raises a
+    :class:`~memseg_lite.evaluation.thresholds.DegenerateThresholdWarning` naming the checkpoint
+    (the messages are also in ``details["warnings"]``).
 
     The images are chosen as for :func:`evaluate_checkpoint`. With ``write``, the thresholds replace
     those in ``checkpoint`` only, and in the ``thresholds.json`` beside it when that file describes
@@ -394,6 +404,7 @@ def calibrate_checkpoint(
     from memseg_lite.core.checkpoint import save_checkpoint
     from memseg_lite.evaluation.thresholds import (
         THRESHOLDS_NAME,
+        DegenerateThresholdWarning,
         calibrated_thresholds,
         save_thresholds,
         thresholds_of,
@@ -411,7 +422,10 @@ def calibrate_checkpoint(
     pixel_maps, pixel_masks = predictions.pixel_values() if with_pixels else (None, None)  # without padding
     thresholds = calibrated_thresholds(
         predictions.scores, predictions.labels, pixel_maps, pixel_masks, fallback_pixel=fallback, data=", ".join(data),
+        target_recall=target_recall, max_false_alarm_rate=max_false_alarm_rate,
     )
+    for message in thresholds.details["warnings"]:
+        warnings.warn(f"calibrate {checkpoint}: {message}", DegenerateThresholdWarning, stacklevel=2)
     if write:
         stored = load_checkpoint(checkpoint)
         save_checkpoint({**stored, "thresholds": thresholds.to_dict()}, checkpoint)

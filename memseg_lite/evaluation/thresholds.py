@@ -73,6 +73,15 @@ as anomalib's adaptive threshold): of all cuts between consecutive distinct scor
 the largest $F_1 = 2PR / (P + R)$, placed half-way between the two scores. Numbers reported on
 the images a threshold was tuned on are optimistic: calibrate on one part, report on another.
 
+A line often has a requirement instead of "best F1": find at least a fraction $R$ of the defects
+(``calibrate --target-recall R``: the highest threshold with recall $\ge R$,
+:func:`target_recall_threshold`), or flag at most a fraction $F$ of the good parts
+(``calibrate --max-false-alarm-rate F``: the lowest threshold with false-alarm rate $\le F$,
+:func:`max_false_alarm_threshold`). Only the image threshold follows that rule; the pixel threshold
+stays F1-optimal. ``details["image_rule"]`` records which rule chose it, and ``details["warnings"]``
+when a threshold flags every good image or misses every defect on the calibration images
+(:func:`degenerate_threshold_warnings`): then the images do not separate at this operating point.
+
 **Normalised scores** (:func:`normalise_scores`) put the threshold at 0.5 with a piecewise-linear
 map that keeps $[0, 1]$:
 
@@ -196,6 +205,75 @@ def f1_optimal_threshold(scores, labels, negative_weight: float = 1.0) -> Thresh
     return ThresholdChoice(float(threshold), float(precision), float(recall), float(f1[best]))
 
 
+def _cuts(scores: np.ndarray, labels: np.ndarray):
+    """Every cut between consecutive distinct scores, highest first: (sorted scores, index of the lowest
+    score called defective, defective called, good called) per cut."""
+    order = np.argsort(-scores, kind="stable")
+    sorted_scores, sorted_labels = scores[order], labels[order]
+    last_of_run = np.r_[sorted_scores[1:] < sorted_scores[:-1], True]
+    cut_index = np.flatnonzero(last_of_run)
+    defective_called = np.cumsum(sorted_labels)[last_of_run]
+    good_called = cut_index + 1 - defective_called
+    return sorted_scores, cut_index, defective_called, good_called
+
+
+def _threshold_at(sorted_scores: np.ndarray, cut: int | None) -> float:
+    """Half-way between the lowest score called defective and the next lower one (as
+    :func:`f1_optimal_threshold`); ``cut=None``: above every score (nothing called)."""
+    if cut is None:
+        top = sorted_scores[0]
+        return float(0.5 * (top + 1.0)) if top < 1.0 else float(np.nextafter(top, np.inf))
+    if cut + 1 < sorted_scores.size:
+        return float(0.5 * (sorted_scores[cut] + sorted_scores[cut + 1]))
+    return float(sorted_scores[cut])
+
+
+def target_recall_threshold(scores, labels, target_recall: float) -> ThresholdChoice:
+    r"""The highest threshold whose recall on the defective samples is at least ``target_recall``.
+
+    ``target_recall`` $R \in (0, 1]$. Of all cuts between consecutive distinct scores, the one that calls
+    the fewest samples defective while catching $\ge R$ of the defective ones; the threshold is placed
+    half-way to the next lower score, as in :func:`f1_optimal_threshold` (the same images are called).
+    """
+    scores, labels = _check(scores, labels, "target_recall_threshold")
+    if not (np.isfinite(target_recall) and 0 < target_recall <= 1):
+        raise ValueError(f"target_recall must be in (0, 1], got {target_recall}")
+    n_defective = int(labels.sum())
+    if n_defective == 0:
+        raise ValueError("target_recall_threshold needs at least one defective (positive) sample")
+    sorted_scores, cut_index, defective_called, _ = _cuts(scores, labels)
+    # A tiny tolerance: R = 0.3 of 10 defects must accept 3 (3 / 10 < 0.3 in floating point).
+    reached = np.flatnonzero(defective_called / n_defective >= target_recall - 1e-12)
+    threshold = _threshold_at(sorted_scores, int(cut_index[reached[0]]))  # highest cut that reaches R
+    return precision_recall_f1(scores, labels, threshold)
+
+
+def max_false_alarm_threshold(scores, labels, max_false_alarm_rate: float) -> ThresholdChoice:
+    r"""The lowest threshold whose false-alarm rate (good samples called defective) is at most ``max_false_alarm_rate``.
+
+    ``max_false_alarm_rate`` $F \in [0, 1)$. Of all cuts between consecutive distinct scores, the one that
+    calls the most samples defective while flagging $\le F$ of the good ones (above every score when even
+    the top score is a good sample's and $F$ allows none); placed as in :func:`target_recall_threshold`.
+    """
+    scores, labels = _check(scores, labels, "max_false_alarm_threshold")
+    if not (np.isfinite(max_false_alarm_rate) and 0 <= max_false_alarm_rate < 1):
+        raise ValueError(f"max_false_alarm_rate must be in [0, 1), got {max_false_alarm_rate}")
+    n_good = int((~labels).sum())
+    if n_good == 0:
+        raise ValueError("max_false_alarm_threshold needs at least one good (negative) sample")
+    sorted_scores, cut_index, _, good_called = _cuts(scores, labels)
+    allowed = np.flatnonzero(good_called / n_good <= max_false_alarm_rate + 1e-12)
+    threshold = _threshold_at(sorted_scores, int(cut_index[allowed[-1]]) if allowed.size else None)
+    return precision_recall_f1(scores, labels, threshold)
+
+
+def false_alarm_rate(scores, labels, threshold: float) -> float:
+    """The fraction of the good samples (label 0) with ``score >= threshold``."""
+    scores, labels = _check(scores, labels, "false_alarm_rate")
+    good = scores[~labels]
+    return float(np.mean(good >= threshold)) if good.size else 0.0
+
+
 def quantile_threshold(good_scores, quantile: float = DEFAULT_QUANTILE, margin: float = 1.0) -> float:
     """``margin`` x the ``quantile`` of the good images' scores (linear interpolation)."""
     if not 0 < quantile <= 1:
@@ -282,31 +360,101 @@ def validation_thresholds(
     )
 
 
-def calibrated_thresholds(scores, labels, maps=None, masks=None, fallback_pixel: float | None = None,
-                          data: str = "") -> Thresholds:
-    """F1-optimal image threshold (and pixel threshold, when masks are given) on labelled images.
+class DegenerateThresholdWarning(UserWarning):
+    """A calibrated threshold flags every good image or misses every defect (:func:`degenerate_threshold_warnings`)."""
 
+
+#: ``details["image_rule"]`` of :func:`calibrated_thresholds`: which rule chose the image threshold.
+CALIBRATION_IMAGE_RULES = ("f1_optimal", "target_recall", "max_false_alarm_rate")
+
+
+def calibrated_thresholds(scores, labels, maps=None, masks=None, fallback_pixel: float | None = None,
+                          data: str = "", *, target_recall: float | None = None,
+                          max_false_alarm_rate: float | None = None) -> Thresholds:
+    """The image threshold (and the F1-optimal pixel threshold, when masks are given) on labelled images.
+
+    The image threshold is F1-optimal, or, the operating point of a line, the highest one that
+    finds ``target_recall`` of the defective images (:func:`target_recall_threshold`) or the lowest
+    one that flags at most ``max_false_alarm_rate`` of the good ones (:func:`max_false_alarm_threshold`);
+    at most one of the two. ``details["image_rule"]`` says which (:data:`CALIBRATION_IMAGE_RULES`).
     Without masks the pixel threshold is ``fallback_pixel`` (e.g. the run's validation one).
-    ``data`` says which images were used; it is kept in ``details``.
+    ``data`` says which images were used; it is kept in ``details``. A threshold that flags every
+    good image or misses every defect (or, with masks, marks every pixel or no defect pixel) is
+    described in ``details["warnings"]`` (:func:`degenerate_threshold_warnings`).
     """
     scores, labels = _check(scores, labels, "calibrated_thresholds")
     if labels.all() or not labels.any():
         raise ValueError("calibration needs both good and defective images (labels 0 and 1)")
-    image = f1_optimal_threshold(scores, labels)
+    if target_recall is not None and max_false_alarm_rate is not None:
+        raise ValueError("give target_recall or max_false_alarm_rate, not both")
+    if target_recall is not None:
+        image = target_recall_threshold(scores, labels, target_recall)
+        image_rule = "target_recall"
+        rule_words = f"the highest threshold with recall >= {target_recall:g} on labelled images"
+    elif max_false_alarm_rate is not None:
+        image = max_false_alarm_threshold(scores, labels, max_false_alarm_rate)
+        image_rule = "max_false_alarm_rate"
+        rule_words = f"the lowest threshold with a false-alarm rate <= {max_false_alarm_rate:g} on labelled good images"
+    else:
+        image = f1_optimal_threshold(scores, labels)
+        image_rule, rule_words = "f1_optimal", "F1-optimal on labelled images"
+    image_threshold = _open_interval(image.threshold)
+    image = precision_recall_f1(scores, labels, image_threshold)  # what the stored threshold does
     details = {"data": data, "n_good": int((~labels).sum()), "n_defective": int(labels.sum()),
-               "image_precision": image.precision, "image_recall": image.recall, "image_f1": image.f1}
+               "image_rule": image_rule, "image_precision": image.precision, "image_recall": image.recall,
+               "image_f1": image.f1, "image_false_alarm_rate": false_alarm_rate(scores, labels, image_threshold)}
+    if target_recall is not None:
+        details["target_recall"] = float(target_recall)
+    if max_false_alarm_rate is not None:
+        details["max_false_alarm_rate"] = float(max_false_alarm_rate)
+    pixel_values = None
     if maps is not None and masks is not None:
-        pixel_choice = f1_optimal_threshold(np.asarray(maps, dtype=np.float32).ravel(), np.asarray(masks).ravel() > 0)
+        pixel_values = (np.asarray(maps, dtype=np.float32).ravel(), np.asarray(masks).ravel() > 0)
+        pixel_choice = f1_optimal_threshold(*pixel_values)
         pixel, pixel_rule = pixel_choice.threshold, "F1-optimal on the defect masks"
         details["pixel_f1"] = pixel_choice.f1
     elif fallback_pixel is not None:
         pixel, pixel_rule = fallback_pixel, "kept from before (no masks given)"
     else:
         raise ValueError("without masks, calibrated_thresholds needs fallback_pixel")
-    return Thresholds(
-        image=_open_interval(image.threshold), pixel=_open_interval(pixel), source="calibration",
-        rule=f"image: F1-optimal on labelled images; pixel: {pixel_rule}", details=details,
+    thresholds = Thresholds(
+        image=image_threshold, pixel=_open_interval(pixel), source="calibration",
+        rule=f"image: {rule_words}; pixel: {pixel_rule}", details=details,
     )
+    details["warnings"] = degenerate_threshold_warnings(thresholds, scores, labels, pixel_values)
+    return thresholds
+
+
+def degenerate_threshold_warnings(thresholds: Thresholds, scores, labels, pixel_values=None) -> list[str]:
+    """One-line warnings when the thresholds decide nothing on the images they were chosen on.
+
+    An image threshold that flags every good image or misses every defective one; with
+    ``pixel_values`` (maps and masks, flattened), a pixel threshold that marks every pixel or no
+    defect pixel. Each says what to do (more or other calibration images, an operating point).
+    """
+    scores, labels = _check(scores, labels, "degenerate_threshold_warnings")
+    found = []
+    good, defective = scores[~labels], scores[labels]
+    if good.size and np.all(good >= thresholds.image):
+        found.append(
+            f"the image threshold {thresholds.image:.4f} flags all {good.size} good calibration images as defective: "
+            "the good and defective scores overlap; calibrate on more or other images, or choose an operating "
+            "point with --max-false-alarm-rate F")
+    if defective.size and np.all(defective < thresholds.image):
+        found.append(
+            f"the image threshold {thresholds.image:.4f} misses all {defective.size} defective calibration images: "
+            "calibrate on more or other images, or choose an operating point with --target-recall R")
+    if pixel_values is not None:
+        maps, masks = pixel_values
+        if maps.size and np.all(maps >= thresholds.pixel):
+            found.append(
+                f"the pixel threshold {thresholds.pixel:.4f} marks every pixel of the calibration images as defect: "
+                "the masks say nothing at this size; calibrate on more or other images with masks")
+        elif masks.any() and np.all(maps[masks] < thresholds.pixel):
+            found.append(
+                f"the pixel threshold {thresholds.pixel:.4f} marks no defect pixel of the calibration masks: "
+                "calibrate on more or other images with masks")
+    return found
 
 
 # --------------------------------------------------------------------------------------------
