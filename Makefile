@@ -22,6 +22,8 @@ RUN_TIMES ?= docs/run-times.md
 # Notebook size profile: full (the paper's sizes), demo (CPU-friendly, make run / make lab), smoke (CI).
 PROFILE ?= demo
 PYTEST_ARGS ?=
+# Tests and the notebooks' kernels run on the CPU on a GPU machine too (bit-exact checks); TEST_DEVICE=cuda tries the GPU.
+TEST_DEVICE ?= cpu
 
 .PHONY: help install data run docs book browser test test-fast lint test-package test-notebooks check-notebooks editions handout lab bench clean
 
@@ -61,7 +63,7 @@ test: test-package check-notebooks test-notebooks
 
 # The edit loop: everything but the tests marked slow (training, notebooks, browsers).
 test-fast: $(INSTALLED) data
-	MEMSEG_OFFLINE=1 MEMSEG_PROFILE=smoke $(PY) -m pytest tests -m "not slow" $(PYTEST_ARGS)
+	MEMSEG_DEVICE=$(TEST_DEVICE) MEMSEG_OFFLINE=1 MEMSEG_PROFILE=smoke $(PY) -m pytest tests -m "not slow" $(PYTEST_ARGS)
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check memseg_lite tests scripts benchmarks $(RUFF_ARGS)
@@ -80,7 +82,7 @@ browser:
 	fi
 
 test-package: $(INSTALLED) data browser
-	MEMSEG_OFFLINE=1 MEMSEG_PROFILE=smoke $(PY) -m pytest tests $(PYTEST_ARGS)
+	MEMSEG_DEVICE=$(TEST_DEVICE) MEMSEG_OFFLINE=1 MEMSEG_PROFILE=smoke $(PY) -m pytest tests $(PYTEST_ARGS)
 
 # Notebooks are stored without outputs; this fails if one was committed with outputs,
 # or if an edition is not what its source in instructor/source gives.
@@ -96,7 +98,7 @@ handout: $(INSTALLED)
 	$(BIN)/memseg-lite handout --out outputs/handout.zip
 
 test-notebooks: $(INSTALLED) data
-	MEMSEG_OFFLINE=1 MEMSEG_PROFILE=smoke $(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks solutions $(PYTEST_ARGS)
+	MEMSEG_DEVICE=$(TEST_DEVICE) MEMSEG_OFFLINE=1 MEMSEG_PROFILE=smoke $(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks solutions $(PYTEST_ARGS)
 
 # Containers often run as root, which JupyterLab refuses without --allow-root.
 LAB_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root,)

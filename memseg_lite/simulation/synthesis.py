@@ -538,7 +538,8 @@ class TorchAnomalySynthesizer:
       (numpy, e.g. ``texture_bank(source, rng, n, size, n_ops=0)``) or ``[N, 3, H, W]`` (tensor);
     - ``texture_source`` (with ``image_size``, the textures' ``(height, width)``): stream textures
       from this source through a pool of ``pool_size`` on the device, seeded by ``pool_seed``,
-      refreshed as above (``refresh_rate``, ``refresh_every``, ``load_threads``);
+      refreshed as above (``refresh_rate``, ``refresh_every``, ``load_threads``; ``prefetch_textures``:
+      the next refresh's textures are read by a background thread while the batch trains);
     - ``texture_ops``: augmentations per texture use (0: the textures as they are);
     - ``device``: where the simulation runs (``None``: where each batch is).
 
@@ -569,6 +570,7 @@ class TorchAnomalySynthesizer:
         pool_seed: int = 0,
         texture_ops: int = 3,
         load_threads: int = 4,
+        prefetch_textures: bool = True,
     ):
         self.foreground, self._foreground_label = resolve_foreground(foreground)
         config = _check_config(p_normal, p_texture, delta_range, perlin_scale_range, perlin_threshold, structure_grid, max_tries)
@@ -598,6 +600,7 @@ class TorchAnomalySynthesizer:
                     texture_source, image_size, pool_size,
                     loads_per_image=float(refresh_rate) * (1.0 - self.p_normal) * self.p_texture,
                     refresh_every=refresh_every, seed=pool_seed, device=self.device, load_threads=load_threads,
+                    prefetch=prefetch_textures,
                 )
         if self._fixed_bank is None and texture_source is None and self.p_texture > 0:
             raise ValueError(

@@ -14,7 +14,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -686,6 +686,12 @@ class TexturePool:
     the host-side cost (reading, resizing, copying to the device); a refresh reads its textures
     with up to ``load_threads`` threads. ``size``: ``(height, width)`` of the stored textures
     (resized as :meth:`TextureSource.sample` does).
+
+    ``prefetch`` (default on): because the content is a function of the loads, the textures of the
+    next refresh are known one refresh ahead; a background thread reads and resizes them while the
+    GPU trains, so the training thread only copies them in (``wait_seconds``: the time it still
+    waited). A different batch size or a :meth:`seek` makes the guess wrong; those textures are then
+    read on the spot, so the pool's content never depends on prefetching.
     """
 
     def __init__(
@@ -698,6 +704,7 @@ class TexturePool:
         seed: int = 0,
         device: str | torch.device | None = None,
         load_threads: int = 4,
+        prefetch: bool = True,
     ):
         if not isinstance(source, TextureSource):
             raise TypeError(f"source must be a TextureSource, got {type(source).__name__}")
@@ -725,7 +732,11 @@ class TexturePool:
         self.images_done = 0
         self.loads_done = 0  # refresh loads, after the first fill
         self.load_seconds = 0.0
+        self.wait_seconds = 0.0  # the training thread's wait for refresh textures (reads it did or waited on)
         self.textures_loaded = 0
+        self.prefetch = bool(prefetch) and self.refreshing
+        self._reader: ThreadPoolExecutor | None = None  # the one prefetch thread, started at the first refresh
+        self._pending: tuple[list[int], Future] | None = None  # (texture ids, their pixels being read)
         self._orders: dict[int, np.ndarray] = {}
         self.textures, self.ids = self._build(0)
 
@@ -758,7 +769,8 @@ class TexturePool:
         last = slot + self.capacity * ((loads - 1 - slot) // self.capacity)  # the last refresh load into this slot
         return self.capacity + last
 
-    def _fetch(self, ids: list[int]) -> torch.Tensor:
+    def _read(self, ids: list[int]) -> np.ndarray:
+        """The textures ``ids`` read and resized on the host: uint8 ``[len(ids), H, W, 3]``."""
         start = time.perf_counter()
 
         def load(index: int) -> np.ndarray:
@@ -770,10 +782,41 @@ class TexturePool:
                 pixels = np.stack(list(executor.map(load, ids)))
         else:
             pixels = np.stack([load(index) for index in ids])
-        tensor = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous().to(self.device)
         self.load_seconds += time.perf_counter() - start
+        return pixels
+
+    def _fetch(self, ids: list[int]) -> torch.Tensor:
+        """The textures ``ids`` on the device: the prefetched pixels when they are these ids, else read now."""
+        start = time.perf_counter()
+        pending, self._pending = self._pending, None
+        pixels = pending[1].result() if pending is not None else None  # also ends any read still running
+        if pending is None or pending[0] != ids:
+            pixels = self._read(ids)
+        tensor = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous().to(self.device)
+        self.wait_seconds += time.perf_counter() - start
         self.textures_loaded += len(ids)
         return tensor
+
+    def _plan(self, loads: int) -> tuple[torch.Tensor | None, list[int]]:
+        """What going from ``loads_done`` to ``loads`` refresh loads reads: (slots, ids); slots None: the whole pool."""
+        if loads - self.loads_done >= self.capacity:  # every slot changes: load only the final content
+            return None, [self._texture_id(self._slot_load(slot, loads)) for slot in range(self.capacity)]
+        refreshes = range(self.loads_done, loads)
+        slots = torch.tensor([m % self.capacity for m in refreshes], dtype=torch.long)
+        return slots, [self._texture_id(self.capacity + m) for m in refreshes]
+
+    def _prefetch_next(self, batch_size: int) -> None:
+        """Start reading the textures of the next refresh, assuming batches of ``batch_size`` images."""
+        images_then = self.images_done + (self.refresh_every - 1) * int(batch_size)
+        loads = self._due(images_then)
+        if loads <= self.loads_done:
+            return
+        ids = self._plan(loads)[1]
+        if self._pending is not None and self._pending[0] == ids:
+            return
+        if self._reader is None:
+            self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="texture-prefetch")
+        self._pending = (ids, self._reader.submit(self._read, ids))
 
     def _build(self, loads: int) -> tuple[torch.Tensor, torch.Tensor]:
         ids = [self._texture_id(self._slot_load(slot, loads)) for slot in range(self.capacity)]
@@ -785,12 +828,10 @@ class TexturePool:
     def _refresh_to(self, loads: int) -> None:
         if loads <= self.loads_done:
             return
-        if loads - self.loads_done >= self.capacity:  # every slot changes: load only the final content
-            self.textures, self.ids = self._build(loads)
+        slots, ids = self._plan(loads)
+        if slots is None:
+            self.textures, self.ids = self._fetch(ids), torch.tensor(ids, dtype=torch.long)
         else:
-            refreshes = range(self.loads_done, loads)
-            slots = torch.tensor([m % self.capacity for m in refreshes], dtype=torch.long)
-            ids = [self._texture_id(self.capacity + m) for m in refreshes]
             self.textures[slots.to(self.device)] = self._fetch(ids)
             self.ids[slots] = torch.tensor(ids, dtype=torch.long)
         self.loads_done = loads
@@ -798,10 +839,13 @@ class TexturePool:
     # ---- the public interface
     def begin_batch(self, batch_size: int) -> None:
         """Account for one batch of ``batch_size`` images; refresh first when a refresh is due."""
-        if self.batches_done % self.refresh_every == 0:
+        refresh = self.batches_done % self.refresh_every == 0
+        if refresh:
             self._refresh_to(self._due(self.images_done))
         self.batches_done += 1
         self.images_done += int(batch_size)
+        if refresh and self.prefetch:
+            self._prefetch_next(batch_size)
 
     def seek(self, batches_done: int, batch_size: int) -> None:
         """Put the pool in the state it has after ``batches_done`` batches of ``batch_size`` images."""
@@ -810,6 +854,9 @@ class TexturePool:
                 raise ValueError(f"{name} must be an int >= 0, got {value!r}")
         last_refresh = ((batches_done - 1) // self.refresh_every) * self.refresh_every if batches_done > 0 else 0
         loads = self._due(last_refresh * batch_size)
+        if self._pending is not None:  # read for the state before the seek
+            self._pending[1].result()
+            self._pending = None
         if loads != self.loads_done:
             self.textures, self.ids = self._build(loads)
             self.loads_done = loads
