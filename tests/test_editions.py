@@ -118,3 +118,71 @@ def test_the_handout_refuses_stale_student_editions(tmp_path):
     with pytest.raises(ValueError, match="01_perlin_noise.ipynb.*make editions"):
         write_handout(tmp_path / "handout.zip", root=tmp_path)
     assert not (tmp_path / "handout.zip").exists()
+
+
+CORE = '''def fade(t):
+    """Doc."""
+    # BEGIN CORE
+    return 6 * t**5
+    # END CORE
+    # BEGIN ASSIGNMENT
+    raise NotImplementedError
+
+
+fade = use_core(fade, reference, t)
+    # END ASSIGNMENT'''
+
+
+def test_core_regions_go_to_the_assignment_edition_only_and_are_not_exercises():
+    from memseg_lite.teaching.editions import CORE_MARKERS, has_core, has_regions
+
+    cell = {"cell_type": "code", "id": "5", "metadata": {}, "source": CORE, "outputs": [], "execution_count": None}
+    assert has_core(cell) and not has_regions(cell)
+    assert resolve_regions(CORE, "core", markers=CORE_MARKERS) == 'def fade(t):\n    """Doc."""\n    return 6 * t**5'
+    source = {"metadata": {}, "nbformat": 4, "nbformat_minor": 5, "cells": [
+        {"cell_type": "markdown", "id": "0", "metadata": {"tags": ["solutions-edition"]}, "source": ["Worked solution"]},
+        cell,
+        {"cell_type": "code", "id": "2", "metadata": {"tags": ["solution"]}, "source": EXERCISE, "outputs": [],
+         "execution_count": None}]}
+    worked, solutions = edition(source, "student", "01_x.ipynb"), edition(source, "solutions", "01_x.ipynb")
+    assignment = edition(source, "assignment", "01_x.ipynb")
+    assert "".join(worked["cells"][0]["source"]).endswith("return 6 * t**5")
+    assert [c for c in solutions["cells"] if "fade" in "".join(c["source"])] == []  # not an exercise cell
+    texts = ["".join(c["source"]) for c in assignment["cells"]]
+    assert len(texts) == 2 and "6 * t**5" not in texts[0] and texts[0].endswith("fade = use_core(fade, reference, t)")
+    assert texts[1] == resolve_regions(EXERCISE, "student")  # the exercises as in the student edition
+    assert assignment["metadata"]["memseg_lite"] == {"chapter": "01", "track": "assignment"}
+    assert worked["metadata"]["memseg_lite"] == {"chapter": "01"}
+
+
+def test_assignment_editions_hold_no_core_code_and_stale_ones_are_reported(tmp_path):
+    from memseg_lite.teaching.editions import CORE_MARKERS, has_core
+
+    with_core = [p for p in SOURCES if any(has_core(c) for c in json.loads(p.read_text(encoding="utf-8"))["cells"])]
+    assert [p.name[:2] for p in with_core] >= ["01"]
+    assert sorted(p.name for p in (ROOT / "assignments").glob("*.ipynb")) == sorted(
+        f"{p.stem}_assignment.ipynb" for p in with_core)
+    for source_path in with_core:
+        cells = json.loads(source_path.read_text(encoding="utf-8"))["cells"]
+        core, shared = set(), set()  # shared: lines also in the chapter's other cells (a worked comparison)
+        for cell in cells:
+            if not has_core(cell):
+                shared |= {line.strip() for line in "".join(cell["source"]).splitlines()}
+            else:
+                text = "".join(cell["source"])
+                given = set(resolve_regions(text, "assignment", markers=CORE_MARKERS).splitlines())
+                core |= {line.strip() for line in resolve_regions(text, "core", markers=CORE_MARKERS).splitlines()
+                         if len(line.strip()) >= 16 and line not in given and not line.strip().startswith("#")}
+        core -= shared
+        assert core, source_path.name
+        assigned = notebook_lines((ROOT / "assignments" / f"{source_path.stem}_assignment.ipynb").read_text(encoding="utf-8"))
+        assert not core & assigned, f"{source_path.name}: core code in the assignment edition: {sorted(core & assigned)[:3]}"
+        assert core <= notebook_lines((ROOT / "notebooks" / source_path.name).read_text(encoding="utf-8"))
+    for folder in ("instructor/source", "notebooks", "solutions", "assignments"):
+        shutil.copytree(ROOT / folder, tmp_path / folder)
+    (tmp_path / "assignments" / "99_gone_assignment.ipynb").write_text("{}")
+    edited = tmp_path / "assignments" / with_core[0].name.replace(".ipynb", "_assignment.ipynb")
+    edited.write_text(edited.read_text(encoding="utf-8").replace("NotImplementedError", "NotImplemented"), encoding="utf-8")
+    assert sorted(p.name for p in build(tmp_path, check=True)) == sorted([edited.name, "99_gone_assignment.ipynb"])
+    build(tmp_path)
+    assert build(tmp_path, check=True) == [] and not (tmp_path / "assignments" / "99_gone_assignment.ipynb").exists()
