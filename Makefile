@@ -8,6 +8,7 @@
 #   make docs   the documentation site with the executed notebooks (outputs/site/index.html; make run builds it too; make book is the same)
 #   make editions  notebooks/ and solutions/ from instructor/source (edit only the source)
 #   make handout   the student zip (outputs/handout.zip: no solutions, instructor files or tests)
+#   make handout-assignment  the same with the assignment editions (outputs/handout-assignment.zip)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -23,10 +24,10 @@ RUN_TIMES ?= docs/run-times.md
 PROFILE ?= demo
 PYTEST_ARGS ?=
 
-.PHONY: help install data run docs book browser test test-fast lint test-package test-notebooks check-notebooks editions handout lab bench clean
+.PHONY: help install data run docs book browser test test-fast lint test-package test-notebooks check-notebooks editions handout handout-assignment lab bench clean
 
 help:
-	@sed -n '2,11p' Makefile
+	@sed -n '2,12p' Makefile
 
 $(INSTALLED): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit("memseg-lite needs Python 3.11 or newer (found " + sys.version.split()[0] + "); run e.g. make PYTHON=python3.11 ...") if sys.version_info < (3, 11) else None'
@@ -94,6 +95,10 @@ editions: $(INSTALLED)
 
 handout: $(INSTALLED)
 	$(BIN)/memseg-lite handout --out outputs/handout.zip
+
+# The same with the assignment editions (students write each chapter's core) in place of the worked ones.
+handout-assignment: $(INSTALLED)
+	$(PY) -m memseg_lite.teaching.handout --track assignment --out outputs/handout-assignment.zip
 
 test-notebooks: $(INSTALLED) data
 	MEMSEG_OFFLINE=1 MEMSEG_PROFILE=smoke $(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks solutions $(PYTEST_ARGS)

@@ -186,3 +186,21 @@ def test_assignment_editions_hold_no_core_code_and_stale_ones_are_reported(tmp_p
     assert sorted(p.name for p in build(tmp_path, check=True)) == sorted([edited.name, "99_gone_assignment.ipynb"])
     build(tmp_path)
     assert build(tmp_path, check=True) == [] and not (tmp_path / "assignments" / "99_gone_assignment.ipynb").exists()
+
+
+def test_the_assignment_handout_ships_the_assignment_editions_instead_of_the_worked_core(tmp_path):
+    from memseg_lite.teaching.handout import main as handout_main
+
+    out = tmp_path / "assignment.zip"
+    assert handout_main(["--track", "assignment", "--out", str(out)]) == 0
+    with zipfile.ZipFile(out) as archive:
+        names = set(archive.namelist())
+        worked_core = notebook_lines((ROOT / "notebooks" / "01_perlin_noise.ipynb").read_text(encoding="utf-8"))
+        shipped = notebook_lines(archive.read("memseg-lite/notebooks/01_perlin_noise_assignment.ipynb").decode())
+    assert "memseg-lite/notebooks/01_perlin_noise.ipynb" not in names
+    assert "memseg-lite/notebooks/00_overview.ipynb" in names  # a chapter without a core keeps its student edition
+    assert "return 6 * t**5 - 15 * t**4 + 10 * t**3" in worked_core and "return 6 * t**5 - 15 * t**4 + 10 * t**3" not in shipped
+    assert sum(name.endswith(".ipynb") for name in names) == 12
+    assert not any(name.split("/")[1] in ("assignments", "solutions", "instructor", "tests") for name in names)
+    with pytest.raises(ValueError, match="track"):
+        handout_files(ROOT, track="core")

@@ -203,3 +203,59 @@ def test_grade_stops_the_students_cells_at_the_time_limit_and_still_grades(tmp_p
     assert grade.seconds < 50
     assert grade.error == "time limit reached" and grade.error_cell == 4
     assert statuses(grade) == {1: (NOT_ATTEMPTED, 0.0), 2: (NOT_ATTEMPTED, 0.0), 3: (PASSED, 1.0)}
+
+
+# The assignment track: chapter 01's core pieces, written by the student and guarded by use_core.
+CORE_SETUP = '''
+import numpy as np
+from memseg_lite.simulation import perlin
+from memseg_lite.teaching.exercises import use_core
+probe = (np.linspace(0, 3.9, 7)[:, None], np.linspace(0, 2.9, 5)[None, :], perlin.random_gradients((5, 4), np.random.default_rng(1)))
+'''
+CORRECT_FADE = '''
+def my_fade(t):
+    return t**3 * (10 - 15 * t + 6 * t**2)
+
+
+my_fade = use_core(my_fade, perlin.fade, np.linspace(0, 1, 11))
+'''
+WRONG_PERLIN = '''
+def my_perlin_at(u, v, gradients):
+    return 0.5 * perlin.perlin_at(u, v, gradients)  # half the amplitude: wrong
+
+
+my_perlin_at = use_core(my_perlin_at, perlin.perlin_at, *probe)
+'''
+MISSING_PERLIN = '''
+def my_perlin_at(u, v, gradients):
+    raise NotImplementedError
+
+
+my_perlin_at = use_core(my_perlin_at, perlin.perlin_at, *probe)
+'''
+# A later cell that needs the core: it runs on the fallback and writes what it saw.
+USES_THE_CORE = '''
+noise = my_perlin_at(*probe)
+assert np.allclose(noise, perlin.perlin_at(*probe)), "the later cells must run on a correct core"
+print("later cell ran:", noise.shape)
+'''
+
+
+@pytest.mark.slow
+def test_the_assignment_track_grades_the_students_core_and_the_notebook_runs_on_the_fallback(tmp_path):
+    good = student_notebook(tmp_path / "alice", CORE_SETUP, CORRECT_FADE, WRONG_PERLIN, USES_THE_CORE,
+                            name="01_perlin_noise_assignment.ipynb")
+    empty = student_notebook(tmp_path / "bob", CORE_SETUP, MISSING_PERLIN, USES_THE_CORE,
+                             name="01_perlin_noise_assignment.ipynb")
+    grades = grade_notebooks([good, empty], timeout=120, track="assignment")
+    assert [g.error for g in grades] == [None, None]  # the later cell ran in both: no error
+    core = [{r.number: (r.status, r.points) for r in g.exercises if r.kind == "core"} for g in grades]
+    assert core[0] == {1: (PASSED, 1.0), 2: (FAILED, 0.0)}  # the wrong core is graded, not the fallback
+    assert core[1] == {1: (NOT_ATTEMPTED, 0.0), 2: (NOT_ATTEMPTED, 0.0)}
+    header, rows = gradebook(grades)
+    assert header == ["student", "01.1", "01.2", "01.3", "01.c1", "01.c2", "total", "out of", "status"]
+    assert rows[0][4:] == ["1", "0", "1", "6", "ok"] and rows[1][4:] == ["0", "0", "0", "6", "ok"]
+    worked = grade_notebook(good, timeout=120)  # the worked track grades the exercises only
+    assert {r.kind for r in worked.exercises} == {"exercise"}
+    with pytest.raises(ValueError, match="track"):
+        grade_notebook(good, track="core")

@@ -5,7 +5,7 @@ What the notebook prints does not count. :func:`grade_notebook`
 1. copies the notebook into a throwaway working folder (with a copy of the data folder beside
    it, so ``../data/demo`` resolves as in the repository), under a private temporary folder;
 2. executes it with nbclient (kernel ``python3``) in that folder, with a scrubbed environment
-   (``PATH``, the locale, ``MEMSEG_PROFILE``, ``MEMSEG_OFFLINE=1``, no GPU, ``HOME`` and
+   (``PATH``, ``PYTHONPATH``, the locale, ``MEMSEG_PROFILE``, ``MEMSEG_OFFLINE=1``, no GPU, ``HOME`` and
    ``TMPDIR`` inside the throwaway folder), every cell run even after an error, within a time
    limit for the whole notebook;
 3. appends a grader cell, run in the same kernel, which imports the hidden tests of the
@@ -230,7 +230,9 @@ def _memseg_grade(namespace, tests_file, data_root, names, results_file, token, 
 
 def _scrubbed_environment(home: Path, profile: str) -> dict[str, str]:
     """The kernel's whole environment: no credentials, tokens or paths of the grader leak in."""
-    env = {name: os.environ[name] for name in ("PATH", "LANG", "LC_ALL", "TZ", "TORCH_HOME") if name in os.environ}
+    # PYTHONPATH: the kernel imports the same memseg_lite as the grader (a checkout run with PYTHONPATH)
+    env = {name: os.environ[name] for name in ("PATH", "PYTHONPATH", "LANG", "LC_ALL", "TZ", "TORCH_HOME")
+           if name in os.environ}
     env.update(HOME=str(home), TMPDIR=str(home / "tmp"), IPYTHONDIR=str(home / ".ipython"),
                MPLCONFIGDIR=str(home / ".matplotlib"), JUPYTER_RUNTIME_DIR=str(home / ".jupyter-runtime"),
                MEMSEG_PROFILE=profile, MEMSEG_OFFLINE="1", CUDA_VISIBLE_DEVICES="", MPLBACKEND="Agg",
