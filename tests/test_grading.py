@@ -210,7 +210,8 @@ CORE_SETUP = '''
 import numpy as np
 from memseg_lite.simulation import perlin
 from memseg_lite.teaching.exercises import use_core
-probe = (np.linspace(0, 3.9, 7)[:, None], np.linspace(0, 2.9, 5)[None, :], perlin.random_gradients((5, 4), np.random.default_rng(1)))
+probe = (np.linspace(0, 3.9, 7)[:, None], np.linspace(0, 2.9, 5)[None, :],
+         perlin.random_gradients((5, 4), np.random.default_rng(1)))
 '''
 CORRECT_FADE = '''
 def my_fade(t):
@@ -259,3 +260,64 @@ def test_the_assignment_track_grades_the_students_core_and_the_notebook_runs_on_
     assert {r.kind for r in worked.exercises} == {"exercise"}
     with pytest.raises(ValueError, match="track"):
         grade_notebook(good, track="core")
+
+
+def core_tests(chapter):
+    return load_hidden_tests(default_tests_folder(), chapter)
+
+
+def test_the_core_hidden_tests_pass_the_package_and_fail_wrong_cores():
+    import numpy as np
+
+    from memseg_lite.evaluation.metrics import pro_curve
+    from memseg_lite.network.losses import focal_loss
+    from memseg_lite.network.memory import memory_distances
+    from memseg_lite.simulation import perlin
+    from memseg_lite.simulation.foreground import otsu_between_class_variance
+
+    def otsu(grey):
+        curve = otsu_between_class_variance(grey)
+        return int(np.argmax(curve)), curve
+
+    right = {("01", 1): perlin.fade, ("01", 2): perlin.perlin_at, ("02", 1): otsu, ("04", 1): memory_distances,
+             ("07", 1): focal_loss, ("09", 1): pro_curve}
+    wrong = {("01", 1): lambda t: 3 * t**2 - 2 * t**3,  # smoothstep, not the quintic fade
+             ("01", 2): lambda u, v, g: perlin.perlin_at(np.clip(u, 0, 4.5), v, g),
+             ("02", 1): lambda grey: (int(grey.mean()), otsu_between_class_variance(grey)),  # the mean threshold
+             ("04", 1): lambda features, memory: memory_distances(features, memory, rule="tootouch"),  # squared
+             ("07", 1): lambda logits, target, gamma: focal_loss(logits, target, gamma + 1),
+             ("09", 1): lambda maps, masks: pro_curve(maps, masks, max_points=10)}
+    for (chapter, number), function in right.items():
+        getattr(core_tests(chapter), f"core_{number}")(function)
+    for (chapter, number), function in wrong.items():
+        with pytest.raises(AssertionError):
+            getattr(core_tests(chapter), f"core_{number}")(function)
+    assert {c: hidden_exercises(core_tests(c), "core") for c in ("01", "02", "04", "07", "09")} == {
+        "01": {1: 1.0, 2: 2.0}, "02": {1: 2.0}, "04": {1: 2.0}, "07": {1: 2.0}, "09": {1: 2.0}}
+
+
+def test_use_core_keeps_a_right_core_and_falls_back_with_a_warning(capsys):
+    import numpy as np
+
+    from memseg_lite.simulation import perlin
+    from memseg_lite.teaching.exercises import use_core
+
+    def my_fade(t):
+        return 6 * t**5 - 15 * t**4 + 10 * t**3
+
+    def wrong_fade(t):
+        return t
+
+    def missing_fade(t):
+        raise NotImplementedError
+
+    probe = np.linspace(0, 1, 11)
+    assert use_core(my_fade, perlin.fade, probe) is my_fade
+    for student in (wrong_fade, missing_fade):
+        guarded = use_core(student, perlin.fade, probe)
+        assert guarded is not student and guarded.__memseg_student__ is student
+        assert np.array_equal(guarded(probe), perlin.fade(probe))
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("[ok] core · my_fade")
+    assert "wrong_fade gives another result" in printed[1] and "missing_fade is not written yet" in printed[2]
+    assert use_core(lambda t: (t, t), lambda t: (t, 2 * t), probe).__memseg_student__  # tuples compared item by item
