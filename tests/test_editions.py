@@ -207,3 +207,42 @@ def test_the_assignment_handout_ships_the_assignment_editions_instead_of_the_wor
     assert not any(name.split("/")[1] in ("assignments", "solutions", "instructor", "tests") for name in names)
     with pytest.raises(ValueError, match="track"):
         handout_files(ROOT, track="core")
+
+
+def test_a_repository_file_gives_each_student_notebook_a_colab_badge_and_a_setup_cell(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from memseg_lite.teaching.editions import COLAB_TAG, read_repository
+
+    for folder in ("instructor/source", "notebooks", "solutions", "assignments"):
+        shutil.copytree(ROOT / folder, tmp_path / folder)
+    assert read_repository(tmp_path) is None
+    (tmp_path / "instructor" / "repository.txt").write_text("https://github.com/acme/memseg-course@spring\n")
+    assert read_repository(tmp_path) == ("https://github.com/acme/memseg-course", "spring")
+    solutions_before = (tmp_path / "solutions" / "01_perlin_noise_solutions.ipynb").read_text(encoding="utf-8")
+    changed = build(tmp_path)
+    assert {p.parent.name for p in changed} == {"notebooks", "assignments"}
+    assert len(changed) == len(SOURCES) + len(list((ROOT / "assignments").glob("*.ipynb")))
+    assert (tmp_path / "solutions" / "01_perlin_noise_solutions.ipynb").read_text(encoding="utf-8") == solutions_before
+    for path, link in ((tmp_path / "notebooks" / "01_perlin_noise.ipynb", "notebooks/01_perlin_noise.ipynb"),
+                       (tmp_path / "assignments" / "01_perlin_noise_assignment.ipynb",
+                        "assignments/01_perlin_noise_assignment.ipynb")):
+        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+        first = next(cell for cell in cells if cell["cell_type"] == "markdown")
+        assert f"colab.research.google.com/github/acme/memseg-course/blob/spring/{link})" in "".join(first["source"])
+        setup = cells[cells.index(first) + 1]
+        assert setup["metadata"]["tags"] == [COLAB_TAG] and "--branch" in "".join(setup["source"])
+    # Where the package is installed and the data exist, the setup cell does nothing (no clone, no install).
+    (tmp_path / "run" / "notebooks").mkdir(parents=True)
+    (tmp_path / "run" / "data" / "demo").mkdir(parents=True)
+    result = subprocess.run([sys.executable, "-c", "".join(setup["source"])], cwd=tmp_path / "run" / "notebooks",
+                            capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PYTHONPATH": str(ROOT), "PATH": ""})  # no git: a clone would fail
+    assert result.returncode == 0 and result.stdout == "", result.stderr
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["data", "notebooks"]
+    assert build(tmp_path, check=True) == []
+    (tmp_path / "instructor" / "repository.txt").write_text("git@github.com:acme/memseg-course.git")
+    with pytest.raises(ValueError, match="repository.txt.*OWNER/NAME"):
+        build(tmp_path, check=True)

@@ -37,6 +37,13 @@ the core and drop the assignment lines; the assignment edition
 edition with the core cut and the assignment lines kept. Core regions are not exercises
 (:func:`has_regions` ignores them).
 
+Colab-like services (each notebook opens in a runtime of its own): when
+``instructor/repository.txt`` names the course's copy of the repository (``https://github.com/OWNER/NAME``,
+optionally ``@BRANCH``), the student and assignment editions get an "Open in Colab" badge in their
+first markdown cell and, after it, a setup cell (tag ``colab-setup``) that installs the package
+from that copy and generates the demo data; where ``memseg_lite`` is installed and the data exist
+(a checkout, a JupyterHub image) it does nothing. Without the file the editions have neither.
+
 ``python -m memseg_lite.teaching.editions`` (``make editions``) rewrites the three folders;
 ``--check`` only reports editions that differ from what the source gives (the test suite runs it).
 """
@@ -62,6 +69,19 @@ EDITIONS = ("student", "solutions", "assignment")
 #: the metadata ``memseg_lite.track`` of each graded edition
 TRACKS = {"student": "worked", "assignment": "assignment"}
 ROOT = Path(__file__).resolve().parents[2]
+COLAB_TAG = "colab-setup"
+_SETUP_CELL = """# Setup on Colab-like services, where every notebook starts in a fresh runtime.
+# It does nothing where memseg_lite is installed and the demo data exist (a checkout, a JupyterHub image).
+import importlib.util, os, subprocess, sys
+
+if importlib.util.find_spec("memseg_lite") is None:
+    if not os.path.isdir("memseg-lite"):
+        subprocess.run(["git", "clone", "--depth", "1", {branch}{url!r}, "memseg-lite"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "./memseg-lite[workbook]"], check=True)
+    sys.path.insert(0, os.path.abspath("memseg-lite"))  # the running kernel sees the new install
+    os.chdir({folder!r})  # the notebooks read ../data/demo and write ../runs
+if not os.path.isdir("../data/demo"):  # deterministic, seconds; nothing is downloaded
+    subprocess.run([sys.executable, "-m", "memseg_lite.cli", "demo-data", "--out", "../data/demo"], check=True)"""
 
 
 def _text(cell: dict) -> str:
@@ -136,6 +156,39 @@ def _edition_cell(cell: dict, edition: str, where: str) -> dict:
     return out
 
 
+def read_repository(root: Path = ROOT) -> tuple[str, str] | None:
+    """(URL, branch) from ``root/instructor/repository.txt`` (``https://github.com/OWNER/NAME[@BRANCH]``), or None."""
+    path = root / "instructor" / "repository.txt"
+    if not path.is_file():
+        return None
+    text = path.read_text(encoding="utf-8").strip()
+    url, _, branch = text.partition("@") if text.count("@") == 1 and "://" in text.split("@")[0] else (text, "", "")
+    match = re.fullmatch(r"https://github\.com/[\w.-]+/[\w.-]+", url.removesuffix(".git").rstrip("/"))
+    if match is None:
+        raise ValueError(f"{path}: expected one line https://github.com/OWNER/NAME[@BRANCH], got {text!r}")
+    return match[0], branch or "main"
+
+
+def add_colab_setup(notebook: dict, repository: tuple[str, str], path_in_repository: str) -> dict:
+    """The badge (in the first markdown cell) and the setup cell (after it) for a notebook at ``path_in_repository``."""
+    url, branch = repository
+    badge = (f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+             f"(https://colab.research.google.com/github/{url.removeprefix('https://github.com/')}/blob/{branch}/"
+             f"{path_in_repository})")
+    cells = notebook["cells"]
+    first = next((i for i, cell in enumerate(cells) if cell["cell_type"] == "markdown"), None)
+    if first is None:
+        raise ValueError(f"{path_in_repository}: no markdown cell for the Colab badge")
+    cells[first]["source"] = _split_source(_text(cells[first]).rstrip("\n") + "\n\n" + badge)
+    folder = "memseg-lite/" + path_in_repository.rsplit("/", 1)[0]
+    setup = _SETUP_CELL.format(url=url, folder=folder, branch="" if branch == "main" else f"\"--branch\", {branch!r}, ")
+    cells.insert(first + 1, {"cell_type": "code", "execution_count": None, "id": "", "metadata": {"tags": [COLAB_TAG]},
+                             "outputs": [], "source": _split_source(setup)})
+    for number, cell in enumerate(cells):
+        cell["id"] = str(number)
+    return notebook
+
+
 def edition(source: dict, which: str, name: str = "source") -> dict:
     """The ``which`` edition (``"student"``, ``"solutions"``, ``"assignment"``) of a source notebook (parsed .ipynb)."""
     if which not in EDITIONS:
@@ -182,12 +235,16 @@ def build(root: Path = ROOT, check: bool = False) -> list[Path]:
     if not sources:
         raise FileNotFoundError(f"no source notebooks in {root / 'instructor' / 'source'}")
     differed, written = [], set()
+    repository = read_repository(root)
     for source_path in sources:
         source = json.loads(source_path.read_text(encoding="utf-8"))
         with_core = any(has_core(cell) for cell in source["cells"])
         for which, path in edition_paths(source_path, root, with_core).items():
             written.add(path)
-            text = dumps(edition(source, which, source_path.name))
+            notebook = edition(source, which, source_path.name)
+            if repository is not None and which in TRACKS:
+                add_colab_setup(notebook, repository, path.relative_to(root).as_posix())
+            text = dumps(notebook)
             if path.is_file() and path.read_text(encoding="utf-8") == text:
                 continue
             differed.append(path)
