@@ -157,7 +157,7 @@ def _edition_cell(cell: dict, edition: str, where: str) -> dict:
 
 
 def read_repository(root: Path = ROOT) -> tuple[str, str] | None:
-    """(URL, branch) from ``root/instructor/repository.txt`` (``https://github.com/OWNER/NAME[@BRANCH]``), or None."""
+    """(URL, branch) from ``instructor/repository.txt`` (``https://github.com/OWNER/NAME[@BRANCH]``), or None."""
     path = root / "instructor" / "repository.txt"
     if not path.is_file():
         return None
