@@ -86,7 +86,7 @@ test-package: $(INSTALLED) data browser
 # Notebooks are stored without outputs; this fails if one was committed with outputs,
 # or if an edition is not what its source in instructor/source gives.
 check-notebooks: $(INSTALLED)
-	$(BIN)/nbstripout --verify notebooks/*.ipynb solutions/*.ipynb instructor/source/*.ipynb
+	$(BIN)/nbstripout --verify notebooks/*.ipynb solutions/*.ipynb assignments/*.ipynb instructor/source/*.ipynb
 	$(PY) -m memseg_lite.teaching.editions --check
 
 # The student and solutions editions, generated from the one source per chapter.
