@@ -270,7 +270,7 @@ def test_the_core_hidden_tests_pass_the_package_and_fail_wrong_cores():
     import numpy as np
 
     from memseg_lite.evaluation.metrics import pro_curve
-    from memseg_lite.network.attention import spatial_attention_maps
+    from memseg_lite.network.attention import CoordinateAttention, spatial_attention_maps
     from memseg_lite.network.losses import focal_loss
     from memseg_lite.network.memory import memory_distances
     from memseg_lite.simulation import perlin
@@ -281,12 +281,14 @@ def test_the_core_hidden_tests_pass_the_package_and_fail_wrong_cores():
         return int(np.argmax(curve)), curve
 
     right = {("01", 1): perlin.fade, ("01", 2): perlin.perlin_at, ("02", 1): otsu, ("04", 1): memory_distances,
-             ("05", 1): spatial_attention_maps, ("07", 1): focal_loss, ("09", 1): pro_curve}
+             ("05", 1): spatial_attention_maps, ("06", 1): CoordinateAttention.gates, ("07", 1): focal_loss,
+             ("09", 1): pro_curve}
     wrong = {("01", 1): lambda t: 3 * t**2 - 2 * t**3,  # smoothstep, not the quintic fade
              ("01", 2): lambda u, v, g: perlin.perlin_at(np.clip(u, 0, 4.5), v, g),
              ("02", 1): lambda grey: (int(grey.mean()), otsu_between_class_variance(grey)),  # the mean threshold
              ("04", 1): lambda features, memory: memory_distances(features, memory, rule="tootouch"),  # squared
              ("05", 1): lambda means: list(means),  # the channel means, without the cascade
+             ("06", 1): lambda module, x: module.gates(x)[::-1],  # the gates swapped
              ("07", 1): lambda logits, target, gamma: focal_loss(logits, target, gamma + 1),
              ("09", 1): lambda maps, masks: pro_curve(maps, masks, max_points=10)}
     for (chapter, number), function in right.items():
@@ -294,8 +296,9 @@ def test_the_core_hidden_tests_pass_the_package_and_fail_wrong_cores():
     for (chapter, number), function in wrong.items():
         with pytest.raises(AssertionError):
             getattr(core_tests(chapter), f"core_{number}")(function)
-    assert {c: hidden_exercises(core_tests(c), "core") for c in ("01", "02", "04", "05", "07", "09")} == {
-        "01": {1: 1.0, 2: 2.0}, "02": {1: 2.0}, "04": {1: 2.0}, "05": {1: 2.0}, "07": {1: 2.0}, "09": {1: 2.0}}
+    assert {c: hidden_exercises(core_tests(c), "core") for c in ("01", "02", "04", "05", "06", "07", "09")} == {
+        "01": {1: 1.0, 2: 2.0}, "02": {1: 2.0}, "04": {1: 2.0}, "05": {1: 2.0}, "06": {1: 2.0}, "07": {1: 2.0},
+        "09": {1: 2.0}}
 
 
 def test_use_core_keeps_a_right_core_and_falls_back_with_a_warning(capsys):
