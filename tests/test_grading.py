@@ -115,6 +115,10 @@ def test_bad_input_is_named(tmp_path):
     with pytest.raises(ValueError, match="which chapter"):
         grade_notebook(unnamed)
     assert main(["grade", str(student), "--tests", str(tmp_path / "no-tests")]) == 1
+    with pytest.raises(SystemExit):
+        main(["grade", str(student), "--track", "core"])  # worked or assignment
+    with pytest.raises(ValueError, match="track"):
+        grade_notebooks([student], track="core")
 
 
 def test_a_batch_gives_unreadable_notebooks_an_error_row_without_running_anything(tmp_path):
@@ -326,3 +330,33 @@ def test_use_core_keeps_a_right_core_and_falls_back_with_a_warning(capsys):
     assert printed[0].startswith("[ok] core · my_fade")
     assert "wrong_fade gives another result" in printed[1] and "missing_fade is not written yet" in printed[2]
     assert use_core(lambda t: (t, t), lambda t: (t, 2 * t), probe).__memseg_student__  # tuples compared item by item
+
+
+@pytest.mark.slow
+def test_a_real_assignment_chapter_grades_the_core_and_runs_to_the_end_whatever_the_core(tmp_path):
+    import json
+
+    assignment = ROOT / "assignments" / "02_foreground_masks_assignment.ipynb"
+    stub = "    raise NotImplementedError"
+    answers = {"alice": '''    p = np.bincount(grey.ravel(), minlength=256) / grey.size
+    omega, mu = np.cumsum(p), np.cumsum(np.arange(256) * p)
+    between = np.zeros(256)
+    valid = omega * (1 - omega) > 1e-12
+    between[valid] = (mu[-1] * omega[valid] - mu[valid]) ** 2 / (omega[valid] * (1 - omega[valid]))
+    return int(np.argmax(between)), between''',
+               "bob": "    return int(grey.mean()), np.ones(256)",  # the mean threshold: wrong
+               "carol": stub}  # not written
+    paths = []
+    for student, answer in answers.items():
+        notebook = json.loads(assignment.read_text(encoding="utf-8"))
+        cell = next(c for c in notebook["cells"] if "def my_otsu(" in "".join(c["source"]))
+        text = "".join(cell["source"])
+        assert text.count(stub) == 1
+        cell["source"] = text.replace(stub, answer)
+        (tmp_path / student).mkdir()
+        paths.append(tmp_path / student / assignment.name)
+        paths[-1].write_text(json.dumps(notebook), encoding="utf-8")
+    grades = grade_notebooks(paths, timeout=300, track="assignment")
+    assert [grade.error for grade in grades] == [None, None, None]  # every cell ran, also on the fallback
+    core = [next(r for r in grade.exercises if r.kind == "core") for grade in grades]
+    assert [(r.status, r.points) for r in core] == [(PASSED, 2.0), (FAILED, 0.0), (NOT_ATTEMPTED, 0.0)]
