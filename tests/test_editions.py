@@ -199,12 +199,14 @@ def test_the_assignment_handout_ships_the_assignment_editions_instead_of_the_wor
         names = set(archive.namelist())
         worked_core = notebook_lines((ROOT / "notebooks" / "01_perlin_noise.ipynb").read_text(encoding="utf-8"))
         shipped = notebook_lines(archive.read("memseg-lite/notebooks/01_perlin_noise_assignment.ipynb").decode())
+        texts = [archive.read(name).decode() for name in names if name.endswith(".ipynb")]
     assert "memseg-lite/notebooks/01_perlin_noise.ipynb" not in names
     assert "memseg-lite/notebooks/00_overview.ipynb" in names  # a chapter without a core keeps its student edition
     fade = "return 6 * t**5 - 15 * t**4 + 10 * t**3"
     assert fade in worked_core and fade not in shipped
     assert sum(name.endswith(".ipynb") for name in names) == 12
     assert not any(name.split("/")[1] in ("assignments", "solutions", "instructor", "tests") for name in names)
+    assert not any(marker in text for text in texts for marker in ("BEGIN CORE", "BEGIN ASSIGNMENT", "BEGIN SOLUTION"))
     with pytest.raises(ValueError, match="track"):
         handout_files(ROOT, track="core")
 
