@@ -559,6 +559,8 @@ def _add_grade(subparsers) -> None:
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds allowed per notebook [600]")
     parser.add_argument("--profile", choices=("smoke", "demo", "full"), default="smoke",
                         help="MEMSEG_PROFILE for the runs [smoke: CI sizes, quickest]")
+    parser.add_argument("--track", choices=("worked", "assignment"), default="worked",
+                        help="worked: the exercises; assignment: the core pieces too (assignments/ notebooks) [worked]")
     parser.set_defaults(handler=_run_grade)
 
 
@@ -567,7 +569,7 @@ def _run_grade(args: argparse.Namespace) -> int:
 
     try:
         grades = grade_notebooks(args.notebooks, tests=args.tests, data=args.data, timeout=args.timeout,
-                                 profile=args.profile)
+                                 profile=args.profile, track=args.track)
     except (GradingUnavailableError, ValueError) as error:
         print(f"memseg-lite grade: error: {error}", file=sys.stderr)
         return 1
