@@ -22,7 +22,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
     The environment variable ``MEMSEG_DEVICE`` (e.g. ``cpu``), when set, is what ``"auto"`` means
     instead: the test suite sets it so that it runs on the CPU on a GPU machine too. Any other
-    value is passed to :class:`torch.device`; asking for CUDA on a machine without it raises a ``ValueError`` that says so instead of failing later.
+    value is passed to :class:`torch.device`; asking for CUDA on a machine without it raises a
+    ``ValueError`` that says so instead of failing later.
     """
     if isinstance(device, torch.device):
         resolved = device

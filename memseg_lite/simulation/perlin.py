@@ -164,7 +164,9 @@ def lattice_coordinates(
     return u, v, lattice
 
 
-def perlin_noise_from_gradients(shape: tuple[int, int], res: int | tuple[int, int], gradients: np.ndarray) -> np.ndarray:
+def perlin_noise_from_gradients(
+    shape: tuple[int, int], res: int | tuple[int, int], gradients: np.ndarray
+) -> np.ndarray:
     """Perlin noise for fixed lattice gradients: float32 ``shape``.
 
     ``gradients``: float ``(res_y + 1, res_x + 1, 2)`` unit vectors, (row, column) components.

@@ -46,7 +46,9 @@ def write_handout(out: str | os.PathLike, root: Path = ROOT, prefix: str = "mems
     stale = build(root, check=True)
     if any(path.parent.name == "notebooks" for path in stale):
         names = ", ".join(path.name for path in stale if path.parent.name == "notebooks")
-        raise ValueError(f"the student editions are not what instructor/source gives ({names}); run `make editions` first")
+        raise ValueError(
+            f"the student editions are not what instructor/source gives ({names}); run `make editions` first"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     os.close(handle)
