@@ -61,6 +61,15 @@ def seed_everything(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
+def check_rng(rng: object) -> np.random.Generator:
+    """``rng`` itself, or a ``TypeError`` naming what to pass when it is not a numpy Generator."""
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(
+            f"rng must be a numpy.random.Generator (e.g. numpy.random.default_rng(seed)), got {type(rng).__name__}"
+        )
+    return rng
+
+
 def autocast_settings(device: torch.device, amp: str) -> tuple[torch.dtype | None, bool]:
     """(autocast dtype or None, whether a gradient scaler is needed) for ``device`` and ``amp``.
 

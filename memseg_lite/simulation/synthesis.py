@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from memseg_lite.core.runtime import resolve_device
+from memseg_lite.core.runtime import check_rng, resolve_device
 from memseg_lite.simulation.foreground import (
     ForegroundSettings,
     foreground_mask,
@@ -356,8 +356,7 @@ class AnomalySynthesizer:
         ``p_normal`` and ``p_texture``); ``delta``: force the blend factor (default: drawn).
         """
         image = _check_image(image)
-        if not isinstance(rng, np.random.Generator):
-            raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+        check_rng(rng)
         kind = _check_kind(kind)
         delta = _check_delta(delta)
         if kind is None:
@@ -668,8 +667,7 @@ class TorchAnomalySynthesizer:
     ) -> TorchAnomalySynthesizer:
         """A synthesizer whose texture anomalies stream from ``source`` through a pool of
         ``bank_size`` raw textures at ``image_size`` (the pool is seeded from ``rng``)."""
-        if not isinstance(rng, np.random.Generator):
-            raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+        check_rng(rng)
         pool_seed = int(rng.integers(2**63))
         return cls(texture_source=source, image_size=image_size, pool_size=bank_size, pool_seed=pool_seed, **kwargs)
 

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as tvf
 
 from memseg_lite.core.io import list_images, read_image
+from memseg_lite.core.runtime import check_rng
 from memseg_lite.simulation.perlin import perlin_noise
 
 DEFAULT_TEXTURE_ROOT = "data/dtd"
@@ -36,12 +37,6 @@ def is_default_texture_root(root: str | os.PathLike) -> bool:
     """True for the default DTD location: ``data/dtd`` under the current folder or the workbook's folder."""
     resolved = Path(root).expanduser().resolve()
     return resolved in {Path(DEFAULT_TEXTURE_ROOT).resolve(), _WORKBOOK_TEXTURE_ROOT}
-
-
-def _check_rng(rng: object) -> np.random.Generator:
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
-    return rng
 
 
 def _size_pair(size: int | tuple[int, int]) -> tuple[int, int]:
@@ -155,7 +150,7 @@ def random_colour_map(rng: np.random.Generator, n_colours: int | None = None) ->
 
 def procedural_texture(rng: np.random.Generator, size: int = 256, family: str | None = None) -> np.ndarray:
     """One procedural colour texture: uint8 ``size x size x 3``; ``family`` from :data:`PROCEDURAL_FAMILIES`."""
-    _check_rng(rng)
+    check_rng(rng)
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 8:
         raise ValueError(f"size must be an int >= 8, got {size!r}")
     size = int(size)
@@ -269,7 +264,7 @@ class TextureSource:
 
     def sample(self, rng: np.random.Generator, size: int | tuple[int, int]) -> np.ndarray:
         """A random texture resized to ``size`` (int or ``(height, width)``): uint8 ``H x W x 3``."""
-        _check_rng(rng)
+        check_rng(rng)
         height, width = _size_pair(size)
         return resize_to(self.image(int(rng.integers(len(self)))), (height, width))
 
@@ -555,7 +550,7 @@ def _check_augmentation(name: str) -> None:
 
 def draw_augmentation_params(name: str, rng: np.random.Generator) -> dict:
     """The random parameters :func:`apply_augmentation` would draw for ``name`` (keyword arguments)."""
-    _check_rng(rng)
+    check_rng(rng)
     _check_augmentation(name)
     return _AUGMENTATIONS[name][0](rng)
 
@@ -568,7 +563,7 @@ def apply_augmentation(
 
     ``image``: uint8 ``H x W x 3``; returns a new uint8 image of the same shape.
     """
-    _check_rng(rng)
+    check_rng(rng)
     image = _check_rgb_uint8(image)
     _check_augmentation(name)
     draw, op, _ = _AUGMENTATIONS[name]
@@ -580,7 +575,7 @@ def augment_texture(image: np.ndarray, rng: np.random.Generator, n_ops: int = 3)
 
     ``image``: uint8 ``H x W x 3``; returns uint8 of the same shape.
     """
-    _check_rng(rng)
+    check_rng(rng)
     image = _check_rgb_uint8(image)
     _check_n_ops(n_ops)
     for index in rng.permutation(len(AUGMENTATIONS))[:n_ops]:
