@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 
 FOREGROUND_MODES = ("none", "threshold", "otsu")
 
@@ -52,7 +52,11 @@ class ForegroundSettings:
     def __post_init__(self) -> None:
         if self.mode not in FOREGROUND_MODES:
             raise ValueError(f"ForegroundSettings.mode must be one of {FOREGROUND_MODES}, got {self.mode!r}")
-        if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, np.integer)) or not 0 <= self.threshold <= 255:
+        if (
+            isinstance(self.threshold, bool)
+            or not isinstance(self.threshold, (int, np.integer))
+            or not 0 <= self.threshold <= 255
+        ):
             raise ValueError(f"ForegroundSettings.threshold must be an int in 0..255, got {self.threshold!r}")
         if self.invert not in (True, False, None):
             raise ValueError(f"ForegroundSettings.invert must be True, False or None (automatic), got {self.invert!r}")
@@ -365,7 +369,11 @@ def foreground_mask_torch(
         grey = to_grey_torch(images).cpu().numpy()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ForegroundWarning)
-            masks = np.stack([foreground_mask(picture, settings) for picture in grey]) if len(grey) else np.ones((0, *grey.shape[1:]), bool)
+            masks = (
+                np.stack([foreground_mask(picture, settings) for picture in grey])
+                if len(grey)
+                else np.ones((0, *grey.shape[1:]), bool)
+            )
         fallbacks = [w for w in caught if issubclass(w.category, ForegroundWarning)]
         for other in caught:  # pass any unrelated warning on unchanged
             if not issubclass(other.category, ForegroundWarning):

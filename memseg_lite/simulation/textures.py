@@ -20,10 +20,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as tvf
 
 from memseg_lite.core.io import list_images, read_image
+from memseg_lite.core.runtime import check_rng
 from memseg_lite.simulation.perlin import perlin_noise
 
 DEFAULT_TEXTURE_ROOT = "data/dtd"
@@ -36,12 +37,6 @@ def is_default_texture_root(root: str | os.PathLike) -> bool:
     """True for the default DTD location: ``data/dtd`` under the current folder or the workbook's folder."""
     resolved = Path(root).expanduser().resolve()
     return resolved in {Path(DEFAULT_TEXTURE_ROOT).resolve(), _WORKBOOK_TEXTURE_ROOT}
-
-
-def _check_rng(rng: object) -> np.random.Generator:
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
-    return rng
 
 
 def _size_pair(size: int | tuple[int, int]) -> tuple[int, int]:
@@ -155,7 +150,7 @@ def random_colour_map(rng: np.random.Generator, n_colours: int | None = None) ->
 
 def procedural_texture(rng: np.random.Generator, size: int = 256, family: str | None = None) -> np.ndarray:
     """One procedural colour texture: uint8 ``size x size x 3``; ``family`` from :data:`PROCEDURAL_FAMILIES`."""
-    _check_rng(rng)
+    check_rng(rng)
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 8:
         raise ValueError(f"size must be an int >= 8, got {size!r}")
     size = int(size)
@@ -230,7 +225,10 @@ class TextureSource:
             )
         if self.root is not None and self.root.exists():
             if not self.root.is_dir():
-                raise ValueError(f"texture root {self.root} is a file; give a folder of texture images (DTD layout images/<class>/*.jpg)")
+                raise ValueError(
+                    f"texture root {self.root} is a file; give a folder of texture images (DTD layout "
+                    "images/<class>/*.jpg)"
+                )
             self.files = find_texture_images(self.root)
             if not self.files:
                 raise ValueError(
@@ -266,7 +264,7 @@ class TextureSource:
 
     def sample(self, rng: np.random.Generator, size: int | tuple[int, int]) -> np.ndarray:
         """A random texture resized to ``size`` (int or ``(height, width)``): uint8 ``H x W x 3``."""
-        _check_rng(rng)
+        check_rng(rng)
         height, width = _size_pair(size)
         return resize_to(self.image(int(rng.integers(len(self)))), (height, width))
 
@@ -552,18 +550,20 @@ def _check_augmentation(name: str) -> None:
 
 def draw_augmentation_params(name: str, rng: np.random.Generator) -> dict:
     """The random parameters :func:`apply_augmentation` would draw for ``name`` (keyword arguments)."""
-    _check_rng(rng)
+    check_rng(rng)
     _check_augmentation(name)
     return _AUGMENTATIONS[name][0](rng)
 
 
-def apply_augmentation(image: np.ndarray, name: str, rng: np.random.Generator, params: dict | None = None) -> np.ndarray:
+def apply_augmentation(
+    image: np.ndarray, name: str, rng: np.random.Generator, params: dict | None = None
+) -> np.ndarray:
     """Apply the augmentation ``name`` (one of :data:`AUGMENTATIONS`) with random parameters from ``rng``
     (or with ``params``, as :func:`draw_augmentation_params` returns them).
 
     ``image``: uint8 ``H x W x 3``; returns a new uint8 image of the same shape.
     """
-    _check_rng(rng)
+    check_rng(rng)
     image = _check_rgb_uint8(image)
     _check_augmentation(name)
     draw, op, _ = _AUGMENTATIONS[name]
@@ -575,7 +575,7 @@ def augment_texture(image: np.ndarray, rng: np.random.Generator, n_ops: int = 3)
 
     ``image``: uint8 ``H x W x 3``; returns uint8 of the same shape.
     """
-    _check_rng(rng)
+    check_rng(rng)
     image = _check_rgb_uint8(image)
     _check_n_ops(n_ops)
     for index in rng.permutation(len(AUGMENTATIONS))[:n_ops]:
@@ -597,7 +597,12 @@ def _uniform(generator: torch.Generator | None, *shape: int) -> torch.Tensor:
 
 
 def _check_texture_batch(textures: torch.Tensor) -> torch.Tensor:
-    if not isinstance(textures, torch.Tensor) or textures.dtype != torch.uint8 or textures.ndim != 4 or textures.shape[1] != 3:
+    if (
+        not isinstance(textures, torch.Tensor)
+        or textures.dtype != torch.uint8
+        or textures.ndim != 4
+        or textures.shape[1] != 3
+    ):
         raise ValueError(
             f"textures must be a uint8 [N, 3, H, W] tensor, got {getattr(textures, 'dtype', type(textures).__name__)} "
             f"{tuple(getattr(textures, 'shape', ()))}"
@@ -624,7 +629,9 @@ def apply_augmentation_torch(textures: torch.Tensor, name: str, params: dict) ->
     return _AUGMENTATIONS[name][2](textures, **params)
 
 
-def augment_textures_torch(textures: torch.Tensor, generator: torch.Generator | None = None, n_ops: int = 3) -> torch.Tensor:
+def augment_textures_torch(
+    textures: torch.Tensor, generator: torch.Generator | None = None, n_ops: int = 3
+) -> torch.Tensor:
     """Batched :func:`augment_texture`: each texture gets its own ``n_ops`` distinct augmentations,
     in its own random order, with its own parameters (the same distributions as the numpy version).
 
@@ -716,7 +723,10 @@ class TexturePool:
             isinstance(loads_per_image, bool) or not isinstance(loads_per_image, (int, float, np.floating))
             or not 0.0 <= loads_per_image <= 64.0
         ):
-            raise ValueError(f"loads_per_image must be a number in [0, 64] (textures loaded per image simulated), got {loads_per_image!r}")
+            raise ValueError(
+                "loads_per_image must be a number in [0, 64] (textures loaded per image simulated), got "
+                f"{loads_per_image!r}"
+            )
         if isinstance(load_threads, bool) or not isinstance(load_threads, (int, np.integer)) or load_threads < 1:
             raise ValueError(f"load_threads must be a positive int, got {load_threads!r}")
         self.load_threads = int(load_threads)
@@ -745,7 +755,8 @@ class TexturePool:
             f"refreshed {self.loads_per_image:g} loads per image every {self.refresh_every} batch(es)"
             if self.refreshing else "all of the source, fixed"
         )
-        return f"TexturePool({self.capacity} textures {self.size[0]}x{self.size[1]} on {self.device}, {how}; {self.source!r})"
+        height, width = self.size
+        return f"TexturePool({self.capacity} textures {height}x{width} on {self.device}, {how}; {self.source!r})"
 
     def __len__(self) -> int:
         return self.capacity
@@ -880,8 +891,22 @@ def describe_bank(source: TextureSource) -> str:
 
 
 __all__ = [
-    "AUGMENTATIONS", "DEFAULT_TEXTURE_ROOT", "PROCEDURAL_FAMILIES", "TexturePool", "TextureSource", "apply_augmentation",
-    "apply_augmentation_torch", "augment_texture", "augment_textures_torch", "describe_bank", "draw_augmentation_params",
+    "AUGMENTATIONS",
+    "DEFAULT_TEXTURE_ROOT",
+    "PROCEDURAL_FAMILIES",
+    "TexturePool",
+    "TextureSource",
+    "apply_augmentation",
+    "apply_augmentation_torch",
+    "augment_texture",
+    "augment_textures_torch",
+    "describe_bank",
+    "draw_augmentation_params",
     "draw_augmentation_params_torch",
-    "find_texture_images", "is_default_texture_root", "procedural_texture", "random_colour_map", "resize_to", "texture_bank",
+    "find_texture_images",
+    "is_default_texture_root",
+    "procedural_texture",
+    "random_colour_map",
+    "resize_to",
+    "texture_bank",
 ]
