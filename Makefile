@@ -8,6 +8,7 @@
 #   make docs   the documentation site with the executed notebooks (outputs/site/index.html; make run builds it too; make book is the same)
 #   make editions  notebooks/ and solutions/ from instructor/source (edit only the source)
 #   make handout   the student zip (outputs/handout.zip: no solutions, instructor files or tests)
+#   make handout-assignment  the same with the assignment editions (outputs/handout-assignment.zip)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -22,11 +23,13 @@ RUN_TIMES ?= docs/run-times.md
 # Notebook size profile: full (the paper's sizes), demo (CPU-friendly, make run / make lab), smoke (CI).
 PROFILE ?= demo
 PYTEST_ARGS ?=
+# Tests and the notebooks' kernels run on the CPU on a GPU machine too (bit-exact checks); TEST_DEVICE=cuda tries the GPU.
+TEST_DEVICE ?= cpu
 
-.PHONY: help install data run docs book browser test test-fast lint test-package test-notebooks check-notebooks editions handout lab bench clean
+.PHONY: help install data run docs book browser test test-fast lint test-package test-notebooks check-notebooks editions handout handout-assignment lab bench clean
 
 help:
-	@sed -n '2,11p' Makefile
+	@sed -n '2,12p' Makefile
 
 $(INSTALLED): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit("memseg-lite needs Python 3.11 or newer (found " + sys.version.split()[0] + "); run e.g. make PYTHON=python3.11 ...") if sys.version_info < (3, 11) else None'
@@ -61,7 +64,7 @@ test: test-package check-notebooks test-notebooks
 
 # The edit loop: everything but the tests marked slow (training, notebooks, browsers).
 test-fast: $(INSTALLED) data
-	MEMSEG_OFFLINE=1 MEMSEG_PROFILE=smoke $(PY) -m pytest tests -m "not slow" $(PYTEST_ARGS)
+	MEMSEG_DEVICE=$(TEST_DEVICE) MEMSEG_OFFLINE=1 MEMSEG_PROFILE=smoke $(PY) -m pytest tests -m "not slow" $(PYTEST_ARGS)
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check memseg_lite tests scripts benchmarks $(RUFF_ARGS)
@@ -80,12 +83,12 @@ browser:
 	fi
 
 test-package: $(INSTALLED) data browser
-	MEMSEG_OFFLINE=1 MEMSEG_PROFILE=smoke $(PY) -m pytest tests $(PYTEST_ARGS)
+	MEMSEG_DEVICE=$(TEST_DEVICE) MEMSEG_OFFLINE=1 MEMSEG_PROFILE=smoke $(PY) -m pytest tests $(PYTEST_ARGS)
 
 # Notebooks are stored without outputs; this fails if one was committed with outputs,
 # or if an edition is not what its source in instructor/source gives.
 check-notebooks: $(INSTALLED)
-	$(BIN)/nbstripout --verify notebooks/*.ipynb solutions/*.ipynb instructor/source/*.ipynb
+	$(BIN)/nbstripout --verify notebooks/*.ipynb solutions/*.ipynb assignments/*.ipynb instructor/source/*.ipynb
 	$(PY) -m memseg_lite.teaching.editions --check
 
 # The student and solutions editions, generated from the one source per chapter.
@@ -95,8 +98,12 @@ editions: $(INSTALLED)
 handout: $(INSTALLED)
 	$(BIN)/memseg-lite handout --out outputs/handout.zip
 
+# The same with the assignment editions (students write each chapter's core) in place of the worked ones.
+handout-assignment: $(INSTALLED)
+	$(PY) -m memseg_lite.teaching.handout --track assignment --out outputs/handout-assignment.zip
+
 test-notebooks: $(INSTALLED) data
-	MEMSEG_OFFLINE=1 MEMSEG_PROFILE=smoke $(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks solutions $(PYTEST_ARGS)
+	MEMSEG_DEVICE=$(TEST_DEVICE) MEMSEG_OFFLINE=1 MEMSEG_PROFILE=smoke $(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks solutions $(PYTEST_ARGS)
 
 # Containers often run as root, which JupyterLab refuses without --allow-root.
 LAB_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root,)

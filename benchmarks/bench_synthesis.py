@@ -9,7 +9,8 @@ augmentations for every texture anomaly. Measured:
   worker does), with its per-stage cost;
 - the device path, batch 32 on the CPU (one thread, all threads) and on CUDA when available;
 - with a DTD-like source (JPEG files, more textures than the pool holds, so the pool refreshes):
-  both paths again on one CPU thread (and CUDA), the device path with and without refreshing,
+  both paths again on one CPU thread (and CUDA), the device path with and without refreshing and
+  with and without the prefetch thread (ratio: the simulation's speed-up from prefetching),
   the host time the refreshes take per batch and per image read. DTD itself is not needed: the benchmark writes 320 JPEGs of
   640 x 480 (procedural textures with photo-like grain) to a temporary folder. Real DTD photos
   decode somewhat slower than these.
@@ -113,13 +114,17 @@ def device_throughput(synthesizer: TorchAnomalySynthesizer, images: np.ndarray, 
     run()  # warm-up (also the first refreshes)
     pool = synthesizer.texture_pool
     loaded, seconds, batches = pool.textures_loaded, pool.load_seconds, pool.batches_done
+    waited = pool.wait_seconds
     start = time.perf_counter()
     run()
     elapsed = time.perf_counter() - start
     loaded, seconds = pool.textures_loaded - loaded, pool.load_seconds - seconds
+    waited = pool.wait_seconds - waited
     return {
         "samples_per_s": round(BATCH * DEVICE_BATCHES / elapsed, 1),
         "refresh_ms_per_batch": round(1000 * seconds / (pool.batches_done - batches), 2),
+        # what the simulating thread waited for textures (the rest was read by the prefetch thread)
+        "texture_wait_ms_per_batch": round(1000 * waited / (pool.batches_done - batches), 2),
         "textures_read_per_batch": round(loaded / (pool.batches_done - batches), 2),
         "ms_per_texture_read": round(1000 * seconds / loaded, 2) if loaded else None,
     }
@@ -166,13 +171,16 @@ def main() -> dict:
         # The device path stays on one CPU thread here too (compute on one core, like the loader
         # worker); the pool's reads still use its load_threads.
         for device in devices:
-            for label, pool in (("refreshing", {}), ("no_refresh", {"refresh_rate": 0.0})):
+            for label, pool in (("refreshing", {}), ("refreshing_no_prefetch", {"prefetch_textures": False}),
+                                ("no_refresh", {"refresh_rate": 0.0})):
                 measured = device_throughput(device_synthesizer(jpegs, device, **pool), images, device)
                 for key, value in measured.items():
                     result[f"jpeg_device_{device.type}_{label}_{key}"] = value
             refreshing = result[f"jpeg_device_{device.type}_refreshing_samples_per_s"]
             frozen = result[f"jpeg_device_{device.type}_no_refresh_samples_per_s"]
             result[f"jpeg_device_{device.type}_refresh_overhead_pct"] = round(100 * (frozen / refreshing - 1), 1)
+            unfetched = result[f"jpeg_device_{device.type}_refreshing_no_prefetch_samples_per_s"]
+            result[f"ratio_jpeg_device_{device.type}_prefetch_vs_no_prefetch"] = round(refreshing / unfetched, 2)
     write_result("synthesis", result)
     return result
 

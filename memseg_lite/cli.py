@@ -86,15 +86,21 @@ def _add_train(subparsers) -> None:
     option("--resize", choices=("letterbox", "stretch"),
            help="images of another aspect ratio: letterbox (keep it, black borders) or stretch [letterbox]")
     option("--center-crop", dest="center_crop", type=int, help="then center-crop to this side [off]")
-    option("--good", dest="good_dir", help="a plain folder of good images to train on, instead of --data-root/--category")
+    option(
+        "--good", dest="good_dir", help="a plain folder of good images to train on, instead of --data-root/--category"
+    )
     option("--test-good", dest="test_good_dir", help="with --good: good test images (for evaluate / calibrate)")
     option("--test-defect", dest="test_defect_dir",
            help="with --good: defective test images (sub-folders = defect types)")
     option("--masks", dest="mask_dir", help="with --test-defect: masks <stem>_mask.png or <stem>.png")
     option("--lr", type=float, help=f"peak learning rate (AdamW) [{defaults.lr}]")
     option("--weight-decay", dest="weight_decay", type=float, help=f"AdamW weight decay [{defaults.weight_decay}]")
-    option("--memory-size", dest="memory_size", type=int, help=f"good images in the memory bank [{defaults.memory_size}]")
-    option("--val-images", dest="val_images", type=int, help=f"held-out good images for validation [{defaults.val_images}]")
+    option(
+        "--memory-size", dest="memory_size", type=int, help=f"good images in the memory bank [{defaults.memory_size}]"
+    )
+    option(
+        "--val-images", dest="val_images", type=int, help=f"held-out good images for validation [{defaults.val_images}]"
+    )
     option("--val-every", dest="val_every", type=int, help=f"validate every N steps [{defaults.val_every}]")
     option("--val-anomalies", dest="val_anomalies_per_image", type=int,
            help=f"synthetic anomalies per held-out validation image [{defaults.val_anomalies_per_image}]")
@@ -104,7 +110,12 @@ def _add_train(subparsers) -> None:
     option("--selection-metric", dest="selection_metric", choices=tuple(SELECTION_METRICS),
            help="what best.pt is chosen by on validation: pixel average precision, AU-PRO, their mean, or the "
                 f"mean of image and pixel AUROC (saturates early) [{defaults.selection_metric}]")
-    option("--checkpoint-every", dest="checkpoint_every", type=int, help=f"save every N steps [{defaults.checkpoint_every}]")
+    option(
+        "--checkpoint-every",
+        dest="checkpoint_every",
+        type=int,
+        help=f"save every N steps [{defaults.checkpoint_every}]",
+    )
     option("--backbone-weights", dest="backbone_weights",
            help="auto | imagenet | none | PATH to a ResNet18 state dict [auto]")
     option("--selection-rule", dest="selection_rule", choices=SELECTION_RULES, help="memory selection rule [paper]")
@@ -121,9 +132,12 @@ def _add_train(subparsers) -> None:
            help="multiply the features in CI before the decoder (authors' code: 100) [1]")
     option("--p-texture", dest="p_texture", type=float,
            help=f"share of texture (else structure) anomalies: 1 texture only, 0 structure only [{defaults.p_texture}]")
-    option("--variant", choices=("paper", "authors_code"),
-           help="authors_code: the authors' released code's settings for the category (memory size, avgpool3, "
-                "scales, selection rule; memseg_lite.experiments.ablate.authors_code_options); options you set win [paper]")
+    option(
+        "--variant",
+        choices=("paper", "authors_code"),
+        help="authors_code: the authors' released code's settings for the category (memory size, avgpool3, "
+        "scales, selection rule; memseg_lite.experiments.ablate.authors_code_options); options you set win [paper]",
+    )
     option("--texture-root", dest="texture_root", help=f"DTD folder for texture anomalies [{defaults.texture_root}]")
     option("--foreground", help="foreground setting: a category name, 'otsu' or 'none' [the category's own]")
     option("--simulation", dest="simulation_file",
@@ -251,8 +265,6 @@ def _add_evaluate(subparsers) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    import inspect
-
     from memseg_lite.evaluation.evaluate import evaluate_checkpoint
     from memseg_lite.experiments.runs import best_vs_last_table, evaluate_best_and_last
     from memseg_lite.training.trainer import BEST_NAME, CHECKPOINT_NAME
@@ -280,20 +292,14 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     out = args.out or run_dir / "evaluation"
     _check_output_folder(out, "--out")  # before the evaluation runs, not after
 
-    backend = {}
-    parameters = inspect.signature(evaluate_checkpoint).parameters
-    if "backend" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
-        from memseg_lite.deployment.fast import BACKENDS
+    from memseg_lite.deployment.fast import BACKENDS
 
-        backend = {"backend": BACKENDS[args.backend or "fast"]}
-    elif args.backend not in (None, "eager"):
-        print(f"note: evaluate_checkpoint has no backend option in this version; --backend {args.backend} is "
-              "ignored (the eager model is used)", file=sys.stderr)
+    backend = BACKENDS[args.backend or "fast"]
 
     def evaluate(checkpoint: Path, folder: Path) -> dict:
         return evaluate_checkpoint(checkpoint, args.data_root, args.category, folder, device=args.device,
                                    batch_size=args.batch_size, figures=not args.no_figures,
-                                   folders=_test_folders(args), **backend)
+                                   folders=_test_folders(args), backend=backend)
 
     if last is not None:
         best_metrics, last_metrics = evaluate_best_and_last(best, last, out, evaluate)
@@ -325,13 +331,17 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 def _add_test_data_options(parser) -> None:
     """The checkpoint and the labelled images of evaluate and calibrate."""
-    parser.add_argument("--checkpoint", type=Path, required=True, help="checkpoint file (RUN_DIR/best.pt or checkpoint.pt)")
+    parser.add_argument(
+        "--checkpoint", type=Path, required=True, help="checkpoint file (RUN_DIR/best.pt or checkpoint.pt)"
+    )
     parser.add_argument("--data-root", type=Path, help="data folder in the MVTec AD layout [the run's]")
     parser.add_argument("--category", help="category folder name [the run's]")
     parser.add_argument("--test-good", dest="test_good_dir", type=Path, help="a plain folder of good test images")
     parser.add_argument("--test-defect", dest="test_defect_dir", type=Path,
                         help="a plain folder of defective test images (sub-folders = defect types)")
-    parser.add_argument("--masks", dest="mask_dir", type=Path, help="masks of the defective images [none: image level only]")
+    parser.add_argument(
+        "--masks", dest="mask_dir", type=Path, help="masks of the defective images [none: image level only]"
+    )
 
 
 def _test_folders(args: argparse.Namespace) -> dict | None:
@@ -379,19 +389,10 @@ def _add_calibrate(subparsers) -> None:
 
 
 def _run_calibrate(args: argparse.Namespace) -> int:
-    import inspect
-
+    from memseg_lite.deployment.fast import BACKENDS
     from memseg_lite.evaluation.evaluate import calibrate_checkpoint, calibration_targets
 
-    backend = {}
-    parameters = inspect.signature(calibrate_checkpoint).parameters
-    if "backend" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
-        from memseg_lite.deployment.fast import BACKENDS
-
-        backend = {"backend": BACKENDS[args.backend or "fast"]}
-    elif args.backend not in (None, "eager"):
-        print(f"note: calibrate_checkpoint has no backend option in this version; --backend {args.backend} is "
-              "ignored (the eager model is used)", file=sys.stderr)
+    backend = {"backend": BACKENDS[args.backend or "fast"]}
     import warnings
 
     from memseg_lite.evaluation.thresholds import DegenerateThresholdWarning
@@ -449,7 +450,9 @@ def _run_predict(args: argparse.Namespace) -> int:
         extra = f"  normalised {result.normalised_score:.3f}" if result.normalised_score is not None else ""
         print(f"{str(result.path):<{width}}  {verdict:<10} score {result.score:.4f}{extra}")
     defective = sum(r.verdict == "defective" for r in report.results)
-    print(f"{len(report.results)} predicted ({defective} defective), {len(report.failed)} failed; written to {args.out}")
+    print(
+        f"{len(report.results)} predicted ({defective} defective), {len(report.failed)} failed; written to {args.out}"
+    )
     if report.results and report.results[0].verdict is None:
         print("the checkpoint has no thresholds: retrain, or run memseg-lite calibrate", file=sys.stderr)
     return report.exit_code
@@ -470,8 +473,11 @@ def _add_download(subparsers) -> None:
     parser.add_argument("--url", help="download from this URL (a mirror) instead of the known ones")
     parser.add_argument("--sha256", help="expected checksum when --url points at a repackaged archive")
     parser.add_argument("--keep-archive", action="store_true", help="keep the downloaded archive")
-    parser.add_argument("--force", action="store_true",
-                        help="replace a category (MVTec AD) or DTD's folders that already exist; nothing else is touched")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace a category (MVTec AD) or DTD's folders that already exist; nothing else is touched",
+    )
     parser.set_defaults(handler=_run_download)
 
 
@@ -542,7 +548,9 @@ def _add_ablate(subparsers) -> None:
     parser.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps [auto]")
     parser.add_argument("--backbone-weights", dest="backbone_weights", help="auto | imagenet | none | PATH [auto]")
     parser.add_argument("--texture-root", dest="texture_root", help="DTD folder for texture anomalies [data/dtd]")
-    parser.add_argument("--workers", dest="num_workers", type=int, help="DataLoader workers [auto: 4 on CUDA, 0 elsewhere]")
+    parser.add_argument(
+        "--workers", dest="num_workers", type=int, help="DataLoader workers [auto: 4 on CUDA, 0 elsewhere]"
+    )
     parser.add_argument("--memory-size", dest="memory_size", type=int,
                         help="memory bank images [30; the authors_code variant sets its own per category]")
     parser.add_argument("--val-images", dest="val_images", type=int, help="held-out train/good images [10]")
@@ -594,6 +602,8 @@ def _add_grade(subparsers) -> None:
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds allowed per notebook [600]")
     parser.add_argument("--profile", choices=("smoke", "demo", "full"), default="smoke",
                         help="MEMSEG_PROFILE for the runs [smoke: CI sizes, quickest]")
+    parser.add_argument("--track", choices=("worked", "assignment"), default="worked",
+                        help="worked: the exercises; assignment: the core pieces too (assignments/ notebooks) [worked]")
     parser.set_defaults(handler=_run_grade)
 
 
@@ -602,7 +612,7 @@ def _run_grade(args: argparse.Namespace) -> int:
 
     try:
         grades = grade_notebooks(args.notebooks, tests=args.tests, data=args.data, timeout=args.timeout,
-                                 profile=args.profile)
+                                 profile=args.profile, track=args.track)
     except (GradingUnavailableError, ValueError) as error:
         print(f"memseg-lite grade: error: {error}", file=sys.stderr)
         return 1
@@ -619,7 +629,9 @@ def _add_handout(subparsers) -> None:
                     "docs and the install files. solutions/, instructor/ (sources, hidden tests), tests/ and "
                     "benchmarks/ stay out. Refuses stale student editions (run make editions first).",
     )
-    parser.add_argument("--out", type=Path, default=Path("outputs/handout.zip"), help="zip to write [outputs/handout.zip]")
+    parser.add_argument(
+        "--out", type=Path, default=Path("outputs/handout.zip"), help="zip to write [outputs/handout.zip]"
+    )
     parser.set_defaults(handler=_run_handout)
 
 
@@ -747,7 +759,13 @@ def _check_output_folder(path: str | os.PathLike, option: str = "--out") -> None
     try:
         handle, probe = tempfile.mkstemp(dir=existing, prefix=".memseg-lite-write-test-")
     except OSError as error:
-        if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        if error.errno in (
+            errno.EACCES,
+            errno.EPERM,
+            errno.EROFS,
+            errno.ENOSPC,
+            getattr(errno, "EDQUOT", errno.ENOSPC),
+        ):
             raise OSError(error.errno, error.strerror, str(existing)) from None
         # The folder exists, but files cannot be made in it (/proc, /sys, some network mounts):
         # the OS's own word ("no such file") would wrongly say that the folder is missing.
@@ -818,7 +836,8 @@ def _describe_os_error(error: OSError) -> str:
     if code == errno.EISDIR:
         return f"{path} is a folder, not a file; pass a file"
     if code == errno.EEXIST:
-        return f"{path} already exists and is in the way (a file where a folder is needed?); move it or choose another path"
+        return (f"{path} already exists and is in the way (a file where a folder is needed?); "
+                "move it or choose another path")
     cause = (error.strerror or os.strerror(code)).lower()
     return f"{cause}{where} ({errno.errorcode.get(code, code)}); check the disk and the path"
 
@@ -833,7 +852,9 @@ def _error_line(error: BaseException, args: argparse.Namespace) -> str:
     import zlib
 
     archive = getattr(args, "archive", None)
-    if isinstance(error, (tarfile.TarError, zipfile.BadZipFile, EOFError, lzma.LZMAError, zlib.error, gzip.BadGzipFile)):
+    if isinstance(
+        error, (tarfile.TarError, zipfile.BadZipFile, EOFError, lzma.LZMAError, zlib.error, gzip.BadGzipFile)
+    ):
         what = f"the archive {archive}" if archive else "an archive"
         text = (f"cannot read {what}: {type(error).__name__}: {error}; the file is corrupt or truncated "
                 "(an interrupted download?): download it again")
@@ -848,7 +869,12 @@ def _error_line(error: BaseException, args: argparse.Namespace) -> str:
 
 
 def _debug_wanted(args: argparse.Namespace) -> bool:
-    return bool(getattr(args, "debug", False)) or os.environ.get("MEMSEG_DEBUG", "").lower() not in ("", "0", "false", "no")
+    return bool(getattr(args, "debug", False)) or os.environ.get("MEMSEG_DEBUG", "").lower() not in (
+        "",
+        "0",
+        "false",
+        "no",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

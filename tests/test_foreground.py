@@ -274,3 +274,19 @@ def test_a_too_small_foreground_warns_once_per_category():
     messages = [str(w.message) for w in caught]
     assert sum("'hazelnut'" in m for m in messages) == 1
     assert sum("'pill'" in m for m in messages) == 2  # one per calling place: per image and per batch
+
+
+def test_otsu_between_class_variance_is_the_class_by_class_criterion_and_peaks_at_cv2s_threshold():
+    from memseg_lite.simulation.foreground import otsu_between_class_variance, otsu_threshold
+
+    rng = np.random.default_rng(5)
+    grey = np.clip(np.r_[rng.normal(70, 15, 700), rng.normal(180, 10, 300)], 0, 255).astype(np.uint8).reshape(25, 40)
+    curve = otsu_between_class_variance(grey)
+    values = grey.ravel().astype(np.float64)
+    for t in (0, 50, 120, 200, 255):
+        low, high = values[values <= t], values[values > t]
+        expected = len(low) * len(high) / values.size**2 * (low.mean() - high.mean()) ** 2 if len(low) and len(high) else 0
+        assert curve[t] == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    assert curve.shape == (256,) and int(np.argmax(curve)) == otsu_threshold(grey)
+    with pytest.raises(ValueError, match="uint8"):
+        otsu_between_class_variance(grey.astype(np.float32))

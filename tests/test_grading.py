@@ -115,6 +115,10 @@ def test_bad_input_is_named(tmp_path):
     with pytest.raises(ValueError, match="which chapter"):
         grade_notebook(unnamed)
     assert main(["grade", str(student), "--tests", str(tmp_path / "no-tests")]) == 1
+    with pytest.raises(SystemExit):
+        main(["grade", str(student), "--track", "core"])  # worked or assignment
+    with pytest.raises(ValueError, match="track"):
+        grade_notebooks([student], track="core")
 
 
 def test_a_batch_gives_unreadable_notebooks_an_error_row_without_running_anything(tmp_path):
@@ -203,3 +207,156 @@ def test_grade_stops_the_students_cells_at_the_time_limit_and_still_grades(tmp_p
     assert grade.seconds < 50
     assert grade.error == "time limit reached" and grade.error_cell == 4
     assert statuses(grade) == {1: (NOT_ATTEMPTED, 0.0), 2: (NOT_ATTEMPTED, 0.0), 3: (PASSED, 1.0)}
+
+
+# The assignment track: chapter 01's core pieces, written by the student and guarded by use_core.
+CORE_SETUP = '''
+import numpy as np
+from memseg_lite.simulation import perlin
+from memseg_lite.teaching.exercises import use_core
+probe = (np.linspace(0, 3.9, 7)[:, None], np.linspace(0, 2.9, 5)[None, :],
+         perlin.random_gradients((5, 4), np.random.default_rng(1)))
+'''
+CORRECT_FADE = '''
+def my_fade(t):
+    return t**3 * (10 - 15 * t + 6 * t**2)
+
+
+my_fade = use_core(my_fade, perlin.fade, np.linspace(0, 1, 11))
+'''
+WRONG_PERLIN = '''
+def my_perlin_at(u, v, gradients):
+    return 0.5 * perlin.perlin_at(u, v, gradients)  # half the amplitude: wrong
+
+
+my_perlin_at = use_core(my_perlin_at, perlin.perlin_at, *probe)
+'''
+MISSING_PERLIN = '''
+def my_perlin_at(u, v, gradients):
+    raise NotImplementedError
+
+
+my_perlin_at = use_core(my_perlin_at, perlin.perlin_at, *probe)
+'''
+# A later cell that needs the core: it runs on the fallback and writes what it saw.
+USES_THE_CORE = '''
+noise = my_perlin_at(*probe)
+assert np.allclose(noise, perlin.perlin_at(*probe)), "the later cells must run on a correct core"
+print("later cell ran:", noise.shape)
+'''
+
+
+@pytest.mark.slow
+def test_the_assignment_track_grades_the_students_core_and_the_notebook_runs_on_the_fallback(tmp_path):
+    good = student_notebook(tmp_path / "alice", CORE_SETUP, CORRECT_FADE, WRONG_PERLIN, USES_THE_CORE,
+                            name="01_perlin_noise_assignment.ipynb")
+    empty = student_notebook(tmp_path / "bob", CORE_SETUP, MISSING_PERLIN, USES_THE_CORE,
+                             name="01_perlin_noise_assignment.ipynb")
+    grades = grade_notebooks([good, empty], timeout=120, track="assignment")
+    assert [g.error for g in grades] == [None, None]  # the later cell ran in both: no error
+    core = [{r.number: (r.status, r.points) for r in g.exercises if r.kind == "core"} for g in grades]
+    assert core[0] == {1: (PASSED, 1.0), 2: (FAILED, 0.0)}  # the wrong core is graded, not the fallback
+    assert core[1] == {1: (NOT_ATTEMPTED, 0.0), 2: (NOT_ATTEMPTED, 0.0)}
+    header, rows = gradebook(grades)
+    assert header == ["student", "01.1", "01.2", "01.3", "01.c1", "01.c2", "total", "out of", "status"]
+    assert rows[0][4:] == ["1", "0", "1", "6", "ok"] and rows[1][4:] == ["0", "0", "0", "6", "ok"]
+    worked = grade_notebook(good, timeout=120)  # the worked track grades the exercises only
+    assert {r.kind for r in worked.exercises} == {"exercise"}
+    with pytest.raises(ValueError, match="track"):
+        grade_notebook(good, track="core")
+
+
+def core_tests(chapter):
+    return load_hidden_tests(default_tests_folder(), chapter)
+
+
+def test_the_core_hidden_tests_pass_the_package_and_fail_wrong_cores():
+    import numpy as np
+
+    from memseg_lite.evaluation.metrics import pro_curve
+    from memseg_lite.network.attention import CoordinateAttention, spatial_attention_maps
+    from memseg_lite.network.losses import focal_loss
+    from memseg_lite.network.memory import memory_distances
+    from memseg_lite.simulation import perlin
+    from memseg_lite.simulation.foreground import otsu_between_class_variance
+
+    def otsu(grey):
+        curve = otsu_between_class_variance(grey)
+        return int(np.argmax(curve)), curve
+
+    right = {("01", 1): perlin.fade, ("01", 2): perlin.perlin_at, ("02", 1): otsu, ("04", 1): memory_distances,
+             ("05", 1): spatial_attention_maps, ("06", 1): CoordinateAttention.gates, ("07", 1): focal_loss,
+             ("09", 1): pro_curve}
+    wrong = {("01", 1): lambda t: 3 * t**2 - 2 * t**3,  # smoothstep, not the quintic fade
+             ("01", 2): lambda u, v, g: perlin.perlin_at(np.clip(u, 0, 4.5), v, g),
+             ("02", 1): lambda grey: (int(grey.mean()), otsu_between_class_variance(grey)),  # the mean threshold
+             ("04", 1): lambda features, memory: memory_distances(features, memory, rule="tootouch"),  # squared
+             ("05", 1): lambda means: list(means),  # the channel means, without the cascade
+             ("06", 1): lambda module, x: module.gates(x)[::-1],  # the gates swapped
+             ("07", 1): lambda logits, target, gamma: focal_loss(logits, target, gamma + 1),
+             ("09", 1): lambda maps, masks: pro_curve(maps, masks, max_points=10)}
+    for (chapter, number), function in right.items():
+        getattr(core_tests(chapter), f"core_{number}")(function)
+    for (chapter, number), function in wrong.items():
+        with pytest.raises(AssertionError):
+            getattr(core_tests(chapter), f"core_{number}")(function)
+    assert {c: hidden_exercises(core_tests(c), "core") for c in ("01", "02", "04", "05", "06", "07", "09")} == {
+        "01": {1: 1.0, 2: 2.0}, "02": {1: 2.0}, "04": {1: 2.0}, "05": {1: 2.0}, "06": {1: 2.0}, "07": {1: 2.0},
+        "09": {1: 2.0}}
+
+
+def test_use_core_keeps_a_right_core_and_falls_back_with_a_warning(capsys):
+    import numpy as np
+
+    from memseg_lite.simulation import perlin
+    from memseg_lite.teaching.exercises import use_core
+
+    def my_fade(t):
+        return 6 * t**5 - 15 * t**4 + 10 * t**3
+
+    def wrong_fade(t):
+        return t
+
+    def missing_fade(t):
+        raise NotImplementedError
+
+    probe = np.linspace(0, 1, 11)
+    assert use_core(my_fade, perlin.fade, probe) is my_fade
+    for student in (wrong_fade, missing_fade):
+        guarded = use_core(student, perlin.fade, probe)
+        assert guarded is not student and guarded.__memseg_student__ is student
+        assert np.array_equal(guarded(probe), perlin.fade(probe))
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("[ok] core · my_fade")
+    assert "wrong_fade gives another result" in printed[1] and "missing_fade is not written yet" in printed[2]
+    assert use_core(lambda t: (t, t), lambda t: (t, 2 * t), probe).__memseg_student__  # tuples compared item by item
+
+
+@pytest.mark.slow
+def test_a_real_assignment_chapter_grades_the_core_and_runs_to_the_end_whatever_the_core(tmp_path):
+    import json
+
+    assignment = ROOT / "assignments" / "02_foreground_masks_assignment.ipynb"
+    stub = "    raise NotImplementedError"
+    answers = {"alice": '''    p = np.bincount(grey.ravel(), minlength=256) / grey.size
+    omega, mu = np.cumsum(p), np.cumsum(np.arange(256) * p)
+    between = np.zeros(256)
+    valid = omega * (1 - omega) > 1e-12
+    between[valid] = (mu[-1] * omega[valid] - mu[valid]) ** 2 / (omega[valid] * (1 - omega[valid]))
+    return int(np.argmax(between)), between''',
+               "bob": "    return int(grey.mean()), np.ones(256)",  # the mean threshold: wrong
+               "carol": stub}  # not written
+    paths = []
+    for student, answer in answers.items():
+        notebook = json.loads(assignment.read_text(encoding="utf-8"))
+        cell = next(c for c in notebook["cells"] if "def my_otsu(" in "".join(c["source"]))
+        text = "".join(cell["source"])
+        assert text.count(stub) == 1
+        cell["source"] = text.replace(stub, answer)
+        (tmp_path / student).mkdir()
+        paths.append(tmp_path / student / assignment.name)
+        paths[-1].write_text(json.dumps(notebook), encoding="utf-8")
+    grades = grade_notebooks(paths, timeout=300, track="assignment")
+    assert [grade.error for grade in grades] == [None, None, None]  # every cell ran, also on the fallback
+    core = [next(r for r in grade.exercises if r.kind == "core") for grade in grades]
+    assert [(r.status, r.points) for r in core] == [(PASSED, 2.0), (FAILED, 0.0), (NOT_ATTEMPTED, 0.0)]

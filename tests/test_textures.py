@@ -301,3 +301,45 @@ def test_texture_pool_of_a_small_source_and_errors():
         TexturePool(source, 8, loads_per_image=-0.5)
     with pytest.raises(ValueError, match="load_threads"):
         TexturePool(source, 8, load_threads=0)
+
+
+@pytest.mark.parametrize("refresh_every", [1, 3])
+def test_texture_pool_prefetch_reads_off_the_training_thread_and_changes_nothing(refresh_every):
+    """Prefetched refreshes give the pool of on-the-spot reads, also when a batch size change or a
+    seek makes the guess wrong; with steady batches the training thread reads nothing after the fill."""
+    import threading
+
+    def pool_and_reader_threads(prefetch: bool):
+        source = TextureSource(None, seed=2, n_procedural=40, procedural_size=16)
+        threads = []
+        original = source.image
+
+        def image(index):
+            threads.append(threading.current_thread())
+            return original(index)
+
+        source.image = image
+        pool = TexturePool(source, (12, 12), pool_size=6, loads_per_image=0.5, refresh_every=refresh_every, seed=3,
+                           load_threads=1, prefetch=prefetch)
+        return pool, threads
+
+    plain, _ = pool_and_reader_threads(False)
+    fetched, threads = pool_and_reader_threads(True)
+    assert fetched.prefetch and not plain.prefetch
+    main = threading.current_thread()
+    schedule = [4] * 12 + [6] * 5 + [4] * 6  # a batch size change: the prefetched guess is wrong once
+    for batch, size in enumerate(schedule):
+        for pool in (plain, fetched):
+            pool.begin_batch(size)
+        assert fetched.ids.tolist() == plain.ids.tolist(), f"batch {batch}"
+        torch.testing.assert_close(fetched.textures, plain.textures, rtol=0, atol=0)
+        if batch == 8:
+            steady = list(threads)
+            assert len(steady) > 6 and all(t is main for t in steady[:6])  # the first fill: 6 textures
+            assert all(t is not main for t in steady[6:]), "refreshes read on the training thread"
+    assert fetched.loads_done == plain.loads_done > 10
+    for pool in (plain, fetched):
+        pool.seek(5, 4)
+        pool.begin_batch(4)
+    assert fetched.ids.tolist() == plain.ids.tolist()
+    torch.testing.assert_close(fetched.textures, plain.textures, rtol=0, atol=0)

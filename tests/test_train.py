@@ -451,31 +451,14 @@ def test_last_and_best_checkpoints_carry_their_own_thresholds(tiny_demo, tmp_pat
     assert best["thresholds"] != last["thresholds"]
 
 
-def test_a_run_from_before_the_selection_options_resumes_with_its_own_rules(tiny_demo, tmp_path):
-    """A config / checkpoint without val_recipe and selection_metric: the old validation set and AUROC mean."""
-    from memseg_lite.core.checkpoint import save_checkpoint
-    from memseg_lite.training.config import LEGACY_VALUES
-
-    run = tmp_path / "run"
-    config = tiny_config(tiny_demo, run, steps=2, val_every=1, val_anomalies_per_image=2, val_recipe="basic",
-                         selection_metric="auroc_mean")
-    train(config, progress=False, stop_after=1)
-    old = {k: v for k, v in config.to_dict().items() if k not in LEGACY_VALUES}
-    (run / "config.json").write_text(json.dumps(old))
-    payload = load_checkpoint(run / "checkpoint.pt")
-    save_checkpoint({k: v for k, v in {**payload, "train_config": old}.items()
-                     if k not in ("format", "format_version")}, run / "checkpoint.pt")
-    assert TrainConfig.load(run / "config.json") == config, "missing options take the values runs had before"
-    new_defaults = TrainConfig(**{**old, "val_anomalies_per_image": TrainConfig.val_anomalies_per_image})
-    assert new_defaults.changes_blocking_resume(TrainConfig.load(run / "config.json")) == [
-        "val_anomalies_per_image", "val_recipe", "selection_metric"], "resuming with other rules is refused"
-    assert cli(["train", "--out", str(run), "--resume", "--no-progress"]) == 0
-    validations = read_log(run)[1]
-    assert [r["step"] for r in validations] == [1, 2]
-    assert validations[-1]["score"] == pytest.approx(
-        (validations[-1]["image_auroc"] + validations[-1]["pixel_auroc"]) / 2)
-    trainer = Trainer(TrainConfig.load(run / "config.json"), progress=False)
-    assert len(trainer.validation) == 3 * 3 and set(trainer.validation.variants) == {"good", "regular"}
+def test_a_saved_config_without_an_option_takes_its_default_and_other_rules_block_resume(tmp_path):
+    """No legacy values: a missing option is today's default; resuming with other selection rules is refused."""
+    saved = TrainConfig(steps=2, val_recipe="basic", selection_metric="auroc_mean").to_dict()
+    old = {k: v for k, v in saved.items() if k not in ("val_recipe", "selection_metric")}
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    loaded = TrainConfig.load(tmp_path / "config.json")
+    assert (loaded.val_recipe, loaded.selection_metric) == (TrainConfig.val_recipe, TrainConfig.selection_metric)
+    assert TrainConfig.from_dict(saved).changes_blocking_resume(loaded) == ["val_recipe", "selection_metric"]
 
 
 def test_cli_evaluate_best_and_last_side_by_side(tiny_demo, tmp_path, monkeypatch, capsys):

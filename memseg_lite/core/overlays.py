@@ -9,7 +9,9 @@ import numpy as np
 from memseg_lite.core.transforms import ensure_rgb
 
 
-def heatmap_overlay(image: np.ndarray, anomaly_map: np.ndarray, alpha: float = 0.5, vmax: float | None = 1.0) -> np.ndarray:
+def heatmap_overlay(
+    image: np.ndarray, anomaly_map: np.ndarray, alpha: float = 0.5, vmax: float | None = 1.0
+) -> np.ndarray:
     """Blend a jet-coloured anomaly map over an image: uint8 ``H x W x 3``.
 
     ``anomaly_map`` is float ``H x W`` (resized to the image if needed); values are scaled by
@@ -26,7 +28,9 @@ def heatmap_overlay(image: np.ndarray, anomaly_map: np.ndarray, alpha: float = 0
     return (np.clip(blended, 0, 1) * 255).round().astype(np.uint8)
 
 
-def draw_mask_outline(image: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int] = (0, 255, 0), thickness: int = 1) -> np.ndarray:
+def draw_mask_outline(
+    image: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int] = (0, 255, 0), thickness: int = 1
+) -> np.ndarray:
     """Copy of ``image`` with the outline of a binary ``mask`` drawn on it."""
     image = ensure_rgb(np.asarray(image)).copy()
     mask = (np.asarray(mask) > 0).astype(np.uint8)

@@ -22,7 +22,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
     The environment variable ``MEMSEG_DEVICE`` (e.g. ``cpu``), when set, is what ``"auto"`` means
     instead: the test suite sets it so that it runs on the CPU on a GPU machine too. Any other
-    value is passed to :class:`torch.device`; asking for CUDA on a machine without it raises a ``ValueError`` that says so instead of failing later.
+    value is passed to :class:`torch.device`; asking for CUDA on a machine without it raises a
+    ``ValueError`` that says so instead of failing later.
     """
     if isinstance(device, torch.device):
         resolved = device
@@ -58,6 +59,15 @@ def seed_everything(seed: int) -> np.random.Generator:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     return np.random.default_rng(seed)
+
+
+def check_rng(rng: object) -> np.random.Generator:
+    """``rng`` itself, or a ``TypeError`` naming what to pass when it is not a numpy Generator."""
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(
+            f"rng must be a numpy.random.Generator (e.g. numpy.random.default_rng(seed)), got {type(rng).__name__}"
+        )
+    return rng
 
 
 def autocast_settings(device: torch.device, amp: str) -> tuple[torch.dtype | None, bool]:

@@ -104,7 +104,9 @@ def unfit_map(values: np.ndarray, original_shape: tuple[int, int], mode: str = "
     return cv2.resize(values, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
-def mixed_size_warning(shapes: Iterable[tuple[int, int]], size, mode: str = "letterbox", where: str = "the images") -> str | None:
+def mixed_size_warning(
+    shapes: Iterable[tuple[int, int]], size, mode: str = "letterbox", where: str = "the images"
+) -> str | None:
     """A warning text when fitting images of these ``(height, width)`` shapes to ``size`` distorts or pads unevenly.
 
     ``"stretch"``: when any aspect ratio differs from the target's by more than 1 % (the product
@@ -138,7 +140,9 @@ def _ratio_list(ratios: list[float]) -> str:
     return shown + (f", ... ({len(ratios)} different)" if len(ratios) > 5 else "")
 
 
-def warn_mixed_sizes(shapes: Iterable[tuple[int, int]], size, mode: str = "letterbox", where: str = "the images") -> None:
+def warn_mixed_sizes(
+    shapes: Iterable[tuple[int, int]], size, mode: str = "letterbox", where: str = "the images"
+) -> None:
     """:func:`warnings.warn` the text of :func:`mixed_size_warning`, if any (a ``UserWarning``)."""
     message = mixed_size_warning(shapes, size, mode, where)
     if message is not None:

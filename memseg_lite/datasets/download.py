@@ -142,7 +142,9 @@ class _OfflineAwareRedirects(urllib.request.HTTPRedirectHandler):
         return super().redirect_request(req, fp, code, msg, headers, target)
 
 
-def download_file(url: str, dest: str | os.PathLike, sha256: str | None = None, progress: bool = True, timeout: float = 30.0) -> Path:
+def download_file(
+    url: str, dest: str | os.PathLike, sha256: str | None = None, progress: bool = True, timeout: float = 30.0
+) -> Path:
     """Fetch ``url`` to ``dest``, resuming a previous partial download, then verify ``sha256``.
 
     Bytes arrive in ``dest + ".part"``; an interrupted download continues from there with an
@@ -271,7 +273,8 @@ def _check_member(member: tarfile.TarInfo, root: Path) -> None:
         resolved = (root / base / target).resolve() if not target.is_absolute() else Path(target)
         if target.is_absolute() or not resolved.is_relative_to(root.resolve()):
             raise UnsafeArchiveError(
-                f"archive member {member.name!r} links to {member.linkname!r} outside the destination; refusing to extract"
+                f"archive member {member.name!r} links to {member.linkname!r} outside the destination; refusing to "
+                "extract"
             )
 
 
@@ -306,7 +309,7 @@ def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
     created = _missing_folders(dest)
     try:
         try:
-            tar = tarfile.open(archive)  # noqa: SIM115 - entered with "with" below, once it opened
+            tar = tarfile.open(archive)
         except Exception as error:
             if _is_read_error(error):
                 raise _corrupt(archive, error) from None

@@ -129,7 +129,9 @@ def scan_category(data_root: str | os.PathLike, category: str, require_test: boo
         for image in list_images(defect_dir):
             mask = None
             if defect != GOOD:
-                mask = _find_mask(masks, image, category_dir / "ground_truth" / defect / f"{image.stem}{MASK_SUFFIX}.png")
+                mask = _find_mask(
+                    masks, image, category_dir / "ground_truth" / defect / f"{image.stem}{MASK_SUFFIX}.png"
+                )
             files.test.append(LabeledImage(image=image, defect=defect, mask=mask))
     if require_test and not files.test:
         raise FileNotFoundError(f"no test images in {test_dir}/<good|defect>/")

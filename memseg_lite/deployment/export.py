@@ -36,7 +36,9 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import importlib.util
 import io
+import itertools
 import json
 import os
 import warnings
@@ -98,7 +100,7 @@ def fold_batchnorms(module: nn.Module) -> int:
     for parent in list(module.modules()):
         if isinstance(parent, nn.Sequential):
             names = list(parent._modules)
-            for first, second in zip(names, names[1:]):
+            for first, second in itertools.pairwise(names):
                 conv, norm = parent._modules[first], parent._modules[second]
                 if _foldable(conv, norm):
                     parent._modules[first] = fuse_conv_bn_eval(conv, norm)
@@ -132,7 +134,9 @@ def ablation_switches(model: MemSeg) -> dict:
 TIE_RTOL = 1e-4
 
 
-def near_ties(distances: list[torch.Tensor], features: list[torch.Tensor], rule: str, rtol: float = TIE_RTOL) -> torch.Tensor:
+def near_ties(
+    distances: list[torch.Tensor], features: list[torch.Tensor], rule: str, rtol: float = TIE_RTOL
+) -> torch.Tensor:
     r"""``bool [B]``: inputs whose closest and second-closest memory samples are too close to call.
 
     A deployed network computes the features with folded batch norms and in another memory order,
@@ -158,7 +162,7 @@ def near_ties(distances: list[torch.Tensor], features: list[torch.Tensor], rule:
     else:
         sizes = [feature.abs().sum(dim=(1, 2, 3)) for feature in features]
     if rule == "official":
-        pairs = [(distance, size) for distance, size in zip(distances, sizes)]
+        pairs = [(distance, size) for distance, size in zip(distances, sizes, strict=True)]
     else:
         pairs = [(distances[0] + distances[1] + distances[2], sizes[0] + sizes[1] + sizes[2])]
     tie = torch.zeros(batch, dtype=torch.bool, device=features[0].device)
@@ -195,7 +199,7 @@ class DeployedMemSeg(nn.Module):
         self.decoder = model.decoder
         self.selection_rule = model.selection_rule
         self.top_k = int(model.top_k)
-        for name, stored in zip(("memory1", "memory2", "memory3"), model.memory.features):
+        for name, stored in zip(("memory1", "memory2", "memory3"), model.memory.features, strict=True):
             self.register_buffer(name, stored.detach().float().contiguous())
         self.image_size = model.memory.image_size
         self.folded = fold_batchnorms(self) if fold else 0
@@ -233,11 +237,11 @@ class DeployedMemSeg(nn.Module):
         """``(anomaly_map [B, H, W], score [B])`` from the encoder features and the chosen memory samples."""
         memory = [self.memory1, self.memory2, self.memory3]
         di_star = []
-        for level, (feature, stored) in enumerate(zip(features, memory)):
+        for level, (feature, stored) in enumerate(zip(features, memory, strict=True)):
             index = indices[:, level] if self.selection_rule == "official" else indices
             difference = stored.index_select(0, index) - feature
             di_star.append(difference.square() if self.selection_rule == "tootouch" else difference.abs())
-        concatenated = [torch.cat([ii, di], dim=1) for ii, di in zip(features, di_star)]
+        concatenated = [torch.cat([ii, di], dim=1) for ii, di in zip(features, di_star, strict=True)]
         fused = self.msff(concatenated, spatial_attention_maps(di_star))
         logits = self.decoder(level4, fused, stem)
         maps = torch.softmax(logits, dim=1)[:, 1]
@@ -262,7 +266,9 @@ def deployed_from_checkpoint(
     payload = load_checkpoint(checkpoint) if not isinstance(checkpoint, dict) else checkpoint
     for key in ("model_config", "model"):
         if key not in payload:
-            raise ValueError(f"{checkpoint}: not a memseg-lite model checkpoint (no {key!r} entry); pass RUN_DIR/best.pt")
+            raise ValueError(
+                f"{checkpoint}: not a memseg-lite model checkpoint (no {key!r} entry); pass RUN_DIR/best.pt"
+            )
     model = memseg_from_state(payload["model_config"], payload["model"])
     return DeployedMemSeg(model, fold=fold), payload
 
@@ -307,7 +313,9 @@ class DeployedPipeline(nn.Module):
             images = images[:, :, top : top + self.center_crop, left : left + self.center_crop]
         maps, scores = self.network(images)[:2]
         if self.center_crop:
-            maps = nn.functional.pad(maps, (left, width - left - self.center_crop, top, height - top - self.center_crop))
+            maps = nn.functional.pad(
+                maps, (left, width - left - self.center_crop, top, height - top - self.center_crop)
+            )
         threshold = self.image_threshold
         clipped = scores.clamp(0.0, 1.0)
         normalised = torch.where(clipped < threshold, 0.5 * clipped / threshold,
@@ -318,7 +326,8 @@ class DeployedPipeline(nn.Module):
 
 def checkpoint_thresholds(payload: dict, checkpoint=None, thresholds=None):
     """The thresholds an export builds in: ``thresholds`` (a :class:`~memseg_lite.evaluation.thresholds.Thresholds`
-    or a file), else the checkpoint's, else ``thresholds.json`` beside it (as :class:`~memseg_lite.deployment.inferencer.Inferencer`)."""
+    or a file), else the checkpoint's, else ``thresholds.json`` beside it (as
+    :class:`~memseg_lite.deployment.inferencer.Inferencer`)."""
     from memseg_lite.evaluation.thresholds import THRESHOLDS_NAME, Thresholds, load_thresholds, thresholds_of
 
     if isinstance(thresholds, Thresholds):
@@ -416,7 +425,9 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
 
     model = onnx.load(str(path), load_external_data=False)
     return {
-        prop.key[len(METADATA_PREFIX):]: prop.value for prop in model.metadata_props if prop.key.startswith(METADATA_PREFIX)
+        prop.key[len(METADATA_PREFIX) :]: prop.value
+        for prop in model.metadata_props
+        if prop.key.startswith(METADATA_PREFIX)
     }
 
 
@@ -424,12 +435,10 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
 # ONNX export
 # --------------------------------------------------------------------------------------------
 def _require_onnx() -> None:
-    try:
-        import onnx  # noqa: F401
-    except ImportError as error:  # pragma: no cover - depends on the installation
+    if importlib.util.find_spec("onnx") is None:  # pragma: no cover - depends on the installation
         raise ImportError(
             "ONNX export needs the 'onnx' package: pip install 'memseg-lite[deploy]' (or pip install onnx onnxruntime)"
-        ) from error
+        )
 
 
 def _declare_shapes(model, shapes: dict[str, list]) -> None:

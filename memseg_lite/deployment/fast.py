@@ -38,7 +38,13 @@ import numpy as np
 import torch
 
 from memseg_lite.core.runtime import resolve_device
-from memseg_lite.deployment.export import BACKEND_OUTPUT_NAMES, INPUT_NAME, DeployedMemSeg, ablation_switches, trace_to_onnx
+from memseg_lite.deployment.export import (
+    BACKEND_OUTPUT_NAMES,
+    INPUT_NAME,
+    DeployedMemSeg,
+    ablation_switches,
+    trace_to_onnx,
+)
 from memseg_lite.evaluation.evaluate import autocast_for, load_model
 from memseg_lite.network.memory import memory_distances, select_indices
 
@@ -98,7 +104,9 @@ class FoldedTorchBackend:
 
     def __init__(self, model, payload: dict | None, device: torch.device, checkpoint=None, threads: int | None = None,
                  channels_last: bool = True, chunk_size: int | None = 2, streams: int | None = None):
-        if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+        if chunk_size is not None and (
+            isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
+        ):
             raise ValueError(f"chunk_size must be an integer >= 1 or None (whole batches), got {chunk_size!r}")
         if streams is not None and (isinstance(streams, bool) or not isinstance(streams, int) or streams < 1):
             raise ValueError(f"streams must be an integer >= 1 or None (torch's thread count), got {streams!r}")
@@ -229,8 +237,16 @@ class OnnxBackend(TieFallback):
     """ONNX Runtime on the CPU (see the module docstring); ``threads``: intra-op threads (default
     torch's). ``graph``: ONNX bytes of :func:`backend_graph` (default: exported from ``model``)."""
 
-    def __init__(self, model=None, payload: dict | None = None, device=None, checkpoint=None, threads: int | None = None,
-                 graph: bytes | None = None, exact_ties: bool = True):
+    def __init__(
+        self,
+        model=None,
+        payload: dict | None = None,
+        device=None,
+        checkpoint=None,
+        threads: int | None = None,
+        graph: bytes | None = None,
+        exact_ties: bool = True,
+    ):
         ort = _onnxruntime()
         if graph is None and model is None:
             raise ValueError("OnnxBackend needs a model or graph (bytes of backend_graph(model))")
@@ -260,7 +276,12 @@ class OpenVinoBackend(TieFallback):
                  int8: bool = False, calibration=None, exact_ties: bool = True):
         if threads is not None:
             set_threads(threads)  # validates; OpenVINO gets the same count
-        from memseg_lite.deployment.openvino_runtime import calibration_batches, compile_model, convert_onnx, quantize_int8
+        from memseg_lite.deployment.openvino_runtime import (
+            calibration_batches,
+            compile_model,
+            convert_onnx,
+            quantize_int8,
+        )
 
         converted = convert_onnx(backend_graph(model))
         if int8:

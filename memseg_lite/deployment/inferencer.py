@@ -38,7 +38,7 @@ from memseg_lite.core.io import read_image
 from memseg_lite.core.runtime import resolve_device
 from memseg_lite.core.sizes import parse_size
 from memseg_lite.core.transforms import ensure_rgb, image_to_tensor, resize_image, unfit_map
-from memseg_lite.deployment.fast import BACKENDS, register_backend  # noqa: F401 (register_backend: the seam)
+from memseg_lite.deployment.fast import BACKENDS
 from memseg_lite.evaluation.evaluate import input_size, load_model, resize_mode
 from memseg_lite.evaluation.thresholds import (
     THRESHOLDS_NAME,
@@ -122,7 +122,9 @@ class Inferencer:
         self.resize = resize_mode(self.payload)
         self.backend_name = backend
         # threads: torch's (and ONNX Runtime's / OpenVINO's) threads; 1 for one image per call on a shared CPU.
-        self.backend = BACKENDS[backend](self.model, self.payload, self.device, checkpoint=self.checkpoint, threads=threads)
+        self.backend = BACKENDS[backend](
+            self.model, self.payload, self.device, checkpoint=self.checkpoint, threads=threads
+        )
         self.batch_size = batch_size
         self.thresholds = self._find_thresholds(thresholds)
 
@@ -141,7 +143,7 @@ class Inferencer:
                 **{key: self.thresholds.details[key] for key in ("target_recall", "max_false_alarm_rate")
                    if key in self.thresholds.details}},
             "backend": self.backend_name, "backend_ran": getattr(self.backend, "name", type(self.backend).__name__),
-            "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         }
 
     def _find_thresholds(self, given) -> Thresholds | None:
@@ -173,7 +175,9 @@ class Inferencer:
             values = frame
         return unfit_map(values, shape, self.resize)
 
-    def predict_arrays(self, images: Sequence[np.ndarray], paths: Sequence[Path | None] | None = None) -> list[InferenceResult]:
+    def predict_arrays(
+        self, images: Sequence[np.ndarray], paths: Sequence[Path | None] | None = None
+    ) -> list[InferenceResult]:
         """Predict uint8 images (``h x w`` or ``h x w x 3``, any sizes), in batches of ``batch_size``."""
         images = [ensure_rgb(np.asarray(image)) for image in images]
         paths = list(paths) if paths is not None else [None] * len(images)
@@ -181,7 +185,7 @@ class Inferencer:
         for start in range(0, len(images), self.batch_size):
             chunk = images[start : start + self.batch_size]
             maps, scores = self.backend(self.preprocess(chunk))
-            for offset, (image, values, score) in enumerate(zip(chunk, maps.numpy(), scores.numpy())):
+            for offset, (image, values, score) in enumerate(zip(chunk, maps.numpy(), scores.numpy(), strict=True)):
                 results.append(self._result(image, values, float(score), paths[start + offset]))
         return results
 

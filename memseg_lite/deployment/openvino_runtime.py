@@ -35,7 +35,18 @@ from memseg_lite.deployment.export import (
 
 CALIBRATION_IMAGES = 32
 #: Operation types NNCF leaves in fp32: the memory comparison and everything after the decoder.
-FP32_TYPES = ["Subtract", "Abs", "ReduceSum", "ReduceMean", "Multiply", "Add", "TopK", "Softmax", "Power", "Divide"]  # those a graph lacks are skipped
+FP32_TYPES = [
+    "Subtract",
+    "Abs",
+    "ReduceSum",
+    "ReduceMean",
+    "Multiply",
+    "Add",
+    "TopK",
+    "Softmax",
+    "Power",
+    "Divide",
+]  # those a graph lacks are skipped
 
 
 def _openvino():
@@ -88,7 +99,9 @@ def calibration_pixels(payload: dict, calibration=None) -> list[np.ndarray]:
     if isinstance(calibration, np.ndarray):
         return [image[None] for image in calibration]
     size = fitted_size(payload)
-    return [fit_image(read_image(path), size, resize_mode(payload))[None] for path in good_image_paths(payload, calibration)]
+    return [
+        fit_image(read_image(path), size, resize_mode(payload))[None] for path in good_image_paths(payload, calibration)
+    ]
 
 
 def calibration_batches(payload: dict, calibration=None) -> list[np.ndarray]:
@@ -99,8 +112,10 @@ def calibration_batches(payload: dict, calibration=None) -> list[np.ndarray]:
     if isinstance(calibration, torch.Tensor):
         return [image[None].numpy() for image in calibration.float()]
     size, crop = input_size(payload)
-    return [image_to_tensor(resize_image(ensure_rgb(read_image(path)), size, crop, mode=resize_mode(payload)))[None].numpy()
-            for path in good_image_paths(payload, calibration)]
+    return [
+        image_to_tensor(resize_image(ensure_rgb(read_image(path)), size, crop, mode=resize_mode(payload)))[None].numpy()
+        for path in good_image_paths(payload, calibration)
+    ]
 
 
 def quantize_int8(model, samples: list[np.ndarray]):
@@ -108,9 +123,13 @@ def quantize_int8(model, samples: list[np.ndarray]):
     try:
         import nncf
     except ImportError as error:
-        raise ImportError("INT8 quantization needs nncf: pip install 'memseg-lite[deploy]' (or pip install nncf)") from error
+        raise ImportError(
+            "INT8 quantization needs nncf: pip install 'memseg-lite[deploy]' (or pip install nncf)"
+        ) from error
     dataset = nncf.Dataset(samples)
-    return nncf.quantize(model, dataset, subset_size=len(samples), ignored_scope=nncf.IgnoredScope(types=FP32_TYPES, validate=False))
+    return nncf.quantize(
+        model, dataset, subset_size=len(samples), ignored_scope=nncf.IgnoredScope(types=FP32_TYPES, validate=False)
+    )
 
 
 def compile_model(model, threads: int | None = None, int8: bool = False):

@@ -46,7 +46,7 @@ import numpy as np
 
 from memseg_lite.core.io import IMAGE_SUFFIXES, list_images, write_image, write_text_atomic
 from memseg_lite.core.overlays import draw_mask_outline, heatmap_overlay
-from memseg_lite.deployment.inferencer import InferenceResult, Inferencer
+from memseg_lite.deployment.inferencer import Inferencer, InferenceResult
 
 RESULTS_NAME = "predictions.jsonl"
 TABLE_NAME = "predictions.csv"
@@ -197,7 +197,8 @@ def _check_inputs_outside(paths: list[Path], out: Path) -> None:
 
 
 def _prepare_out(out: Path, names: list[str]) -> tuple[Path, set[str]]:
-    """Check ``out`` may receive the outputs; return a fresh staging folder beside it and the files predict wrote before.
+    """Check ``out`` may receive the outputs; return a fresh staging folder beside it and the files predict
+    wrote before.
 
     Nothing in ``out`` is changed here. A folder holding files and no ``predictions.jsonl`` (not
     written by predict) is refused, and so is an output name that is taken by a file predict did not write.
@@ -313,7 +314,7 @@ def predict_images(
 
         def flush() -> None:
             chunk = inferencer.predict_arrays([image for _, image in pending], [paths[i] for i, _ in pending])
-            for (index, _), result in zip(pending, chunk):
+            for (index, _), result in zip(pending, chunk, strict=True):
                 records[index].update(result.to_record())
                 if staging is not None:
                     _write_pictures(staging, records[index], result, names[index])
@@ -339,7 +340,8 @@ def predict_images(
             flush()
         if not done:
             raise ValueError(
-                f"none of the {len(paths)} image(s) could be read (first: {failed[0][0]}: {failed[0][1]}); nothing written"
+                f"none of the {len(paths)} image(s) could be read (first: {failed[0][0]}: {failed[0][1]}); nothing "
+                "written"
             )
         results = [done[i] for i in sorted(done)]
         if staging is not None:

@@ -288,8 +288,10 @@ def predict_test_files(model, payload: dict, files, batch_size: int = 16, progre
                             f"got {backend!r}")
         runner = backend(model, payload, model_device, checkpoint=checkpoint)
         if not callable(runner):
-            raise TypeError(f"backend factory {getattr(backend, '__name__', backend)!r} returned {type(runner).__name__}, "
-                            "not a callable batch -> (maps, scores)")
+            raise TypeError(
+                f"backend factory {getattr(backend, '__name__', backend)!r} returned {type(runner).__name__}, "
+                "not a callable batch -> (maps, scores)"
+            )
     predictions = predict_dataset(
         model, dataset, batch_size=batch_size, progress=progress, autocast=lambda: autocast_for(payload, model_device),
         runner=runner, runner_name=backend_name(backend, runner),
@@ -368,9 +370,10 @@ def write_scores_csv(path: Path, predictions: Predictions, thresholds=None) -> N
     with atomic_output(path) as temporary, temporary.open("w", newline="") as stream:
         writer = csv.writer(stream)
         writer.writerow(["path", "defect", "label", "score"] + (["verdict"] if thresholds is not None else []))
-        for p, d, l, s in zip(predictions.paths, predictions.defects, predictions.labels, predictions.scores):
-            verdict = [thresholds.verdict(float(s))] if thresholds is not None else []
-            writer.writerow([p, d, int(l), f"{float(s):.6f}", *verdict])
+        rows = zip(predictions.paths, predictions.defects, predictions.labels, predictions.scores, strict=True)
+        for path_name, defect, label, score in rows:
+            verdict = [thresholds.verdict(float(score))] if thresholds is not None else []
+            writer.writerow([path_name, defect, int(label), f"{float(score):.6f}", *verdict])
 
 
 def calibrate_checkpoint(
@@ -397,9 +400,10 @@ def calibrate_checkpoint(
 
     The images are chosen as for :func:`evaluate_checkpoint`. With ``write``, the thresholds replace
     those in ``checkpoint`` only, and in the ``thresholds.json`` beside it when that file describes
-    this model (:func:`calibration_targets`): another checkpoint of the run keeps its own. Numbers evaluated afterwards on the same images are optimistic: calibrate on images you
-    do not report on. ``backend``: as for :func:`evaluate_checkpoint`. Letterbox padding pixels are
-    left out of the pixel threshold's F1 (see the module docstring).
+    this model (:func:`calibration_targets`): another checkpoint of the run keeps its own. Numbers
+    evaluated afterwards on the same images are optimistic: calibrate on images you do not report on.
+    ``backend``: as for :func:`evaluate_checkpoint`. Letterbox padding pixels are left out of the pixel
+    threshold's F1 (see the module docstring).
     """
     from memseg_lite.core.checkpoint import save_checkpoint
     from memseg_lite.evaluation.thresholds import (

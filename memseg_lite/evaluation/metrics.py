@@ -142,7 +142,7 @@ def _maps_and_masks(anomaly_maps: ArrayLike, masks: ArrayLike) -> tuple[list[np.
     truths = _as_image_list(masks, "masks")
     if len(maps) != len(truths):
         raise ValueError(f"got {len(maps)} anomaly maps but {len(truths)} masks; pass one mask per map")
-    for index, (score_map, mask) in enumerate(zip(maps, truths)):
+    for index, (score_map, mask) in enumerate(zip(maps, truths, strict=True)):
         if score_map.shape != mask.shape:
             raise ValueError(f"anomaly_maps[{index}] has shape {score_map.shape} but masks[{index}] has "
                              f"shape {mask.shape}; resize the masks to the maps (nearest-neighbour)")
@@ -282,7 +282,7 @@ def _valid_masks(valid: ArrayLike | None, maps: list[np.ndarray]) -> list[np.nda
     inside = _as_image_list(valid, "valid")
     if len(inside) != len(maps):
         raise ValueError(f"got {len(maps)} anomaly maps but {len(inside)} valid masks; pass one per map")
-    for index, (score_map, region) in enumerate(zip(maps, inside)):
+    for index, (score_map, region) in enumerate(zip(maps, inside, strict=True)):
         if region.shape != score_map.shape:
             raise ValueError(f"valid[{index}] has shape {region.shape} but anomaly_maps[{index}] has shape "
                              f"{score_map.shape}; the valid mask marks which pixels of the map are the image's own")
@@ -297,7 +297,7 @@ def _sort_pixels(
     if inside is not None:
         # Pixels outside the valid region (letterbox padding) are neither normal nor anomalous; a
         # defect region is only its valid part, so it is cut the same way as its image.
-        truths = [mask & region for mask, region in zip(truths, inside)]
+        truths = [mask & region for mask, region in zip(truths, inside, strict=True)]
     num_anomalous = sum(int(np.count_nonzero(mask)) for mask in truths)
     if inside is None:
         num_normal = sum(mask.size for mask in truths) - num_anomalous
@@ -309,7 +309,7 @@ def _sort_pixels(
     region = np.empty(num_anomalous, dtype=np.int32) if with_regions else None
     sizes: list[np.ndarray] = []
     at_normal = at_anomalous = num_regions = 0
-    for index, (score_map, mask) in enumerate(zip(maps, truths)):
+    for index, (score_map, mask) in enumerate(zip(maps, truths, strict=True)):
         count = int(np.count_nonzero(mask))
         normal_here = ~mask if inside is None else inside[index] & ~mask
         num_normal_here = mask.size - count if inside is None else int(np.count_nonzero(normal_here))
@@ -491,7 +491,7 @@ def _regions_by_flood_fill(mask: np.ndarray) -> list[tuple[np.ndarray, np.ndarra
     height, width = mask.shape
     seen = np.zeros_like(mask, dtype=bool)
     regions = []
-    for start_row, start_col in zip(*np.nonzero(mask)):
+    for start_row, start_col in zip(*np.nonzero(mask), strict=True):
         if seen[start_row, start_col]:
             continue
         seen[start_row, start_col] = True
@@ -526,7 +526,7 @@ def naive_pro_curve(anomaly_maps: ArrayLike, masks: ArrayLike) -> tuple[np.ndarr
     fprs, pros = [0.0], [0.0]
     for threshold in thresholds:
         false_positives, overlaps = 0, []
-        for score_map, mask, image_regions in zip(maps, truths, regions):
+        for score_map, mask, image_regions in zip(maps, truths, regions, strict=True):
             flagged = score_map >= threshold
             false_positives += int(np.count_nonzero(flagged & ~mask))
             for rows, cols in image_regions:
@@ -543,7 +543,7 @@ def naive_aupro(anomaly_maps: ArrayLike, masks: ArrayLike, fpr_limit: float = 0.
     fpr_limit = _check_fpr_limit(fpr_limit)
     fpr, pro, _ = naive_pro_curve(anomaly_maps, masks)
     area = 0.0
-    for x0, x1, y0, y1 in zip(fpr[:-1], fpr[1:], pro[:-1], pro[1:]):
+    for x0, x1, y0, y1 in zip(fpr[:-1], fpr[1:], pro[:-1], pro[1:], strict=True):
         if x0 >= fpr_limit:
             break
         if x1 > fpr_limit:  # cut the last segment at the limit, on the straight line between its ends

@@ -63,14 +63,16 @@ def per_image_pixel_auroc(predictions) -> dict[int, float]:
         mask = predictions.masks[index][inside]
         if 0 < mask.sum() < mask.size:
             where = None if valid is None else valid[index][None]
-            result[int(index)] = float(pixel_auroc(predictions.maps[index][None], predictions.masks[index][None], valid=where))
+            result[int(index)] = float(
+                pixel_auroc(predictions.maps[index][None], predictions.masks[index][None], valid=where)
+            )
     return result
 
 
 def examples_figure(predictions, images: dict[int, np.ndarray], indices: list[int], titles: list[str]):
     """Rows of (image with ground-truth outline, anomaly map, overlay) for the chosen test images."""
     figure, axes = plt.subplots(len(indices), 3, figsize=(7.5, 2.6 * len(indices)), squeeze=False)
-    for row, (index, title) in enumerate(zip(indices, titles)):
+    for row, (index, title) in enumerate(zip(indices, titles, strict=True)):
         image = images[index]
         anomaly_map = predictions.maps[index]
         axes[row, 0].imshow(draw_mask_outline(image, predictions.masks[index]))
@@ -119,7 +121,8 @@ def save_all_figures(out: Path, predictions, dataset, metrics: dict) -> list[Pat
         labels = [f"best {k + 1}" for k in range(count)] + [f"worst {k + 1}" for k in range(count)]
         picture = {i: display_image(dataset, i) for i in picks}
         titles = [
-            f"{label}: {predictions.defects[i]} (pixel AUROC {ranked[i]:.3f})" for label, i in zip(labels, picks)
+            f"{label}: {predictions.defects[i]} (pixel AUROC {ranked[i]:.3f})"
+            for label, i in zip(labels, picks, strict=True)
         ]
         save(examples_figure(predictions, picture, picks, titles), "best_worst.png")
     return written

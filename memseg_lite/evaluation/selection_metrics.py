@@ -20,8 +20,8 @@ from every anomalous one after a few hundred steps, so the area under the ROC cu
 The default, ``"ap_aupro_mean"`` (the mean of the two), follows a measurement on demo ``mesh``
 (64 px, 300 steps, random encoder; numbers in docs/own-product.md): on the old validation set the image
 AUROC was exactly 0.915 at steps 160, 260, 280 and 300 (a four-way tie for best) while pixel AP,
-AU-PRO and the test AU-PRO (0.50 -> 0.63) kept rising; the mean of pixel AP and AU-PRO ranked the checkpoints like their test AU-PRO
-(Spearman 0.94 on either validation set).
+AU-PRO and the test AU-PRO (0.50 -> 0.63) kept rising; the mean of pixel AP and AU-PRO ranked the checkpoints
+like their test AU-PRO (Spearman 0.94 on either validation set).
 """
 
 from __future__ import annotations
@@ -55,7 +55,9 @@ def pixel_average_precision(anomaly_maps, masks, valid=None) -> float:
     scores = _as_numpy(anomaly_maps).astype(np.float32, copy=False).ravel()
     truth = _as_numpy(masks)
     if truth.shape != _as_numpy(anomaly_maps).shape:
-        raise ValueError(f"pixel AP: anomaly maps {_as_numpy(anomaly_maps).shape} and masks {truth.shape} differ in shape")
+        raise ValueError(
+            f"pixel AP: anomaly maps {_as_numpy(anomaly_maps).shape} and masks {truth.shape} differ in shape"
+        )
     if not np.isin(truth, (0, 1)).all():
         raise ValueError("pixel AP: masks must hold only 0 and 1 (or bool)")
     if not np.isfinite(scores).all():

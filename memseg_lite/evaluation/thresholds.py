@@ -41,14 +41,14 @@ memory bank) and the same images with synthetic anomalies (:func:`validation_thr
   (b) the plain F1 optimum on synthetic anomalies; (c) the midpoint of (a) and (b); (b_w) $f_w$
   alone; (d) $\min$(a, b), equal to (b) in all four runs; (e) $\min(q, f_w)$, chosen:
 
-  ========  ====  =====  ===================  ===================  ===================  ===================  ===================
-  category  size  steps  (a) good quantile    (b) F1 on synthetic  (c) midpoint a, b    (e) min(a, b_w)      F1-optimal on test
-  ========  ====  =====  ===================  ===================  ===================  ===================  ===================
-  mesh      128   300    1.00/0.88/0.93 (0)   0.89/1.00/0.94 (5)   0.95/0.90/0.92 (2)   1.00/0.88/0.93 (0)   0.91/1.00/0.95 (4)
-  button    128   300    0.79/0.38/0.51 (4)   0.74/0.88/0.80 (12)  0.73/0.55/0.63 (8)   0.74/0.78/0.76 (11)  0.74/0.93/0.82 (13)
-  wood      128   300    0.85/0.88/0.86 (6)   0.68/1.00/0.81 (19)  0.83/1.00/0.91 (8)   0.86/0.90/0.88 (6)   0.83/1.00/0.91 (8)
-  mesh      64    120    1.00/0.42/0.60 (0)   0.69/0.95/0.80 (17)  0.84/0.68/0.75 (5)   0.86/0.75/0.80 (5)   0.87/0.82/0.85 (5)
-  ========  ====  =====  ===================  ===================  ===================  ===================  ===================
+  ======== === ===== =================== =================== =================== =================== ==================
+  category px  steps (a) good quantile   (b) F1 on synthetic (c) midpoint a, b   (e) min(a, b_w)     F1-optimal on test
+  ======== === ===== =================== =================== =================== =================== ==================
+  mesh     128 300   1.00/0.88/0.93 (0)  0.89/1.00/0.94 (5)  0.95/0.90/0.92 (2)  1.00/0.88/0.93 (0)  0.91/1.00/0.95 (4)
+  button   128 300   0.79/0.38/0.51 (4)  0.74/0.88/0.80 (12) 0.73/0.55/0.63 (8)  0.74/0.78/0.76 (11) 0.74/0.93/0.82 (13)
+  wood     128 300   0.85/0.88/0.86 (6)  0.68/1.00/0.81 (19) 0.83/1.00/0.91 (8)  0.86/0.90/0.88 (6)  0.83/1.00/0.91 (8)
+  mesh     64  120   1.00/0.42/0.60 (0)  0.69/0.95/0.80 (17) 0.84/0.68/0.75 (5)  0.86/0.75/0.80 (5)  0.87/0.82/0.85 (5)
+  ======== === ===== =================== =================== =================== =================== ==================
 
   Cells: precision / recall / F1 (false alarms). Test image AUROC of the four runs: 0.979,
   0.680, 0.924, 0.814; validation: 10 good images + 60 synthetic anomalies (the trainer's
@@ -475,7 +475,9 @@ def load_thresholds(path: str | os.PathLike) -> Thresholds:
     try:
         return Thresholds.from_dict(json.loads(path.read_text()))
     except (json.JSONDecodeError, ValueError, TypeError) as error:
-        raise ValueError(f"cannot read thresholds file {path}: {error}; delete it and run memseg-lite calibrate") from None
+        raise ValueError(
+            f"cannot read thresholds file {path}: {error}; delete it and run memseg-lite calibrate"
+        ) from None
 
 
 def thresholds_of(payload: dict) -> Thresholds | None:

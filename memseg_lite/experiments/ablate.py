@@ -46,7 +46,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from memseg_lite.core.io import atomic_output, write_text_atomic
-from memseg_lite.experiments.runs import METRICS_FILE, train_and_evaluate  # noqa: F401 (METRICS_FILE: a public name here before)
+from memseg_lite.experiments.runs import METRICS_FILE, train_and_evaluate  # noqa: F401 - notebook 11 imports METRICS_FILE from here
 from memseg_lite.training.config import TrainConfig
 
 METRIC_KEYS = ("image_auroc", "pixel_auroc", "aupro")
@@ -130,7 +130,8 @@ def run_dir_for(out_dir: str | os.PathLike, variant: str, seed: int) -> Path:
 
 
 def run_variant(config: TrainConfig, progress: bool = True, figures: bool = False) -> tuple[str, dict | None]:
-    """Train (or resume) and evaluate one run unless it is finished (:func:`memseg_lite.experiments.runs.train_and_evaluate`).
+    """Train (or resume) and evaluate one run unless it is finished
+    (:func:`memseg_lite.experiments.runs.train_and_evaluate`).
 
     Returns ``(status, {"best": metrics, "last": metrics})``: status ``"skipped"`` (evaluated
     before), ``"done"`` or ``"interrupted"`` (both metrics ``None``; run again to continue).
@@ -225,7 +226,10 @@ def write_results(out: Path, rows: list[dict], category: str, description: str =
     lines = [RESULTS_MARKER, f"# Ablation on {category}", ""]
     if description:
         lines += [description, ""]
-    lines += ["| variant | seeds | checkpoint | image AUROC | pixel AUROC | AU-PRO (FPR 0.3) |", "|---|---|---|---|---|---|"]
+    lines += [
+        "| variant | seeds | checkpoint | image AUROC | pixel AUROC | AU-PRO (FPR 0.3) |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
         lines.append(f"| {r['variant']} | {len(r['seeds'])} | best | {cell(r['image_auroc'])} | "
                      f"{cell(r['pixel_auroc'])} | {cell(r['aupro'])} |")
@@ -300,5 +304,7 @@ def ablate(
         last_runs[name][seed] = metrics["last"]
     rows = summarise(runs, last_runs)
     common = ", ".join(f"{k}={v}" for k, v in sorted(config_overrides.items()))
-    write_results(out, rows, category, f"Data: {data_root}, category {category}; common options: {common or 'defaults'}.")
+    write_results(
+        out, rows, category, f"Data: {data_root}, category {category}; common options: {common or 'defaults'}."
+    )
     return rows

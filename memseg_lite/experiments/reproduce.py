@@ -140,7 +140,9 @@ def _run_pool(data_root: Path, categories: list[str], out: Path, jobs: int, over
     executor = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_init_worker,
                                    initargs=(queue, threads))
     try:
-        futures = [executor.submit(_pool_task, str(data_root), category, str(out), overrides) for category in categories]
+        futures = [
+            executor.submit(_pool_task, str(data_root), category, str(out), overrides) for category in categories
+        ]
         for future in as_completed(futures):
             category, status = future.result()
             print(f"[{category}] {status}")
@@ -297,7 +299,10 @@ def write_results(out: Path, rows: list[dict]) -> tuple[Path, Path]:
                   "`memseg-lite download dtd`). These numbers are not comparable with the published ones."]
     lines += ["", "## Published (means over 15 categories)", "",
               "| source | image AUROC | pixel AUROC | AU-PRO |", "|---|---|---|---|"]
-    lines += [f"| {r['source']} | {cell(r['image_auroc'])} | {cell(r['pixel_auroc'])} | {cell(r['aupro'])} |" for r in REPORTED]
+    lines += [
+        f"| {r['source']} | {cell(r['image_auroc'])} | {cell(r['pixel_auroc'])} | {cell(r['aupro'])} |"
+        for r in REPORTED
+    ]
     lines += ["", "Checkpoints here are selected on validation data made from held-out good training images "
               "with simulated anomalies, never on the test set."]
     md_path = write_text_atomic(out / "results.md", "\n".join(lines) + "\n")

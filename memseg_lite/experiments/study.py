@@ -74,7 +74,10 @@ SEEDS = (0, 1, 2)
 GRID: tuple = (
     (("full", "no_memory"), ("mesh",)),
     (("no_attention", "no_msff", "authors_code"), ("mesh",)),
-    (("rule_official", "rule_tootouch", "avgpool3", "di_x100", "texture_only", "structure_only", "val_basic"), ("mesh",)),
+    (
+        ("rule_official", "rule_tootouch", "avgpool3", "di_x100", "texture_only", "structure_only", "val_basic"),
+        ("mesh",),
+    ),
     (tuple(CELLS), ("wood", "button")),
 )
 
@@ -194,8 +197,12 @@ def run_study(results: str | os.PathLike, out_dir: str | os.PathLike, data_root:
         _append(results, record)
         added.append(record)
         if progress:
-            print(f"[study] {cell} {category} seed {seed}: " + ", ".join(
-                f"{k} {100 * record['best'][k]:.2f}" for k in METRIC_KEYS) + f" ({record['seconds']:.0f} s)", flush=True)
+            print(
+                f"[study] {cell} {category} seed {seed}: "
+                + ", ".join(f"{k} {100 * record['best'][k]:.2f}" for k in METRIC_KEYS)
+                + f" ({record['seconds']:.0f} s)",
+                flush=True,
+            )
     return added
 
 
@@ -211,7 +218,9 @@ def spread(values: Sequence[float]) -> dict:
 
 
 def summarise(records: Sequence[dict]) -> dict:
-    """(category, cell) -> {"best": {metric: spread in %}, "last": {...}, "seeds": [...]}; the latest line per key wins."""
+    """(category, cell) -> {"best": {metric: spread in %}, "last": {...}, "seeds": [...]}.
+
+    The latest line per key wins."""
     latest = {record["key"]: record for record in records}
     groups: dict = {}
     for record in latest.values():
@@ -221,14 +230,20 @@ def summarise(records: Sequence[dict]) -> dict:
         members.sort(key=lambda r: r["seed"])
         summary[group] = {
             "seeds": [r["seed"] for r in members],
-            **{which: {k: spread([100 * r[which][k] for r in members if r[which].get(k) is not None]) for k in METRIC_KEYS}
-               for which in ("best", "last")},
+            **{
+                which: {
+                    k: spread([100 * r[which][k] for r in members if r[which].get(k) is not None]) for k in METRIC_KEYS
+                }
+                for which in ("best", "last")
+            },
         }
     return summary
 
 
 def apart(a: dict, b: dict) -> str:
-    """``"yes"`` when two spreads' seed ranges do not overlap (two seeds or more each), else ``"no"``; ``"-"`` if unknown."""
+    """``"yes"`` when two spreads' seed ranges do not overlap (two seeds or more each), else ``"no"``.
+
+    ``"-"`` if unknown."""
     if a["n"] < 2 or b["n"] < 2:
         return "-"
     return "yes" if a["min"] > b["max"] or a["max"] < b["min"] else "no"
@@ -253,16 +268,24 @@ def render_table(records: Sequence[dict], command: str = "") -> str:
     for category in categories:
         cells = sorted((cell for c, cell in summary if c == category), key=lambda c: order.get(c, len(order)))
         reference = summary.get((category, "full"))
-        lines += [f"**{category}** (test split, %, mean ± sample std over n seeds; Δ: mean minus `full`'s; "
-                  "apart: the seed ranges do not overlap)", "",
-                  "| cell | n | image AUROC | pixel AUROC | AU-PRO | Δ image | Δ pixel | Δ AU-PRO | apart (img/pix/PRO) "
-                  "| last: image AUROC | last: pixel AUROC | last: AU-PRO |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"**{category}** (test split, %, mean ± sample std over n seeds; Δ: mean minus `full`'s; "
+            "apart: the seed ranges do not overlap)",
+            "",
+            "| cell | n | image AUROC | pixel AUROC | AU-PRO | Δ image | Δ pixel | Δ AU-PRO | apart (img/pix/PRO) "
+            "| last: image AUROC | last: pixel AUROC | last: AU-PRO |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for cell in cells:
             row = summary[category, cell]
             deltas, aparts = [], []
             for k in METRIC_KEYS:
-                if reference is None or cell == "full" or row["best"][k]["mean"] is None or reference["best"][k]["mean"] is None:
+                if (
+                    reference is None
+                    or cell == "full"
+                    or row["best"][k]["mean"] is None
+                    or reference["best"][k]["mean"] is None
+                ):
                     deltas.append("-")
                     aparts.append("-")
                 else:
@@ -283,10 +306,14 @@ def render_table(records: Sequence[dict], command: str = "") -> str:
                   "|---|---|---|---|---|---|---|---|---|"]
         for r in latest:
             score = r.get("validation_score")
-            lines.append(f"| {r['category']} | `{r['cell']}` | {r['seed']} | {r['best_step']} | "
-                         f"{'-' if score is None else f'{100 * score:.1f}'} | "
-                         + " / ".join(f"{100 * r['best'][k]:.1f}" for k in METRIC_KEYS) + f" | {r['last_step']} | "
-                         + " / ".join(f"{100 * r['last'][k]:.1f}" for k in METRIC_KEYS) + f" | {r.get('seconds', '-')} |")
+            lines.append(
+                f"| {r['category']} | `{r['cell']}` | {r['seed']} | {r['best_step']} | "
+                f"{'-' if score is None else f'{100 * score:.1f}'} | "
+                + " / ".join(f"{100 * r['best'][k]:.1f}" for k in METRIC_KEYS)
+                + f" | {r['last_step']} | "
+                + " / ".join(f"{100 * r['last'][k]:.1f}" for k in METRIC_KEYS)
+                + f" | {r.get('seconds', '-')} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -306,7 +333,9 @@ RUN_COMMAND = ("OMP_NUM_THREADS=1 nice -n 19 python -m memseg_lite.experiments.s
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m memseg_lite.experiments.study", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m memseg_lite.experiments.study", description=__doc__.split("\n\n")[0]
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="train + evaluate the grid's runs not yet in --results (resumable)")
     run.add_argument("--results", default="docs/results/accuracy_study.jsonl", help="the results file (JSON lines)")

@@ -100,6 +100,6 @@ class UNetDecoder(nn.Module):
             raise ValueError(f"expected 3 fused levels (finest first), got {len(fused)}")
         skips = [fused[2], fused[1], fused[0], stem, None]
         x = bottleneck
-        for block, skip in zip(self.blocks, skips):
+        for block, skip in zip(self.blocks, skips, strict=True):
             x = block(x, skip)
         return self.head(x)

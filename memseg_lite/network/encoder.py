@@ -304,7 +304,7 @@ def calibrate_batchnorm(encoder: ResNet18Encoder, images: torch.Tensor, batch_si
             level3 = encoder.frozen_features(batch).level3
             encoder.layer4(level3)  # layer4 is trained later, but starts from sane statistics too
     finally:
-        for norm, momentum in zip(norms, momenta):
+        for norm, momentum in zip(norms, momenta, strict=True):
             norm.momentum = momentum
         encoder.train(was_training)
     return encoder

@@ -34,7 +34,8 @@ def _check_inputs(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         target = target[:, 0]
     if target.shape != (logits.shape[0], *logits.shape[2:]):
         raise ValueError(
-            f"target must be [B, H, W] = {[logits.shape[0], *logits.shape[2:]]} to match the logits, got {list(target.shape)}"
+            f"target must be [B, H, W] = {[logits.shape[0], *logits.shape[2:]]} to match the logits, got "
+            f"{list(target.shape)}"
         )
     return target
 
@@ -118,7 +119,9 @@ class MemSegLoss(nn.Module):
     ``parts._asdict()`` gives a dict for logging).
     """
 
-    def __init__(self, l1_weight: float = 0.6, focal_weight: float = 0.4, gamma: float = 4.0, alpha: float | None = None):
+    def __init__(
+        self, l1_weight: float = 0.6, focal_weight: float = 0.4, gamma: float = 4.0, alpha: float | None = None
+    ):
         super().__init__()
         if l1_weight < 0 or focal_weight < 0:
             raise ValueError(f"loss weights must be >= 0, got l1_weight={l1_weight}, focal_weight={focal_weight}")

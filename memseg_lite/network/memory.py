@@ -52,7 +52,7 @@ def _check_features(features: Sequence[torch.Tensor], memory: Sequence[torch.Ten
         raise ValueError(f"expected 3 feature levels and 3 memory levels, got {len(features)} and {len(memory)}")
     if memory[0].shape[0] == 0:
         raise ValueError("the memory bank is empty: call MemoryBank.build(encoder, good_images) first")
-    for level, (feature, stored) in enumerate(zip(features, memory), start=1):
+    for level, (feature, stored) in enumerate(zip(features, memory, strict=True), start=1):
         if feature.ndim != 4 or feature.shape[1:] != stored.shape[1:]:
             raise ValueError(
                 f"level {level}: input features {tuple(feature.shape)} do not match the memory bank "
@@ -91,7 +91,7 @@ def memory_distances(
     _check_features(features, memory)
     columns = []
     with torch.autocast(features[0].device.type, enabled=False):
-        for feature, stored in zip(features, memory):
+        for feature, stored in zip(features, memory, strict=True):
             flat_input = _flatten_like(feature.float(), stored)
             flat_memory = _flatten_like(stored.float(), stored)
             if torch.onnx.is_in_onnx_export():  # the ONNX exporter translates cdist wrongly: the sums themselves
@@ -137,7 +137,7 @@ def difference_information(
     indices = select_indices(distances, rule)
     di_star = []
     with torch.autocast(features[0].device.type, enabled=False):
-        for level, (feature, stored) in enumerate(zip(features, memory)):
+        for level, (feature, stored) in enumerate(zip(features, memory, strict=True)):
             chosen = stored[indices[:, level] if rule == "official" else indices].float()
             difference = chosen - feature.float()
             di_star.append(difference.square() if rule == "tootouch" else difference.abs())
@@ -160,7 +160,7 @@ class MemoryBank(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        for name, channels in zip(BUFFER_NAMES, LEVEL_CHANNELS):
+        for name, channels in zip(BUFFER_NAMES, LEVEL_CHANNELS, strict=True):
             self.register_buffer(name, torch.zeros(0, channels, 0, 0))
 
     @property
@@ -202,11 +202,11 @@ class MemoryBank(nn.Module):
         try:
             for start in range(0, images.shape[0], batch_size):
                 frozen = encoder.frozen_features(images[start : start + batch_size].to(encoder_device))
-                for store, feature in zip(levels, (frozen.level1, frozen.level2, frozen.level3)):
+                for store, feature in zip(levels, (frozen.level1, frozen.level2, frozen.level3), strict=True):
                     store.append(feature.float().to(device))
         finally:
             encoder.train(was_training)
-        for name, store in zip(BUFFER_NAMES, levels):
+        for name, store in zip(BUFFER_NAMES, levels, strict=True):
             setattr(self, name, torch.cat(store).contiguous())
         return self
 
@@ -226,14 +226,18 @@ class MemoryBank(nn.Module):
         di_star, indices, _ = difference_information(features, self.features, rule)
         return di_star, indices
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
         # Resize the buffers to the stored bank (another N or image size) before the copy.
         for name in BUFFER_NAMES:
             stored = state_dict.get(prefix + name)
             current = getattr(self, name)
             if isinstance(stored, torch.Tensor) and stored.shape != current.shape:
                 setattr(self, name, torch.empty(stored.shape, dtype=current.dtype, device=current.device))
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     @classmethod
     def from_state_dict(cls, state_dict: dict[str, torch.Tensor]) -> MemoryBank:

@@ -106,7 +106,8 @@ def check_images(images: torch.Tensor, name: str = "images") -> None:
     if height % 32 or width % 32 or height == 0 or width == 0:
         raise ValueError(
             f"{name} height and width must be positive multiples of 32 (the encoder halves them 5 times), "
-            f"got {height} x {width}; resize to e.g. {max(32, round(height / 32) * 32)} x {max(32, round(width / 32) * 32)}"
+            f"got {height} x {width}; resize to e.g. {max(32, round(height / 32) * 32)} x "
+            f"{max(32, round(width / 32) * 32)}"
         )
 
 
@@ -236,7 +237,7 @@ class MemSeg(nn.Module):
             # DI* is float32 (kept out of autocast); match the features' dtype so the convs see one type.
             concatenated = [
                 torch.cat([self._scaled(ii, self.feature_scale), self._scaled(di.to(ii.dtype), self.di_scale)], dim=1)
-                for ii, di in zip(inputs, di_star)
+                for ii, di in zip(inputs, di_star, strict=True)
             ]
         else:  # no memory: CI = II, and nothing for the spatial attention to come from
             empty = inputs[0].new_zeros(images.shape[0], 0)
@@ -248,7 +249,7 @@ class MemSeg(nn.Module):
             attention_maps = spatial_attention_maps(di_star)
         else:
             attention_maps = [ii.new_ones(ii.shape[0], 1, *ii.shape[-2:]) for ii in inputs]
-        fused = self.msff(concatenated, [m.to(f.dtype) for m, f in zip(attention_maps, inputs)])
+        fused = self.msff(concatenated, [m.to(f.dtype) for m, f in zip(attention_maps, inputs, strict=True)])
         logits = self.decoder(features.level4, fused, features.stem)
         return MemSegOutputs(logits, features, di_star, indices, distances, attention_maps, concatenated, fused)
 

@@ -101,17 +101,17 @@ class MSFF(nn.Module):
         """
         if len(concatenated) != 3:
             raise ValueError(f"expected 3 concatenated levels, got {len(concatenated)}")
-        for level, (tensor, channels) in enumerate(zip(concatenated, self.in_channels), start=1):
+        for level, (tensor, channels) in enumerate(zip(concatenated, self.in_channels, strict=True), start=1):
             if tensor.ndim != 4 or tensor.shape[1] != channels:
                 raise ValueError(f"level {level}: expected [B, {channels}, h, w], got {tuple(tensor.shape)}")
-        fused = [block(tensor) for block, tensor in zip(self.blocks, concatenated)]
+        fused = [block(tensor) for block, tensor in zip(self.blocks, concatenated, strict=True)]
         for k in (1, 0):  # top-down: level 3 into 2, then the new level 2 into 1
             coarser = upsample_to(fused[k + 1], fused[k].shape[-2:])
             fused[k] = fused[k] + self.lateral[k](coarser)
         if attention_maps is not None:
             if len(attention_maps) != 3:
                 raise ValueError(f"expected 3 attention maps, got {len(attention_maps)}")
-            fused = [features * weights for features, weights in zip(fused, attention_maps)]
+            fused = [features * weights for features, weights in zip(fused, attention_maps, strict=True)]
         return fused
 
 
@@ -133,7 +133,8 @@ class PlainSkips(nn.Module):
             raise ValueError(f"in_channels must be even numbers >= 2, got {self.in_channels}")
         self.out_channels = tuple(channels // 2 for channels in self.in_channels)
         self.projections = nn.ModuleList(
-            conv_bn_relu(c_in, c_out, kernel_size=1) for c_in, c_out in zip(self.in_channels, self.out_channels)
+            conv_bn_relu(c_in, c_out, kernel_size=1)
+            for c_in, c_out in zip(self.in_channels, self.out_channels, strict=True)
         )
 
     def forward(
@@ -142,12 +143,12 @@ class PlainSkips(nn.Module):
         """Same interface as :meth:`MSFF.forward`: 3 levels in, 3 levels of half the channels out."""
         if len(concatenated) != 3:
             raise ValueError(f"expected 3 concatenated levels, got {len(concatenated)}")
-        for level, (tensor, channels) in enumerate(zip(concatenated, self.in_channels), start=1):
+        for level, (tensor, channels) in enumerate(zip(concatenated, self.in_channels, strict=True), start=1):
             if tensor.ndim != 4 or tensor.shape[1] != channels:
                 raise ValueError(f"level {level}: expected [B, {channels}, h, w], got {tuple(tensor.shape)}")
-        fused = [projection(tensor) for projection, tensor in zip(self.projections, concatenated)]
+        fused = [projection(tensor) for projection, tensor in zip(self.projections, concatenated, strict=True)]
         if attention_maps is not None:
             if len(attention_maps) != 3:
                 raise ValueError(f"expected 3 attention maps, got {len(attention_maps)}")
-            fused = [features * weights for features, weights in zip(fused, attention_maps)]
+            fused = [features * weights for features, weights in zip(fused, attention_maps, strict=True)]
         return fused

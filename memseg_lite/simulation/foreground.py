@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 
 FOREGROUND_MODES = ("none", "threshold", "otsu")
 
@@ -52,7 +52,11 @@ class ForegroundSettings:
     def __post_init__(self) -> None:
         if self.mode not in FOREGROUND_MODES:
             raise ValueError(f"ForegroundSettings.mode must be one of {FOREGROUND_MODES}, got {self.mode!r}")
-        if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, np.integer)) or not 0 <= self.threshold <= 255:
+        if (
+            isinstance(self.threshold, bool)
+            or not isinstance(self.threshold, (int, np.integer))
+            or not 0 <= self.threshold <= 255
+        ):
             raise ValueError(f"ForegroundSettings.threshold must be an int in 0..255, got {self.threshold!r}")
         if self.invert not in (True, False, None):
             raise ValueError(f"ForegroundSettings.invert must be True, False or None (automatic), got {self.invert!r}")
@@ -181,6 +185,27 @@ def otsu_threshold(grey: np.ndarray) -> int:
     """Otsu's threshold of a uint8 image (the value ``t`` where ``grey > t`` is the bright class)."""
     threshold, _ = cv2.threshold(np.ascontiguousarray(grey), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     return int(threshold)
+
+
+def otsu_between_class_variance(grey: np.ndarray) -> np.ndarray:
+    """Otsu's criterion ``sigma_B^2(t)`` of a uint8 image for every threshold ``t`` (classes ``<= t`` and ``> t``).
+
+    float64 ``[256]``; 0 where a class is empty. Its argmax is Otsu's threshold (the notebooks'
+    reference for the assignment track, chapter 02).
+    """
+    grey = np.asarray(grey)
+    if grey.dtype != np.uint8 or grey.size == 0:
+        raise ValueError(f"grey must be a non-empty uint8 image, got {grey.dtype} with {grey.size} pixels")
+    counts = np.bincount(grey.ravel(), minlength=256).astype(np.float64)
+    low_count = np.cumsum(counts)
+    high_count = grey.size - low_count
+    low_sum = np.cumsum(counts * np.arange(256))
+    high_sum = low_sum[-1] - low_sum
+    curve = np.zeros(256)
+    both = (low_count > 0) & (high_count > 0)
+    difference = low_sum[both] / low_count[both] - high_sum[both] / high_count[both]
+    curve[both] = low_count[both] * high_count[both] / grey.size**2 * difference**2
+    return curve
 
 
 def border_is_mostly(mask: np.ndarray) -> bool:
@@ -344,7 +369,11 @@ def foreground_mask_torch(
         grey = to_grey_torch(images).cpu().numpy()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ForegroundWarning)
-            masks = np.stack([foreground_mask(picture, settings) for picture in grey]) if len(grey) else np.ones((0, *grey.shape[1:]), bool)
+            masks = (
+                np.stack([foreground_mask(picture, settings) for picture in grey])
+                if len(grey)
+                else np.ones((0, *grey.shape[1:]), bool)
+            )
         fallbacks = [w for w in caught if issubclass(w.category, ForegroundWarning)]
         for other in caught:  # pass any unrelated warning on unchanged
             if not issubclass(other.category, ForegroundWarning):

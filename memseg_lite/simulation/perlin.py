@@ -32,7 +32,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from memseg_lite.core.runtime import resolve_device
+from memseg_lite.core.runtime import check_rng, resolve_device
 
 #: The largest value 2-D Perlin noise with unit gradients can take: sqrt(2) / 2.
 NOISE_BOUND = math.sqrt(2.0) / 2.0
@@ -79,14 +79,6 @@ def _check_threshold(threshold: float) -> float:
     return float(threshold)
 
 
-def _check_rng(rng: object) -> np.random.Generator:
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(
-            f"rng must be a numpy.random.Generator (e.g. numpy.random.default_rng(seed)), got {type(rng).__name__}"
-        )
-    return rng
-
-
 # --------------------------------------------------------------------------------------------
 # numpy reference
 # --------------------------------------------------------------------------------------------
@@ -97,7 +89,7 @@ def fade(t: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
 
 def random_gradients(lattice_shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     """Unit vectors with uniform random directions: float64 ``(ny, nx, 2)`` for a lattice of ``ny x nx`` points."""
-    _check_rng(rng)
+    check_rng(rng)
     ny, nx = _pair(lattice_shape, "lattice_shape", 1)
     angles = 2.0 * np.pi * rng.random((ny, nx))
     return np.stack([np.sin(angles), np.cos(angles)], axis=-1)
@@ -164,7 +156,9 @@ def lattice_coordinates(
     return u, v, lattice
 
 
-def perlin_noise_from_gradients(shape: tuple[int, int], res: int | tuple[int, int], gradients: np.ndarray) -> np.ndarray:
+def perlin_noise_from_gradients(
+    shape: tuple[int, int], res: int | tuple[int, int], gradients: np.ndarray
+) -> np.ndarray:
     """Perlin noise for fixed lattice gradients: float32 ``shape``.
 
     ``gradients``: float ``(res_y + 1, res_x + 1, 2)`` unit vectors, (row, column) components.
@@ -200,7 +194,7 @@ def draw_mask_parameters(
 ) -> tuple[tuple[int, int], float | None]:
     """Draw ``(res, angle)`` for one Perlin mask: ``res = (2**ky, 2**kx)``, ``k`` uniform per axis
     in the inclusive ``scale_range``; ``angle`` uniform in [-90, 90] degrees, or ``None``."""
-    _check_rng(rng)
+    check_rng(rng)
     low, high = _check_scale_range(scale_range)
     ky, kx = rng.integers(low, high + 1, size=2)
     angle = float(rng.uniform(-90.0, 90.0)) if rotate else None

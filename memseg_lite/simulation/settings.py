@@ -72,7 +72,9 @@ class SimulationSettings:
         AnomalySynthesizer(foreground=self.foreground, **self.options())
         low, high = self.delta_range
         if not 0.0 < low <= high <= 1.0:
-            raise ValueError(f"delta_range must satisfy 0 < low <= high <= 1 (the method uses [0.15, 1]), got {self.delta_range!r}")
+            raise ValueError(
+                f"delta_range must satisfy 0 < low <= high <= 1 (the method uses [0.15, 1]), got {self.delta_range!r}"
+            )
         if self.texture_root is not None and not isinstance(self.texture_root, str):
             raise TypeError(f"texture_root must be a folder name or None, got {type(self.texture_root).__name__}")
         if not isinstance(self.notes, dict):
@@ -121,7 +123,9 @@ class SimulationSettings:
         if "foreground" in data:
             foreground = data["foreground"]
             if not isinstance(foreground, dict):
-                raise ValueError(f"{source}: \"foreground\" must be a mapping of ForegroundSettings fields, got {foreground!r}")
+                raise ValueError(
+                    f'{source}: "foreground" must be a mapping of ForegroundSettings fields, got {foreground!r}'
+                )
             fields = {f.name for f in dataclasses.fields(ForegroundSettings)}
             unknown = sorted(set(foreground) - fields)
             if unknown:

@@ -30,9 +30,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 
-from memseg_lite.core.runtime import resolve_device
+from memseg_lite.core.runtime import check_rng, resolve_device
 from memseg_lite.simulation.foreground import (
     ForegroundSettings,
     foreground_mask,
@@ -90,7 +90,9 @@ def _check_config(
         raise ValueError(f"delta_range must be (low, high) with 0 <= low <= high <= 1, got {delta_range!r}")
     scale_range = _check_int_pair("perlin_scale_range", perlin_scale_range, 0)
     if scale_range[0] > scale_range[1] or scale_range[1] > 10:
-        raise ValueError(f"perlin_scale_range must be (low, high) with 0 <= low <= high <= 10, got {perlin_scale_range!r}")
+        raise ValueError(
+            f"perlin_scale_range must be (low, high) with 0 <= low <= high <= 10, got {perlin_scale_range!r}"
+        )
     if (
         isinstance(perlin_threshold, bool)
         or not isinstance(perlin_threshold, (int, float, np.floating))
@@ -165,7 +167,11 @@ def shuffle_grid(image: np.ndarray, grid: tuple[int, int], permutation: np.ndarr
         image, 0, rows * cell_h - height, 0, cols * cell_w - width, cv2.BORDER_REFLECT_101
     ).reshape(rows * cell_h, cols * cell_w, -1)
     channels = canvas.shape[2]
-    cells = canvas.reshape(rows, cell_h, cols, cell_w, channels).transpose(0, 2, 1, 3, 4).reshape(-1, cell_h, cell_w, channels)
+    cells = (
+        canvas.reshape(rows, cell_h, cols, cell_w, channels)
+        .transpose(0, 2, 1, 3, 4)
+        .reshape(-1, cell_h, cell_w, channels)
+    )
     shuffled = cells[permutation].reshape(rows, cols, cell_h, cell_w, channels).transpose(0, 2, 1, 3, 4)
     out = shuffled.reshape(rows * cell_h, cols * cell_w, channels)[:height, :width]
     return out.reshape(image.shape)
@@ -196,8 +202,16 @@ def structure_noise(image: np.ndarray, rng: np.random.Generator, grid: tuple[int
         steps = int(rng.integers(1, 4)) if height == width else 2  # a quarter turn would change the shape
         out = np.rot90(out, steps)
     else:
-        matrix = cv2.getRotationMatrix2D(((width - 1) / 2.0, (height - 1) / 2.0), rng.uniform(-SMALL_ANGLE, SMALL_ANGLE), 1.0)
-        out = cv2.warpAffine(np.ascontiguousarray(out), matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+        matrix = cv2.getRotationMatrix2D(
+            ((width - 1) / 2.0, (height - 1) / 2.0), rng.uniform(-SMALL_ANGLE, SMALL_ANGLE), 1.0
+        )
+        out = cv2.warpAffine(
+            np.ascontiguousarray(out),
+            matrix,
+            (width, height),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REFLECT_101,
+        )
     out = colour_jitter(np.ascontiguousarray(out), *rng.uniform(*JITTER_RANGE, size=3))
     return shuffle_grid(out, grid, rng.permutation(grid[0] * grid[1]))
 
@@ -211,7 +225,9 @@ def _as_float_image(image: np.ndarray) -> tuple[np.ndarray, float]:
 
 def _check_image(image: np.ndarray) -> np.ndarray:
     if not isinstance(image, np.ndarray):
-        raise TypeError(f"image must be a numpy array (uint8 H x W x 3 / H x W, or float in [0, 1]), got {type(image).__name__}")
+        raise TypeError(
+            f"image must be a numpy array (uint8 H x W x 3 / H x W, or float in [0, 1]), got {type(image).__name__}"
+        )
     if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3))):
         raise ValueError(f"image must be H x W x 3 (RGB), H x W x 1 or H x W (grey), got shape {image.shape}")
     if min(image.shape[:2]) < 2:
@@ -281,7 +297,9 @@ class AnomalySynthesizer:
         if texture_source is not None and not isinstance(texture_source, TextureSource):
             raise TypeError(f"texture_source must be a TextureSource or None, got {type(texture_source).__name__}")
         self._texture_source = texture_source
-        config = _check_config(p_normal, p_texture, delta_range, perlin_scale_range, perlin_threshold, structure_grid, max_tries)
+        config = _check_config(
+            p_normal, p_texture, delta_range, perlin_scale_range, perlin_threshold, structure_grid, max_tries
+        )
         # p_normal, p_texture, delta_range, perlin_scale_range, perlin_threshold, structure_grid, max_tries
         for name, value in config.items():
             setattr(self, name, value)
@@ -296,12 +314,15 @@ class AnomalySynthesizer:
     def __repr__(self) -> str:
         return (
             f"AnomalySynthesizer(foreground={self._foreground_label}, p_normal={self.p_normal}, "
-            f"p_texture={self.p_texture}, delta_range={self.delta_range}, perlin_scale_range={self.perlin_scale_range}, "
-            f"perlin_threshold={self.perlin_threshold}, structure_grid={self.structure_grid}, max_tries={self.max_tries})"
+            f"p_texture={self.p_texture}, delta_range={self.delta_range}, "
+            f"perlin_scale_range={self.perlin_scale_range}, "
+            f"perlin_threshold={self.perlin_threshold}, structure_grid={self.structure_grid}, "
+            f"max_tries={self.max_tries})"
         )
 
     def draw_kind(self, rng: np.random.Generator) -> str:
-        """``"normal"`` with probability ``p_normal``, else ``"texture"`` with probability ``p_texture``, else ``"structure"``."""
+        """``"normal"`` with probability ``p_normal``, else ``"texture"`` with probability ``p_texture``,
+        else ``"structure"``."""
         if rng.random() < self.p_normal:
             return "normal"
         return "texture" if rng.random() < self.p_texture else "structure"
@@ -335,8 +356,7 @@ class AnomalySynthesizer:
         ``p_normal`` and ``p_texture``); ``delta``: force the blend factor (default: drawn).
         """
         image = _check_image(image)
-        if not isinstance(rng, np.random.Generator):
-            raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+        check_rng(rng)
         kind = _check_kind(kind)
         delta = _check_delta(delta)
         if kind is None:
@@ -381,7 +401,9 @@ def _rand(generator: torch.Generator | None, *shape: int) -> torch.Tensor:
     return torch.rand(shape, generator=generator, device=device)
 
 
-def blend_torch(images: torch.Tensor, noise_images: torch.Tensor, masks: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
+def blend_torch(
+    images: torch.Tensor, noise_images: torch.Tensor, masks: torch.Tensor, deltas: torch.Tensor
+) -> torch.Tensor:
     """Batched :func:`blend`: float ``[B, C, H, W]`` images and noise, ``[B, H, W]`` masks, ``[B]`` deltas."""
     m = masks.unsqueeze(1).to(images.dtype)
     d = deltas.view(-1, 1, 1, 1).to(images.dtype)
@@ -538,7 +560,8 @@ class TorchAnomalySynthesizer:
       (numpy, e.g. ``texture_bank(source, rng, n, size, n_ops=0)``) or ``[N, 3, H, W]`` (tensor);
     - ``texture_source`` (with ``image_size``, the textures' ``(height, width)``): stream textures
       from this source through a pool of ``pool_size`` on the device, seeded by ``pool_seed``,
-      refreshed as above (``refresh_rate``, ``refresh_every``, ``load_threads``);
+      refreshed as above (``refresh_rate``, ``refresh_every``, ``load_threads``; ``prefetch_textures``:
+      the next refresh's textures are read by a background thread while the batch trains);
     - ``texture_ops``: augmentations per texture use (0: the textures as they are);
     - ``device``: where the simulation runs (``None``: where each batch is).
 
@@ -569,21 +592,32 @@ class TorchAnomalySynthesizer:
         pool_seed: int = 0,
         texture_ops: int = 3,
         load_threads: int = 4,
+        prefetch_textures: bool = True,
     ):
         self.foreground, self._foreground_label = resolve_foreground(foreground)
-        config = _check_config(p_normal, p_texture, delta_range, perlin_scale_range, perlin_threshold, structure_grid, max_tries)
+        config = _check_config(
+            p_normal, p_texture, delta_range, perlin_scale_range, perlin_threshold, structure_grid, max_tries
+        )
         # p_normal, p_texture, delta_range, perlin_scale_range, perlin_threshold, structure_grid, max_tries
         for name, value in config.items():
             setattr(self, name, value)
         self.device = resolve_device(device) if device is not None else None
-        if isinstance(texture_ops, bool) or not isinstance(texture_ops, (int, np.integer)) or not 0 <= texture_ops <= 10:
-            raise ValueError(f"texture_ops must be an int in 0..10 (augmentations per texture use), got {texture_ops!r}")
+        if (
+            isinstance(texture_ops, bool)
+            or not isinstance(texture_ops, (int, np.integer))
+            or not 0 <= texture_ops <= 10
+        ):
+            raise ValueError(
+                f"texture_ops must be an int in 0..10 (augmentations per texture use), got {texture_ops!r}"
+            )
         self.texture_ops = int(texture_ops)
         if (
             isinstance(refresh_rate, bool) or not isinstance(refresh_rate, (int, float, np.floating))
             or not 0.0 <= refresh_rate <= 16.0
         ):
-            raise ValueError(f"refresh_rate must be a number in [0, 16] (textures loaded per texture anomaly), got {refresh_rate!r}")
+            raise ValueError(
+                f"refresh_rate must be a number in [0, 16] (textures loaded per texture anomaly), got {refresh_rate!r}"
+            )
         if texture_bank is not None and texture_source is not None:
             raise ValueError("give texture_bank (fixed textures) or texture_source (a refreshing pool), not both")
         self.texture_pool: TexturePool | None = None
@@ -598,6 +632,7 @@ class TorchAnomalySynthesizer:
                     texture_source, image_size, pool_size,
                     loads_per_image=float(refresh_rate) * (1.0 - self.p_normal) * self.p_texture,
                     refresh_every=refresh_every, seed=pool_seed, device=self.device, load_threads=load_threads,
+                    prefetch=prefetch_textures,
                 )
         if self._fixed_bank is None and texture_source is None and self.p_texture > 0:
             raise ValueError(
@@ -626,13 +661,16 @@ class TorchAnomalySynthesizer:
 
     @classmethod
     def from_texture_source(
-        cls, source: TextureSource, rng: np.random.Generator, bank_size: int = 64, image_size: int | tuple[int, int] = 256,
+        cls,
+        source: TextureSource,
+        rng: np.random.Generator,
+        bank_size: int = 64,
+        image_size: int | tuple[int, int] = 256,
         **kwargs,
     ) -> TorchAnomalySynthesizer:
         """A synthesizer whose texture anomalies stream from ``source`` through a pool of
         ``bank_size`` raw textures at ``image_size`` (the pool is seeded from ``rng``)."""
-        if not isinstance(rng, np.random.Generator):
-            raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+        check_rng(rng)
         pool_seed = int(rng.integers(2**63))
         return cls(texture_source=source, image_size=image_size, pool_size=bank_size, pool_seed=pool_seed, **kwargs)
 
@@ -704,7 +742,9 @@ class TorchAnomalySynthesizer:
         training image). Randomness comes from ``generator`` only.
         """
         if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] not in (1, 3):
-            raise ValueError(f"images must be a [B, C, H, W] tensor with C = 1 or 3, got {getattr(images, 'shape', type(images))}")
+            raise ValueError(
+                f"images must be a [B, C, H, W] tensor with C = 1 or 3, got {getattr(images, 'shape', type(images))}"
+            )
         if images.dtype != torch.uint8 and not images.is_floating_point():
             raise TypeError(f"images must be uint8, or float in [0, 1]; got {images.dtype}")
         if generator is not None and not isinstance(generator, torch.Generator):
@@ -743,7 +783,10 @@ class TorchAnomalySynthesizer:
         else:
             foreground_masks = foreground_masks.to(device=device, dtype=torch.bool)
             if tuple(foreground_masks.shape) != (batch, height, width):
-                raise ValueError(f"foreground_masks must be bool [B, H, W] = {[batch, height, width]}, got {list(foreground_masks.shape)}")
+                raise ValueError(
+                    f"foreground_masks must be bool [B, H, W] = {[batch, height, width]}, got "
+                    f"{list(foreground_masks.shape)}"
+                )
         masks, perlin_masks = self._anomaly_masks(foreground_masks, anomalous, generator)
         if self.texture_pool is not None:
             self.texture_pool.begin_batch(batch)  # refresh the pool when one is due
@@ -763,7 +806,14 @@ class TorchAnomalySynthesizer:
         blended = blend_torch(pixels, noise, masks.float(), delta_values)
         out = blended.round().clamp(0, 255).to(torch.uint8) if images.dtype == torch.uint8 else blended.to(images.dtype)
         return SynthesisBatch(
-            out, masks.float(), kind_index.long(), delta_values.float(), noise, perlin_masks, foreground_masks, texture_ids
+            out,
+            masks.float(),
+            kind_index.long(),
+            delta_values.float(),
+            noise,
+            perlin_masks,
+            foreground_masks,
+            texture_ids,
         )
 
     def foreground_masks(self, images: torch.Tensor, chunk: int = 32) -> torch.Tensor:
@@ -771,11 +821,15 @@ class TorchAnomalySynthesizer:
         images' device), in chunks: computed once per training image, they are passed to
         :meth:`sample` (``foreground_masks=``) instead of being recomputed for every batch."""
         if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] not in (1, 3):
-            raise ValueError(f"images must be a [B, C, H, W] tensor with C = 1 or 3, got {getattr(images, 'shape', type(images))}")
+            raise ValueError(
+                f"images must be a [B, C, H, W] tensor with C = 1 or 3, got {getattr(images, 'shape', type(images))}"
+            )
         return torch.cat([foreground_mask_torch(images[start : start + chunk], self.foreground)
                           for start in range(0, len(images), chunk)])
 
-    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self, images: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(images, masks)``: simulated ``[B, C, H, W]`` (input dtype) and float32 ``[B, H, W]`` masks."""
         result = self.sample(images, generator)
         return result.images, result.masks

@@ -14,16 +14,17 @@ import os
 import time
 import warnings
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as tvf
 
 from memseg_lite.core.io import list_images, read_image
+from memseg_lite.core.runtime import check_rng
 from memseg_lite.simulation.perlin import perlin_noise
 
 DEFAULT_TEXTURE_ROOT = "data/dtd"
@@ -36,12 +37,6 @@ def is_default_texture_root(root: str | os.PathLike) -> bool:
     """True for the default DTD location: ``data/dtd`` under the current folder or the workbook's folder."""
     resolved = Path(root).expanduser().resolve()
     return resolved in {Path(DEFAULT_TEXTURE_ROOT).resolve(), _WORKBOOK_TEXTURE_ROOT}
-
-
-def _check_rng(rng: object) -> np.random.Generator:
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
-    return rng
 
 
 def _size_pair(size: int | tuple[int, int]) -> tuple[int, int]:
@@ -155,7 +150,7 @@ def random_colour_map(rng: np.random.Generator, n_colours: int | None = None) ->
 
 def procedural_texture(rng: np.random.Generator, size: int = 256, family: str | None = None) -> np.ndarray:
     """One procedural colour texture: uint8 ``size x size x 3``; ``family`` from :data:`PROCEDURAL_FAMILIES`."""
-    _check_rng(rng)
+    check_rng(rng)
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 8:
         raise ValueError(f"size must be an int >= 8, got {size!r}")
     size = int(size)
@@ -230,7 +225,10 @@ class TextureSource:
             )
         if self.root is not None and self.root.exists():
             if not self.root.is_dir():
-                raise ValueError(f"texture root {self.root} is a file; give a folder of texture images (DTD layout images/<class>/*.jpg)")
+                raise ValueError(
+                    f"texture root {self.root} is a file; give a folder of texture images (DTD layout "
+                    "images/<class>/*.jpg)"
+                )
             self.files = find_texture_images(self.root)
             if not self.files:
                 raise ValueError(
@@ -266,7 +264,7 @@ class TextureSource:
 
     def sample(self, rng: np.random.Generator, size: int | tuple[int, int]) -> np.ndarray:
         """A random texture resized to ``size`` (int or ``(height, width)``): uint8 ``H x W x 3``."""
-        _check_rng(rng)
+        check_rng(rng)
         height, width = _size_pair(size)
         return resize_to(self.image(int(rng.integers(len(self)))), (height, width))
 
@@ -552,18 +550,20 @@ def _check_augmentation(name: str) -> None:
 
 def draw_augmentation_params(name: str, rng: np.random.Generator) -> dict:
     """The random parameters :func:`apply_augmentation` would draw for ``name`` (keyword arguments)."""
-    _check_rng(rng)
+    check_rng(rng)
     _check_augmentation(name)
     return _AUGMENTATIONS[name][0](rng)
 
 
-def apply_augmentation(image: np.ndarray, name: str, rng: np.random.Generator, params: dict | None = None) -> np.ndarray:
+def apply_augmentation(
+    image: np.ndarray, name: str, rng: np.random.Generator, params: dict | None = None
+) -> np.ndarray:
     """Apply the augmentation ``name`` (one of :data:`AUGMENTATIONS`) with random parameters from ``rng``
     (or with ``params``, as :func:`draw_augmentation_params` returns them).
 
     ``image``: uint8 ``H x W x 3``; returns a new uint8 image of the same shape.
     """
-    _check_rng(rng)
+    check_rng(rng)
     image = _check_rgb_uint8(image)
     _check_augmentation(name)
     draw, op, _ = _AUGMENTATIONS[name]
@@ -575,7 +575,7 @@ def augment_texture(image: np.ndarray, rng: np.random.Generator, n_ops: int = 3)
 
     ``image``: uint8 ``H x W x 3``; returns uint8 of the same shape.
     """
-    _check_rng(rng)
+    check_rng(rng)
     image = _check_rgb_uint8(image)
     _check_n_ops(n_ops)
     for index in rng.permutation(len(AUGMENTATIONS))[:n_ops]:
@@ -597,7 +597,12 @@ def _uniform(generator: torch.Generator | None, *shape: int) -> torch.Tensor:
 
 
 def _check_texture_batch(textures: torch.Tensor) -> torch.Tensor:
-    if not isinstance(textures, torch.Tensor) or textures.dtype != torch.uint8 or textures.ndim != 4 or textures.shape[1] != 3:
+    if (
+        not isinstance(textures, torch.Tensor)
+        or textures.dtype != torch.uint8
+        or textures.ndim != 4
+        or textures.shape[1] != 3
+    ):
         raise ValueError(
             f"textures must be a uint8 [N, 3, H, W] tensor, got {getattr(textures, 'dtype', type(textures).__name__)} "
             f"{tuple(getattr(textures, 'shape', ()))}"
@@ -624,7 +629,9 @@ def apply_augmentation_torch(textures: torch.Tensor, name: str, params: dict) ->
     return _AUGMENTATIONS[name][2](textures, **params)
 
 
-def augment_textures_torch(textures: torch.Tensor, generator: torch.Generator | None = None, n_ops: int = 3) -> torch.Tensor:
+def augment_textures_torch(
+    textures: torch.Tensor, generator: torch.Generator | None = None, n_ops: int = 3
+) -> torch.Tensor:
     """Batched :func:`augment_texture`: each texture gets its own ``n_ops`` distinct augmentations,
     in its own random order, with its own parameters (the same distributions as the numpy version).
 
@@ -686,6 +693,12 @@ class TexturePool:
     the host-side cost (reading, resizing, copying to the device); a refresh reads its textures
     with up to ``load_threads`` threads. ``size``: ``(height, width)`` of the stored textures
     (resized as :meth:`TextureSource.sample` does).
+
+    ``prefetch`` (default on): because the content is a function of the loads, the textures of the
+    next refresh are known one refresh ahead; a background thread reads and resizes them while the
+    GPU trains, so the training thread only copies them in (``wait_seconds``: the time it still
+    waited). A different batch size or a :meth:`seek` makes the guess wrong; those textures are then
+    read on the spot, so the pool's content never depends on prefetching.
     """
 
     def __init__(
@@ -698,6 +711,7 @@ class TexturePool:
         seed: int = 0,
         device: str | torch.device | None = None,
         load_threads: int = 4,
+        prefetch: bool = True,
     ):
         if not isinstance(source, TextureSource):
             raise TypeError(f"source must be a TextureSource, got {type(source).__name__}")
@@ -709,7 +723,10 @@ class TexturePool:
             isinstance(loads_per_image, bool) or not isinstance(loads_per_image, (int, float, np.floating))
             or not 0.0 <= loads_per_image <= 64.0
         ):
-            raise ValueError(f"loads_per_image must be a number in [0, 64] (textures loaded per image simulated), got {loads_per_image!r}")
+            raise ValueError(
+                "loads_per_image must be a number in [0, 64] (textures loaded per image simulated), got "
+                f"{loads_per_image!r}"
+            )
         if isinstance(load_threads, bool) or not isinstance(load_threads, (int, np.integer)) or load_threads < 1:
             raise ValueError(f"load_threads must be a positive int, got {load_threads!r}")
         self.load_threads = int(load_threads)
@@ -725,7 +742,11 @@ class TexturePool:
         self.images_done = 0
         self.loads_done = 0  # refresh loads, after the first fill
         self.load_seconds = 0.0
+        self.wait_seconds = 0.0  # the training thread's wait for refresh textures (reads it did or waited on)
         self.textures_loaded = 0
+        self.prefetch = bool(prefetch) and self.refreshing
+        self._reader: ThreadPoolExecutor | None = None  # the one prefetch thread, started at the first refresh
+        self._pending: tuple[list[int], Future] | None = None  # (texture ids, their pixels being read)
         self._orders: dict[int, np.ndarray] = {}
         self.textures, self.ids = self._build(0)
 
@@ -734,7 +755,8 @@ class TexturePool:
             f"refreshed {self.loads_per_image:g} loads per image every {self.refresh_every} batch(es)"
             if self.refreshing else "all of the source, fixed"
         )
-        return f"TexturePool({self.capacity} textures {self.size[0]}x{self.size[1]} on {self.device}, {how}; {self.source!r})"
+        height, width = self.size
+        return f"TexturePool({self.capacity} textures {height}x{width} on {self.device}, {how}; {self.source!r})"
 
     def __len__(self) -> int:
         return self.capacity
@@ -758,7 +780,8 @@ class TexturePool:
         last = slot + self.capacity * ((loads - 1 - slot) // self.capacity)  # the last refresh load into this slot
         return self.capacity + last
 
-    def _fetch(self, ids: list[int]) -> torch.Tensor:
+    def _read(self, ids: list[int]) -> np.ndarray:
+        """The textures ``ids`` read and resized on the host: uint8 ``[len(ids), H, W, 3]``."""
         start = time.perf_counter()
 
         def load(index: int) -> np.ndarray:
@@ -770,10 +793,41 @@ class TexturePool:
                 pixels = np.stack(list(executor.map(load, ids)))
         else:
             pixels = np.stack([load(index) for index in ids])
-        tensor = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous().to(self.device)
         self.load_seconds += time.perf_counter() - start
+        return pixels
+
+    def _fetch(self, ids: list[int]) -> torch.Tensor:
+        """The textures ``ids`` on the device: the prefetched pixels when they are these ids, else read now."""
+        start = time.perf_counter()
+        pending, self._pending = self._pending, None
+        pixels = pending[1].result() if pending is not None else None  # also ends any read still running
+        if pending is None or pending[0] != ids:
+            pixels = self._read(ids)
+        tensor = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous().to(self.device)
+        self.wait_seconds += time.perf_counter() - start
         self.textures_loaded += len(ids)
         return tensor
+
+    def _plan(self, loads: int) -> tuple[torch.Tensor | None, list[int]]:
+        """What going from ``loads_done`` to ``loads`` refresh loads reads: (slots, ids); slots None: the whole pool."""
+        if loads - self.loads_done >= self.capacity:  # every slot changes: load only the final content
+            return None, [self._texture_id(self._slot_load(slot, loads)) for slot in range(self.capacity)]
+        refreshes = range(self.loads_done, loads)
+        slots = torch.tensor([m % self.capacity for m in refreshes], dtype=torch.long)
+        return slots, [self._texture_id(self.capacity + m) for m in refreshes]
+
+    def _prefetch_next(self, batch_size: int) -> None:
+        """Start reading the textures of the next refresh, assuming batches of ``batch_size`` images."""
+        images_then = self.images_done + (self.refresh_every - 1) * int(batch_size)
+        loads = self._due(images_then)
+        if loads <= self.loads_done:
+            return
+        ids = self._plan(loads)[1]
+        if self._pending is not None and self._pending[0] == ids:
+            return
+        if self._reader is None:
+            self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="texture-prefetch")
+        self._pending = (ids, self._reader.submit(self._read, ids))
 
     def _build(self, loads: int) -> tuple[torch.Tensor, torch.Tensor]:
         ids = [self._texture_id(self._slot_load(slot, loads)) for slot in range(self.capacity)]
@@ -785,12 +839,10 @@ class TexturePool:
     def _refresh_to(self, loads: int) -> None:
         if loads <= self.loads_done:
             return
-        if loads - self.loads_done >= self.capacity:  # every slot changes: load only the final content
-            self.textures, self.ids = self._build(loads)
+        slots, ids = self._plan(loads)
+        if slots is None:
+            self.textures, self.ids = self._fetch(ids), torch.tensor(ids, dtype=torch.long)
         else:
-            refreshes = range(self.loads_done, loads)
-            slots = torch.tensor([m % self.capacity for m in refreshes], dtype=torch.long)
-            ids = [self._texture_id(self.capacity + m) for m in refreshes]
             self.textures[slots.to(self.device)] = self._fetch(ids)
             self.ids[slots] = torch.tensor(ids, dtype=torch.long)
         self.loads_done = loads
@@ -798,10 +850,13 @@ class TexturePool:
     # ---- the public interface
     def begin_batch(self, batch_size: int) -> None:
         """Account for one batch of ``batch_size`` images; refresh first when a refresh is due."""
-        if self.batches_done % self.refresh_every == 0:
+        refresh = self.batches_done % self.refresh_every == 0
+        if refresh:
             self._refresh_to(self._due(self.images_done))
         self.batches_done += 1
         self.images_done += int(batch_size)
+        if refresh and self.prefetch:
+            self._prefetch_next(batch_size)
 
     def seek(self, batches_done: int, batch_size: int) -> None:
         """Put the pool in the state it has after ``batches_done`` batches of ``batch_size`` images."""
@@ -810,6 +865,9 @@ class TexturePool:
                 raise ValueError(f"{name} must be an int >= 0, got {value!r}")
         last_refresh = ((batches_done - 1) // self.refresh_every) * self.refresh_every if batches_done > 0 else 0
         loads = self._due(last_refresh * batch_size)
+        if self._pending is not None:  # read for the state before the seek
+            self._pending[1].result()
+            self._pending = None
         if loads != self.loads_done:
             self.textures, self.ids = self._build(loads)
             self.loads_done = loads
@@ -833,8 +891,22 @@ def describe_bank(source: TextureSource) -> str:
 
 
 __all__ = [
-    "AUGMENTATIONS", "DEFAULT_TEXTURE_ROOT", "PROCEDURAL_FAMILIES", "TexturePool", "TextureSource", "apply_augmentation",
-    "apply_augmentation_torch", "augment_texture", "augment_textures_torch", "describe_bank", "draw_augmentation_params",
+    "AUGMENTATIONS",
+    "DEFAULT_TEXTURE_ROOT",
+    "PROCEDURAL_FAMILIES",
+    "TexturePool",
+    "TextureSource",
+    "apply_augmentation",
+    "apply_augmentation_torch",
+    "augment_texture",
+    "augment_textures_torch",
+    "describe_bank",
+    "draw_augmentation_params",
     "draw_augmentation_params_torch",
-    "find_texture_images", "is_default_texture_root", "procedural_texture", "random_colour_map", "resize_to", "texture_bank",
+    "find_texture_images",
+    "is_default_texture_root",
+    "procedural_texture",
+    "random_colour_map",
+    "resize_to",
+    "texture_bank",
 ]

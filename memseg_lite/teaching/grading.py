@@ -5,7 +5,7 @@ What the notebook prints does not count. :func:`grade_notebook`
 1. copies the notebook into a throwaway working folder (with a copy of the data folder beside
    it, so ``../data/demo`` resolves as in the repository), under a private temporary folder;
 2. executes it with nbclient (kernel ``python3``) in that folder, with a scrubbed environment
-   (``PATH``, the locale, ``MEMSEG_PROFILE``, ``MEMSEG_OFFLINE=1``, no GPU, ``HOME`` and
+   (``PATH``, ``PYTHONPATH``, the locale, ``MEMSEG_PROFILE``, ``MEMSEG_OFFLINE=1``, no GPU, ``HOME`` and
    ``TMPDIR`` inside the throwaway folder), every cell run even after an error, within a time
    limit for the whole notebook;
 3. appends a grader cell, run in the same kernel, which imports the hidden tests of the
@@ -16,9 +16,13 @@ What the notebook prints does not count. :func:`grade_notebook`
 4. kills the kernel's process group (whatever the student's code started in it goes too) and
    deletes the working folder.
 
-A hidden test module holds one ``exercise_N(<student function names>...)`` per exercise, which
+A hidden test module holds one ``exercise_N(<student function names>...)`` per exercise (and, for
+the assignment track, one ``core_N(...)`` per core piece the student writes), which
 raises ``AssertionError`` for a wrong answer (``NotImplementedError`` from a stub: not
-attempted), and optionally ``POINTS = {N: points}`` (1 point each by default) and ``TITLES``.
+attempted), and optionally ``POINTS = {N: points}`` (1 point each by default), ``CORE_POINTS``
+and ``TITLES``. ``track="assignment"`` (``memseg-lite grade --track assignment``) grades the core
+tests as well as the exercises; a core function that fell back to the package's
+(:func:`memseg_lite.teaching.exercises.use_core`) is graded as the student wrote it.
 The grader sets the module's ``DATA_ROOT`` (the working copy's data folder) before the calls.
 
 :func:`grade_notebooks` grades a batch: a notebook that cannot be read or run gets an error row
@@ -51,6 +55,8 @@ PASSED, FAILED, NOT_ATTEMPTED, NOT_RUN = "passed", "failed", "not attempted", "n
 PROFILES = ("smoke", "demo", "full")
 #: seconds each hidden test may take (the student's function may loop forever)
 TEST_TIMEOUT = 300
+#: what ``track`` grades: the worked edition's exercises, or the assignment edition's core pieces too
+TRACK_TESTS = {"worked": ("exercise",), "assignment": ("exercise", "core")}
 
 _CHAPTER_IN_NAME = re.compile(r"(?:^|[^0-9])(\d\d)_[A-Za-z]")
 _REPOSITORY = Path(__file__).resolve().parents[2]
@@ -69,6 +75,12 @@ class ExerciseResult:
     points: float = 0.0
     max_points: float = 1.0
     reason: str = ""
+    kind: str = "exercise"  # or "core" (the assignment track)
+
+    @property
+    def label(self) -> str:
+        """``N`` for exercise N, ``cN`` for core piece N."""
+        return f"c{self.number}" if self.kind == "core" else str(self.number)
 
 
 @dataclass
@@ -137,11 +149,22 @@ def load_hidden_tests(folder: str | os.PathLike, chapter: str):
     return module
 
 
-def hidden_exercises(module) -> dict[int, float]:
-    """{exercise number: points} of a hidden test module (1 point unless ``POINTS`` says otherwise)."""
-    points = getattr(module, "POINTS", {})
-    numbers = sorted(int(name.split("_")[1]) for name in dir(module) if re.fullmatch(r"exercise_\d+", name))
+def hidden_exercises(module, kind: str = "exercise") -> dict[int, float]:
+    """{number: points} of a hidden test module's ``exercise_N`` (or with ``kind="core"``, ``core_N``) tests.
+
+    1 point each unless ``POINTS`` (``CORE_POINTS``) says otherwise.
+    """
+    points = getattr(module, "CORE_POINTS" if kind == "core" else "POINTS", {})
+    numbers = sorted(int(name.split("_")[1]) for name in dir(module) if re.fullmatch(rf"{kind}_\d+", name))
     return {number: float(points.get(number, 1)) for number in numbers}
+
+
+def hidden_tests_of(module, track: str = "worked") -> dict[str, float]:
+    """{test name (``exercise_N`` / ``core_N``): points} that ``track`` grades."""
+    if track not in TRACK_TESTS:
+        raise ValueError(f"track must be one of {', '.join(TRACK_TESTS)}, got {track!r}")
+    return {f"{kind}_{number}": points for kind in TRACK_TESTS[track]
+            for number, points in hidden_exercises(module, kind).items()}
 
 
 def _read_notebook(path: Path) -> dict:
@@ -161,7 +184,7 @@ def _read_notebook(path: Path) -> dict:
 # The grader cell, run in the student's kernel after the notebook. Everything it needs comes from
 # the literals filled in below; the student's code ran before it and never saw them.
 _GRADER_CELL = '''
-def _memseg_grade(namespace, tests_file, data_root, numbers, results_file, token, limit):
+def _memseg_grade(namespace, tests_file, data_root, names, results_file, token, limit):
     import importlib.util, inspect, json, signal, sys
 
     # Fresh copies of the check modules: patches the notebook made to the loaded ones do not count.
@@ -176,8 +199,9 @@ def _memseg_grade(namespace, tests_file, data_root, numbers, results_file, token
         raise TimeoutError(f"the test took longer than {limit} s")
 
     results = []
-    for number in numbers:
-        test = getattr(hidden, f"exercise_{number}")
+    for test_name in names:
+        number = test_name
+        test = getattr(hidden, test_name)
         wanted = [p.name for p in inspect.signature(test).parameters.values() if p.default is inspect.Parameter.empty]
         missing = [name for name in wanted if name not in namespace]
         if missing:
@@ -186,7 +210,8 @@ def _memseg_grade(namespace, tests_file, data_root, numbers, results_file, token
         signal.signal(signal.SIGALRM, out_of_time)
         signal.alarm(limit)
         try:
-            test(*[namespace[name] for name in wanted])
+            # a core piece that fell back to the package's keeps the student's own function: grade that
+            test(*[getattr(namespace[name], "__memseg_student__", namespace[name]) for name in wanted])
             result = {"status": "passed", "reason": ""}
         except NotImplementedError:
             result = {"status": "not attempted", "reason": ""}
@@ -205,7 +230,9 @@ def _memseg_grade(namespace, tests_file, data_root, numbers, results_file, token
 
 def _scrubbed_environment(home: Path, profile: str) -> dict[str, str]:
     """The kernel's whole environment: no credentials, tokens or paths of the grader leak in."""
-    env = {name: os.environ[name] for name in ("PATH", "LANG", "LC_ALL", "TZ", "TORCH_HOME") if name in os.environ}
+    # PYTHONPATH: the kernel imports the same memseg_lite as the grader (a checkout run with PYTHONPATH)
+    env = {name: os.environ[name] for name in ("PATH", "PYTHONPATH", "LANG", "LC_ALL", "TZ", "TORCH_HOME")
+           if name in os.environ}
     env.update(HOME=str(home), TMPDIR=str(home / "tmp"), IPYTHONDIR=str(home / ".ipython"),
                MPLCONFIGDIR=str(home / ".matplotlib"), JUPYTER_RUNTIME_DIR=str(home / ".jupyter-runtime"),
                MEMSEG_PROFILE=profile, MEMSEG_OFFLINE="1", CUDA_VISIBLE_DEVICES="", MPLBACKEND="Agg",
@@ -246,26 +273,30 @@ def grade_notebook(
     kernel: str = "python3",
     student: str | None = None,
     test_timeout: int = TEST_TIMEOUT,
+    track: str = "worked",
 ) -> NotebookGrade:
     """Execute ``notebook`` and grade it with the hidden tests (see the module docstring).
 
     ``tests``: the hidden tests folder (default: the repository's ``instructor/hidden_tests``);
     ``data``: the folder copied as ``../data`` beside the working copy (default:
     :func:`default_data_folder`); ``timeout``: seconds for the student's cells; ``profile``:
-    ``MEMSEG_PROFILE``; ``student``: the name in the table (default: the notebook's folder).
+    ``MEMSEG_PROFILE``; ``student``: the name in the table (default: the notebook's folder);
+    ``track``: ``"worked"`` (the exercises) or ``"assignment"`` (the core pieces too).
     """
     path = Path(notebook)
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {', '.join(PROFILES)}, got {profile!r}")
     if not (isinstance(timeout, int | float) and timeout > 0 and math.isfinite(timeout)):
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    if track not in TRACK_TESTS:
+        raise ValueError(f"track must be one of {', '.join(TRACK_TESTS)}, got {track!r}")
     tests_folder = _resolve_tests_folder(tests)
     grade = NotebookGrade(path, student=student or path.resolve().parent.name)
     content = _read_notebook(path)
     grade.chapter = chapter_of(content, path)
     if grade.chapter is None:
         raise ValueError(f"{path}: which chapter is it? name it NN_topic.ipynb (NN: the chapter number)")
-    points = hidden_exercises(load_hidden_tests(tests_folder, grade.chapter))
+    points = hidden_tests_of(load_hidden_tests(tests_folder, grade.chapter), track)
     try:
         import nbformat
         from nbclient import NotebookClient
@@ -330,15 +361,20 @@ def grade_notebook(
     if reported is None:
         if grade.error is None:
             grade.error = "the grader cell did not report (the kernel died, or the notebook tampered with it)"
-        grade.exercises = [ExerciseResult(n, NOT_RUN, 0.0, p) for n, p in points.items()]
+        grade.exercises = [_result(name, NOT_RUN, 0.0, p) for name, p in points.items()]
         return grade
     by_number = {result.get("number"): result for result in reported}
-    for number, maximum in points.items():
-        result = by_number.get(number, {"status": NOT_RUN, "reason": ""})
+    for name, maximum in points.items():
+        result = by_number.get(name, {"status": NOT_RUN, "reason": ""})
         status = result["status"] if result.get("status") in (PASSED, FAILED, NOT_ATTEMPTED) else NOT_RUN
-        grade.exercises.append(ExerciseResult(number, status, maximum if status == PASSED else 0.0, maximum,
-                                              _one_line(str(result.get("reason", "")))))
+        grade.exercises.append(_result(name, status, maximum if status == PASSED else 0.0, maximum,
+                                       _one_line(str(result.get("reason", "")))))
     return grade
+
+
+def _result(test_name: str, status: str, points: float, maximum: float, reason: str = "") -> ExerciseResult:
+    kind, number = test_name.split("_")
+    return ExerciseResult(int(number), status, points, maximum, reason, kind)
 
 
 def _one_line(text: str) -> str:
@@ -366,6 +402,8 @@ def grade_notebooks(notebooks: Sequence[str | os.PathLike], **options) -> list[N
     """:func:`grade_notebook` for each notebook; one that cannot be read or run gets an error row."""
     paths = [Path(notebook) for notebook in notebooks]
     _resolve_tests_folder(options.get("tests"))  # a missing tests folder stops the batch before any run
+    if options.get("track", "worked") not in TRACK_TESTS:
+        raise ValueError(f"track must be one of {', '.join(TRACK_TESTS)}, got {options['track']!r}")
     grades = []
     for path, student in zip(paths, student_names(paths)):
         try:
@@ -377,20 +415,23 @@ def grade_notebooks(notebooks: Sequence[str | os.PathLike], **options) -> list[N
     return grades
 
 
-def _columns(grades: Sequence[NotebookGrade]) -> list[tuple[str, int]]:
-    return sorted({(grade.chapter, result.number) for grade in grades for result in grade.exercises})
+def _columns(grades: Sequence[NotebookGrade]) -> list[tuple[str, str, int]]:
+    return sorted({(grade.chapter, result.kind, result.number) for grade in grades for result in grade.exercises},
+                  key=lambda column: (column[0], column[1] == "core", column[2]))
 
 
 def gradebook(grades: Sequence[NotebookGrade]) -> tuple[list[str], list[list[str]]]:
-    """(header, rows): one row per student, a column ``NN.k`` per exercise (points), total, out of, status."""
+    """(header, rows): one row per student, a column ``NN.k`` per exercise and ``NN.ck`` per core piece (points),
+    total, out of, status."""
     columns = _columns(grades)
-    header = ["student", *(f"{chapter}.{number}" for chapter, number in columns), "total", "out of", "status"]
+    header = ["student", *(f"{chapter}.{'c' if kind == 'core' else ''}{number}" for chapter, kind, number in columns),
+              "total", "out of", "status"]
     students: dict[str, list[NotebookGrade]] = {}
     for grade in grades:
         students.setdefault(grade.student, []).append(grade)
     rows = []
     for student, own in students.items():
-        earned = {(grade.chapter, r.number): r for grade in own for r in grade.exercises}
+        earned = {(grade.chapter, r.kind, r.number): r for grade in own for r in grade.exercises}
         cells = [_number(earned[column].points) if column in earned else "" for column in columns]
         statuses = [f"{grade.notebook.name}: {grade.status}" for grade in own if grade.error is not None]
         rows.append([student, *cells, _number(sum(g.points for g in own)), _number(sum(g.max_points for g in own)),
@@ -408,7 +449,8 @@ def format_table(grades: Sequence[NotebookGrade]) -> str:
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows]]
     lines.insert(1, "  ".join("-" * width for width in widths))
-    reasons = [f"  {grade.student} {grade.chapter}.{result.number}: {result.status}{': ' + result.reason if result.reason else ''}"
+    reasons = [f"  {grade.student} {grade.chapter}.{result.label}: {result.status}"
+               f"{': ' + result.reason if result.reason else ''}"
                for grade in grades for result in grade.exercises if result.status != PASSED]
     if reasons:
         lines += ["", "not passed:", *reasons]

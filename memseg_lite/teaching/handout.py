@@ -7,11 +7,18 @@ docs and the files that install it (``pyproject.toml``, ``constraints.txt``,
 instructor's pages of ``docs/``. It refuses to pack student editions that are not what
 ``instructor/source`` generates (run ``make editions`` first). The zip is written atomically,
 with fixed timestamps, so the same tree gives the same bytes.
+
+``track="assignment"`` (``make handout-assignment``) ships the assignment track instead: for each
+chapter with an assignment edition, ``assignments/NN_topic_assignment.ipynb`` goes into the zip's
+``notebooks/`` in place of the worked ``NN_topic.ipynb`` (which holds the core worked); the other
+chapters keep their student edition.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -24,10 +31,20 @@ FOLDERS = ("notebooks", "memseg_lite", "docs")
 INSTRUCTOR_DOCS = ("instructor.md", "grading.md")
 _SKIPPED_PARTS = {"__pycache__", ".ipynb_checkpoints", ".pytest_cache"}
 _FIXED_TIME = (2024, 1, 1, 0, 0, 0)
+TRACKS = ("worked", "assignment")
 
 
-def handout_files(root: Path = ROOT) -> list[Path]:
-    """The files (relative to ``root``) that go into the handout, sorted."""
+def _assignment_editions(root: Path) -> dict[str, Path]:
+    """{worked notebook's name: its assignment edition (relative to ``root``)}."""
+    return {path.name.replace("_assignment.ipynb", ".ipynb"): path.relative_to(root)
+            for path in sorted((root / "assignments").glob("[0-9][0-9]_*_assignment.ipynb"))}
+
+
+def handout_files(root: Path = ROOT, track: str = "worked") -> list[Path]:
+    """The files (relative to ``root``) that go into the handout, sorted (see the module docstring for ``track``)."""
+    if track not in TRACKS:
+        raise ValueError(f"track must be one of {', '.join(TRACKS)}, got {track!r}")
+    replaced = _assignment_editions(root) if track == "assignment" else {}
     files = [Path(name) for name in TOP_LEVEL_FILES if (root / name).is_file()]
     for folder in FOLDERS:
         for path in sorted((root / folder).rglob("*")):
@@ -36,24 +53,34 @@ def handout_files(root: Path = ROOT) -> list[Path]:
                 continue
             if relative.parts[0] == "docs" and relative.name in INSTRUCTOR_DOCS:
                 continue
+            if relative.parts[0] == "notebooks" and relative.name in replaced:
+                continue
             files.append(relative)
-    return sorted(files)
+    return sorted(files + list(replaced.values()))
 
 
-def write_handout(out: str | os.PathLike, root: Path = ROOT, prefix: str = "memseg-lite") -> Path:
+def _member(relative: Path) -> str:
+    """Where a file goes in the zip: an assignment edition sits in notebooks/ (its ../data paths resolve there)."""
+    if relative.parts[0] == "assignments":
+        return Path("notebooks", *relative.parts[1:]).as_posix()
+    return relative.as_posix()
+
+
+def write_handout(out: str | os.PathLike, root: Path = ROOT, prefix: str = "memseg-lite", track: str = "worked") -> Path:
     """Write the handout zip to ``out`` (every member under ``prefix/``); the path written."""
     out = Path(out)
-    stale = build(root, check=True)
-    if any(path.parent.name == "notebooks" for path in stale):
-        names = ", ".join(path.name for path in stale if path.parent.name == "notebooks")
+    shipped = handout_files(root, track)
+    stale = [path for path in build(root, check=True) if path.parent.name in ("notebooks", "assignments")]
+    if stale:
+        names = ", ".join(path.name for path in stale)
         raise ValueError(f"the student editions are not what instructor/source gives ({names}); run `make editions` first")
     out.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     os.close(handle)
     try:
         with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            for relative in handout_files(root):
-                info = zipfile.ZipInfo(f"{prefix}/{relative.as_posix()}", date_time=_FIXED_TIME)
+            for relative in shipped:
+                info = zipfile.ZipInfo(f"{prefix}/{_member(relative)}", date_time=_FIXED_TIME)
                 info.external_attr = 0o644 << 16
                 info.compress_type = zipfile.ZIP_DEFLATED
                 archive.writestr(info, (root / relative).read_bytes())
@@ -62,3 +89,21 @@ def write_handout(out: str | os.PathLike, root: Path = ROOT, prefix: str = "mems
         Path(temporary).unlink(missing_ok=True)
         raise
     return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m memseg_lite.teaching.handout", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("outputs/handout.zip"), help="zip to write [outputs/handout.zip]")
+    parser.add_argument("--track", choices=TRACKS, default="worked",
+                        help="worked: the student editions; assignment: the assignment editions where a chapter has one")
+    args = parser.parse_args(argv)
+    try:
+        print(f"handout: {write_handout(args.out, track=args.track)}")
+    except (OSError, ValueError) as error:
+        print(f"handout: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -89,7 +89,9 @@ def result_figure(
     if original is not None:
         panels.append(("original", original, {"cmap": "gray"}))
     if original is not None and foreground is not None:
-        panels.append((f"foreground M_I ({np.mean(foreground):.0%} of pixels)", foreground_preview(original, foreground), {}))
+        panels.append(
+            (f"foreground M_I ({np.mean(foreground):.0%} of pixels)", foreground_preview(original, foreground), {})
+        )
     if result.foreground_mask is not None:
         overlay = mask_overlay(result.perlin_mask, result.foreground_mask)
         panels.append(("foreground only (green), Perlin only (red),\nM = both (white)", overlay, {}))
@@ -97,10 +99,12 @@ def result_figure(
         panels.append((f"noise image ({result.kind})", result.noise_image, {"cmap": "gray"}))
     delta = f", delta = {result.delta:.2f}" if result.delta is not None else ""
     panels.append((f"simulated image ({result.kind}{delta})", result.image, {"cmap": "gray"}))
-    panels.append((f"target mask M ({result.mask.mean():.1%} of pixels)", result.mask, {"cmap": "gray", "vmin": 0, "vmax": 1}))
+    panels.append(
+        (f"target mask M ({result.mask.mean():.1%} of pixels)", result.mask, {"cmap": "gray", "vmin": 0, "vmax": 1})
+    )
     width = 3.2 if len(panels) <= 4 else 2.6
     fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), width + 0.3))
-    for axis, (name, picture, style) in zip(np.atleast_1d(axes), panels):
+    for axis, (name, picture, style) in zip(np.atleast_1d(axes), panels, strict=True):
         picture = picture[..., 0] if picture.ndim == 3 and picture.shape[2] == 1 else picture
         if picture.dtype == np.uint8 and picture.ndim == 2:
             style = {**style, "vmin": 0, "vmax": 255}
@@ -399,7 +403,9 @@ class AnomalyExplorer:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the figure's title says when the mask fell back
                 mask = foreground_mask(image, self.foreground_settings(**values))
-            fig = result_figure(self.result, title=f"{values['image']}, seed {values['seed']}", original=image, foreground=mask)
+            fig = result_figure(
+                self.result, title=f"{values['image']}, seed {values['seed']}", original=image, foreground=mask
+            )
             self._show_figure(fig, f"{self.result.kind} anomaly on {values['image']}")
             plt.close(fig)
 
@@ -484,23 +490,36 @@ def anomaly_explorer(
     explorer.controls = {
         "image": widgets.Dropdown(options=list(images), value=first, description="image"),
         "seed": widgets.IntSlider(value=seed, min=0, max=999, description="seed", **slider),
-        "scale_range": widgets.IntRangeSlider(value=scale_range, min=0, max=6, description="Perlin scale 2^k", **slider),
-        "threshold": widgets.FloatSlider(value=threshold, min=0.0, max=0.9, step=0.05, description="threshold", **slider),
-        "delta": widgets.FloatSlider(value=delta, min=low, max=high, step=0.05, description="delta (preview)", **slider),
+        "scale_range": widgets.IntRangeSlider(
+            value=scale_range, min=0, max=6, description="Perlin scale 2^k", **slider
+        ),
+        "threshold": widgets.FloatSlider(
+            value=threshold, min=0.0, max=0.9, step=0.05, description="threshold", **slider
+        ),
+        "delta": widgets.FloatSlider(
+            value=delta, min=low, max=high, step=0.05, description="delta (preview)", **slider
+        ),
         "kind": widgets.ToggleButtons(options=list(KINDS), value=kind, description="kind"),
         "grid_rows": widgets.IntSlider(value=grid[0], min=1, max=16, description="grid rows", **slider),
         "grid_cols": widgets.IntSlider(value=grid[1], min=1, max=16, description="grid cols", **slider),
         "delta_range": widgets.FloatRangeSlider(
             value=tuple(delta_range), min=low, max=high, step=0.05, description="delta range (training)", **slider
         ),
-        "texture": widgets.Dropdown(options=_texture_options(explorer.texture_source), value=RANDOM_TEXTURE,
-                                    description="texture"),
+        "texture": widgets.Dropdown(
+            options=_texture_options(explorer.texture_source), value=RANDOM_TEXTURE, description="texture"
+        ),
         "fg_mode": widgets.Dropdown(options=["none", "threshold", "otsu"], value=start.mode, description="foreground"),
-        "fg_threshold": widgets.IntSlider(value=start.threshold, min=0, max=255, description="grey threshold", **slider),
-        "fg_invert": widgets.Dropdown(options=list(INVERT_CHOICES), description="invert",
-                                      value={None: "auto", False: "no", True: "yes"}[start.invert]),
-        "fg_kernel": widgets.IntSlider(value=max(1, start.kernel_size | 1), min=1, max=15, step=2,
-                                       description="clean-up kernel", **slider),
+        "fg_threshold": widgets.IntSlider(
+            value=start.threshold, min=0, max=255, description="grey threshold", **slider
+        ),
+        "fg_invert": widgets.Dropdown(
+            options=list(INVERT_CHOICES),
+            description="invert",
+            value={None: "auto", False: "no", True: "yes"}[start.invert],
+        ),
+        "fg_kernel": widgets.IntSlider(
+            value=max(1, start.kernel_size | 1), min=1, max=15, step=2, description="clean-up kernel", **slider
+        ),
         "fg_fill": widgets.Checkbox(value=start.fill_holes, description="fill holes"),
     }
     explorer.inputs = {

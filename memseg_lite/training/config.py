@@ -18,11 +18,10 @@ from memseg_lite.network.selection import SELECTION_RULES
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 SYNTHESIS_PLACES = ("loader", "device")
-#: How the validation anomalies are made (memseg_lite.training.data.anomaly_plan).
+#: How the validation anomalies are made (memseg_lite.training.data.anomaly_plan). "basic" stays
+#: although "hard" replaced it as the default: the accuracy study (memseg_lite.experiments.study,
+#: cell "val_basic") measures what the validation recipe changes in the checkpoint chosen.
 VALIDATION_RECIPES = ("hard", "basic")
-#: Values that options added later had before they existed: a saved config without them (an older
-#: run) keeps the rules it was started with, so it resumes and is judged as before.
-LEGACY_VALUES = {"val_recipe": "basic", "selection_metric": "auroc_mean"}
 
 
 @dataclass
@@ -88,7 +87,8 @@ class TrainConfig:
     simulation_file: str | None = None
     foreground_settings: dict | None = None  # ForegroundSettings fields; wins over `foreground`
     # Where anomalies are simulated: "loader" (numpy, in the DataLoader's worker processes) or
-    # "device" (batched torch on the training device, e.g. the GPU; memseg_lite.simulation.synthesis.TorchAnomalySynthesizer)
+    # "device" (batched torch on the training device, e.g. the GPU;
+    # memseg_lite.simulation.synthesis.TorchAnomalySynthesizer)
     synthesis: str = "loader"
     # runtime
     device: str = "auto"
@@ -156,7 +156,10 @@ class TrainConfig:
         need(self.selection_metric in SELECTION_METRICS,
              f"selection_metric must be one of {tuple(SELECTION_METRICS)}, got {self.selection_metric!r}")
         need(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
-        need(isinstance(self.seed, int) and self.seed >= 0, f"seed (--seed) must be a whole number >= 0, got {self.seed!r}")
+        need(
+            isinstance(self.seed, int) and self.seed >= 0,
+            f"seed (--seed) must be a whole number >= 0, got {self.seed!r}",
+        )
         need(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         need(self.lr > 0, f"lr must be > 0, got {self.lr}")
         need(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
@@ -175,7 +178,10 @@ class TrainConfig:
         need(self.di_scale > 0 and self.feature_scale > 0,
              f"di_scale and feature_scale must be > 0, got {self.di_scale} and {self.feature_scale}")
         need(0 <= self.p_normal <= 1 and 0 <= self.p_texture <= 1, "p_normal and p_texture must be in [0, 1]")
-        need(0 < self.delta_range[0] <= self.delta_range[1] <= 1, f"delta_range must satisfy 0 < lo <= hi <= 1, got {self.delta_range}")
+        need(
+            0 < self.delta_range[0] <= self.delta_range[1] <= 1,
+            f"delta_range must satisfy 0 < lo <= hi <= 1, got {self.delta_range}",
+        )
         need(self.max_tries >= 1, f"max_tries must be >= 1, got {self.max_tries}")
         if self.foreground is not None:  # imported here: the CLI builds a TrainConfig for --help without torch
             from memseg_lite.simulation.foreground import FOREGROUND_SETTINGS
@@ -223,7 +229,8 @@ class TrainConfig:
             if mine != plain(defaults[name]) and mine != theirs:
                 raise ValueError(
                     f"TrainConfig: {name}={mine!r} contradicts the simulation file {path} ({name}={theirs!r}); "
-                    "set it in one place (edit the file, or leave the option unset), or the file changed since the run started"
+                    "set it in one place (edit the file, or leave the option unset), or the file changed since the "
+                    "run started"
                 )
             setattr(self, name, value)
         if self.foreground is not None:
@@ -249,14 +256,13 @@ class TrainConfig:
     def from_dict(cls, data: dict) -> TrainConfig:
         """The config of a saved dict (``config.json``, a checkpoint's ``train_config``).
 
-        Options missing from ``data`` take their defaults, except those in :data:`LEGACY_VALUES`
-        (added later): an older run keeps its validation set and selection rule.
+        Options missing from ``data`` take their defaults.
         """
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"TrainConfig: unknown option(s) {unknown}; known options: {sorted(known)}")
-        return cls(**{**LEGACY_VALUES, **data})
+        return cls(**data)
 
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
@@ -285,7 +291,8 @@ class TrainConfig:
 
 
 def _normalise_size(value) -> int | tuple[int, int]:
-    """``S`` stays an int (square runs keep their config unchanged); ``HxW`` becomes ``(H, W)``, or ``S`` when H == W."""
+    """``S`` stays an int (square runs keep their config unchanged); ``HxW`` becomes ``(H, W)``, or ``S``
+    when H == W."""
     try:
         height, width = parse_size(value)
     except ValueError as error:

@@ -87,7 +87,9 @@ class StepBatchSampler(Sampler[list[tuple[int, int]]]):
         if n_images < 1:
             raise ValueError("StepBatchSampler needs at least one image")
         if world_size < 1 or not 0 <= rank < world_size:
-            raise ValueError(f"StepBatchSampler: rank must be in [0, world_size), got rank={rank}, world_size={world_size}")
+            raise ValueError(
+                f"StepBatchSampler: rank must be in [0, world_size), got rank={rank}, world_size={world_size}"
+            )
         if batch_size % world_size:
             raise ValueError(
                 f"batch_size={batch_size} (the global batch) cannot be split evenly over {world_size} processes; "
@@ -288,7 +290,7 @@ def build_validation_set(
         raise ValueError(f"anomalies_per_image must be >= 1, got {anomalies_per_image}")
     anomaly_plan(0, 1, recipe)  # an unknown recipe fails before any work
     pixels, masks, labels, sources, kinds, variants = [], [], [], [], [], []
-    for number, (path, image) in enumerate(zip(paths, images)):
+    for number, (path, image) in enumerate(zip(paths, images, strict=True)):
         pixels.append(image)
         masks.append(np.zeros(image.shape[:2], dtype=np.float32))
         labels.append(0)

@@ -272,7 +272,10 @@ class DistContext:
         values = torch.tensor([float(record[key]) for key in present], dtype=torch.float64 if self.backend == "gloo"
                               else torch.float32, device=self.device)
         dist.all_reduce(values)
-        return {**record, **{key: float(value) / self.world_size for key, value in zip(present, values.tolist())}}
+        return {
+            **record,
+            **{key: float(value) / self.world_size for key, value in zip(present, values.tolist(), strict=True)},
+        }
 
     def broadcast_object(self, value: Any) -> Any:
         """Rank 0's ``value`` on every rank (pickled; for small objects and the initial model)."""

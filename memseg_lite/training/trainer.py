@@ -324,7 +324,9 @@ def run_artifacts(out_dir: str | Path) -> list[str]:
     return [name for name in RUN_ARTIFACTS if (out_dir / name).exists()]
 
 
-def check_run_folder(out_dir: str | Path, resume: bool = False, restart: bool = False, check_lock: bool = True) -> list[str]:
+def check_run_folder(
+    out_dir: str | Path, resume: bool = False, restart: bool = False, check_lock: bool = True
+) -> list[str]:
     """Check ``out_dir`` before any work starts; return the run files present in it.
 
     - ``resume``: there must be a run with a ``checkpoint.pt`` to continue;
@@ -359,7 +361,11 @@ def check_run_folder(out_dir: str | Path, resume: bool = False, restart: bool = 
             "or choose another --out"
         )
     if present and not restart:
-        how = "to continue it" if CHECKPOINT_NAME in present else f"to continue it (not possible here: no {CHECKPOINT_NAME})"
+        how = (
+            "to continue it"
+            if CHECKPOINT_NAME in present
+            else f"to continue it (not possible here: no {CHECKPOINT_NAME})"
+        )
         raise FileExistsError(
             f"{out_dir} already holds a training run ({', '.join(present)}); nothing was changed. "
             f"pass --resume (resume=True) {how}, --restart (restart=True) to delete those files and start over, "
@@ -382,7 +388,9 @@ def _remove_leftover_temporaries(out_dir: Path) -> list[str]:
                 leftover.unlink(missing_ok=True)
                 removed.append(leftover.name)
     if removed:
-        print(f"removed {len(removed)} temporary file(s) left by an interrupted write in {out_dir}: {', '.join(removed)}")
+        print(
+            f"removed {len(removed)} temporary file(s) left by an interrupted write in {out_dir}: {', '.join(removed)}"
+        )
     return removed
 
 
@@ -621,7 +629,9 @@ class Trainer:
         path = self.out_dir / LOG_NAME
         if not path.is_file() or not self.dist.is_main:
             return
-        kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= up_to_step]
+        kept = [
+            line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= up_to_step
+        ]
         write_text_atomic(path, "".join(line + "\n" for line in kept))
 
     # ---- validation --------------------------------------------------------------------------
@@ -792,7 +802,9 @@ class Trainer:
         """The error every rank raises when the loss of some rank is NaN or infinite."""
         values = self.dist.gather_object(float(loss.detach()))
         if self.dist.active:
-            where = ", ".join(f"{value} on rank {rank}" for rank, value in enumerate(values) if not math.isfinite(value))
+            where = ", ".join(
+                f"{value} on rank {rank}" for rank, value in enumerate(values) if not math.isfinite(value)
+            )
         else:
             where = str(values[0])
         skipped = (f" after the gradient scaler skipped {MAX_SKIPPED_STEPS} steps in a row"
@@ -923,7 +935,9 @@ class Trainer:
         return model.image_score(maps), maps
 
     def _thresholds_for(self, model, step: int):
-        """The validation thresholds of ``model`` (rule: :func:`memseg_lite.evaluation.thresholds.validation_thresholds`)."""
+        """The validation thresholds of ``model``.
+
+        Rule: :func:`memseg_lite.evaluation.thresholds.validation_thresholds`."""
         from memseg_lite.evaluation.thresholds import validation_thresholds
 
         was_training = self.model.training

@@ -113,7 +113,10 @@ class DemoDatasetSummary:
             f"demo data: {self.n_images} images of {self.size} x {self.size} px, seed {self.seed}, "
             f"written to {self.root} in {self.seconds:.1f} s"
         ]
-        lines += ["  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+        lines += [
+            "  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+            for row in rows
+        ]
         return "\n".join(lines)
 
 

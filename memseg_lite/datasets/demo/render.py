@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from memseg_lite.core.runtime import check_rng
 from memseg_lite.datasets.demo.catalogue import (
     DemoSample,
     as_seed_sequence,
@@ -21,8 +22,7 @@ def render_good(category: str, rng: np.random.Generator, size: int = 256) -> np.
     """Render one defect-free image of ``category``: uint8 ``size x size x 3`` (RGB), or ``size x size`` (grey)."""
     spec = category_spec(category)
     size = check_size(size)
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), got {type(rng).__name__}")
+    check_rng(rng)
     scene = SCENES[spec.name](rng, size)
     return finish(scene.albedo, scene)
 

@@ -55,7 +55,9 @@ def exercise_1(candidate, data_root=None, category: str = "button") -> None:
     if data_root is not None:
         real = float(call_candidate(candidate, data_root, category))
         if not 0 < real < 0.05:
-            raise AssertionError(f"{real} is not a small fraction for {category}: defects are a few percent of the pixels at most")
+            raise AssertionError(
+                f"{real} is not a small fraction for {category}: defects are a few percent of the pixels at most"
+            )
 
 
 def _disc_image(shape, centre, radius, inside, outside, rng) -> tuple[np.ndarray, np.ndarray]:
@@ -93,12 +95,16 @@ def exercise_2(candidate) -> None:
     rng = np.random.default_rng(0)
     cases = {
         "a dim disc on a dark background": _disc_image((64, 80), (30, 45), 18, (90, 100, 110), (30, 40, 50), rng),
-        "a dark disc on a bright background": _disc_image((60, 60), (28, 31), 22, (120, 120, 120), (200, 205, 195), rng),
+        "a dark disc on a bright background": _disc_image(
+            (60, 60), (28, 31), 22, (120, 120, 120), (200, 205, 195), rng
+        ),
     }
     shares = {name: (disc if name.startswith("a dim") else ~disc).mean() for name, (image, disc) in cases.items()}
     images = {name: image for name, (image, _) in cases.items()}
-    for name, parts in {"a small bright class (15 %) beside a large one": ((0.85, 100, 140), (0.15, 200, 210)),
-                        "three classes (50 %, 25 %, 25 %)": ((0.5, 10, 30), (0.25, 100, 110), (0.25, 230, 250))}.items():
+    for name, parts in {
+        "a small bright class (15 %) beside a large one": ((0.85, 100, 140), (0.15, 200, 210)),
+        "three classes (50 %, 25 %, 25 %)": ((0.5, 10, 30), (0.25, 100, 110), (0.25, 230, 250)),
+    }.items():
         images[name], shares[name] = _mixed_grey_image((50, 60), parts, rng)
     for name, image in images.items():
         answer = float(call_candidate(candidate, image.copy()))
@@ -120,4 +126,6 @@ def exercise_3(candidate) -> None:
     if abs(outside - 0.8) > 1e-9:
         raise AssertionError(f"outside = {outside}: where M = 0 only the first term (1 - M) I remains")
     if abs(inside - 0.65) > 1e-9:
-        raise AssertionError(f"inside = {inside}: where M = 1 the first term vanishes; mind which of I and I_n delta weighs")
+        raise AssertionError(
+            f"inside = {inside}: where M = 1 the first term vanishes; mind which of I and I_n delta weighs"
+        )

@@ -47,7 +47,9 @@ def exercise_1(candidate) -> None:
             raise AssertionError(f"{name}: return an int threshold in 0..254, got {t!r}")
         between = _between(grey, int(t))
         if between < EXPECTED_BETWEEN[name] * (1 - 1e-5):
-            raise AssertionError(f"{name}: t = {int(t)} gives w0 w1 (mu0 - mu1)^2 = {between:.1f}, and another t gives more")
+            raise AssertionError(
+                f"{name}: t = {int(t)} gives w0 w1 (mu0 - mu1)^2 = {between:.1f}, and another t gives more"
+            )
 
 
 def component_at(mask: np.ndarray, y: int, x: int) -> np.ndarray:
@@ -106,4 +108,6 @@ def exercise_3(candidate, stack: np.ndarray) -> None:
                 mask = foreground.foreground_mask(image, settings)
                 iou = (mask & reference).sum() / max((mask | reference).sum(), 1)
                 if iou < 0.95:
-                    raise AssertionError(f"{name}: threshold {settings.threshold} gives IoU {iou:.3f} with the Otsu mask on one image")
+                    raise AssertionError(
+                        f"{name}: threshold {settings.threshold} gives IoU {iou:.3f} with the Otsu mask on one image"
+                    )

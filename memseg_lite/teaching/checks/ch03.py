@@ -111,6 +111,8 @@ def exercise_3(candidate) -> None:
         delta = float(call_candidate(candidate, image, noise, mask, target))
         change = np.abs(synthesis.blend(image, noise, mask, delta) - image)[mask].mean()
         if abs(change - target) >= 1e-3:
-            raise AssertionError(f"target {target}: delta {delta:.3f} gives a mean change of {change:.2f} inside the mask")
+            raise AssertionError(
+                f"target {target}: delta {delta:.3f} gives a mean change of {change:.2f} inside the mask"
+            )
     if float(call_candidate(candidate, image, noise, mask, 1e6)) != 1.0:
         raise AssertionError("an unreachable target must give delta = 1 (clip to [0, 1])")

@@ -7,6 +7,8 @@ Worked solutions: ``solutions/04_memory_pool_solutions.ipynb``.
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 
 from memseg_lite.teaching.checks.support import robust
@@ -54,18 +56,27 @@ def _shape(value, expected: tuple, what: str) -> torch.Tensor:
 def exercise_1(candidate) -> None:
     """``candidate(features, memory, n)``: float [B], the paper distance to the closest of the first n samples."""
     features, memory = _random_features()
-    values = [_shape(call_candidate(candidate, features, memory, n), (3,), f"closest_distance(..., n={n})").detach().double()
-              for n in range(1, 7)]
+    values = [
+        _shape(call_candidate(candidate, features, memory, n), (3,), f"closest_distance(..., n={n})").detach().double()
+        for n in range(1, 7)
+    ]
     shifted = 0.25 * sum(torch.Size(shape).numel() for shape in LEVEL_SHAPES)  # input 0 vs memory sample 3
     for n, value in enumerate(values, start=1):
         if n >= 4 and abs(float(value[0]) - shifted) > 1e-3:
             side = "too large" if float(value[0]) > shifted else "too small"
-            raise AssertionError(f"n = {n}: input 0 is memory sample 3 plus 0.25 in every element, so its distance is "
-                                 f"0.25 x (number of elements of the three levels); yours, {float(value[0]):.4g}, is {side}")
-    if not all(bool((later <= earlier + 1e-6).all()) for earlier, later in zip(values, values[1:])):
+            raise AssertionError(
+                f"n = {n}: input 0 is memory sample 3 plus 0.25 in every element, so its distance is "
+                f"0.25 x (number of elements of the three levels); yours, {float(value[0]):.4g}, is {side}"
+            )
+    if not all(bool((later <= earlier + 1e-6).all()) for earlier, later in itertools.pairwise(values)):
         raise AssertionError("a larger pool can only offer a closer sample: the distance must not grow with n")
-    assert_matches(torch.stack(values, dim=1), EXPECTED["closest"], what="the distances for n = 1..6 on random features",
-                   rtol=1e-4, atol=1e-3)
+    assert_matches(
+        torch.stack(values, dim=1),
+        EXPECTED["closest"],
+        what="the distances for n = 1..6 on random features",
+        rtol=1e-4,
+        atol=1e-3,
+    )
 
 
 def _rule_telling_memory() -> tuple[list[torch.Tensor], list[int]]:
@@ -104,7 +115,7 @@ def exercise_2(candidate) -> None:
         if result.dtype.is_floating_point:
             raise AssertionError(f"return integer indices (int64), got dtype {result.dtype}")
         got = [int(i) for i in result]
-        for i, (want, have) in enumerate(zip(expected, got)):
+        for i, (want, have) in enumerate(zip(expected, got, strict=True)):
             if have == i:
                 raise AssertionError(f"{case}: sample {i} is its own neighbour: leave it out of its own comparison")
             if have != want:
@@ -130,13 +141,19 @@ def exercise_3(candidate) -> None:
     }
     random_features, random_memory = _random_features()
     for rule, expected in by_construction.items():
-        shares = _shape(call_candidate(candidate, features, memory, rule), (2, 3), f"level_shares(..., {rule!r})").detach().double()
+        shares = (
+            _shape(call_candidate(candidate, features, memory, rule), (2, 3), f"level_shares(..., {rule!r})")
+            .detach()
+            .double()
+        )
         if not torch.allclose(shares.sum(dim=1), torch.ones(2, dtype=torch.float64), atol=1e-5):
             raise AssertionError(f"rule {rule!r}: each row must sum to 1")
         if not torch.allclose(shares, expected, atol=1e-4):
             raise AssertionError(f"rule {rule!r}: on memory samples that are the input plus known constants the shares "
                                  f"are {[[round(v, 3) for v in row] for row in shares.tolist()]}, which is not right "
                                  "(which sample does this rule choose, and how does it reduce each level?)")
-        shares = _shape(call_candidate(candidate, random_features, random_memory, rule), (3, 3), f"level_shares(..., {rule!r})")
+        shares = _shape(
+            call_candidate(candidate, random_features, random_memory, rule), (3, 3), f"level_shares(..., {rule!r})"
+        )
         assert_matches(shares.detach().double(), EXPECTED[f"shares {rule}"], what=f"rule {rule!r} on random features",
                        rtol=1e-4, atol=1e-5)

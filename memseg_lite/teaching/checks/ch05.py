@@ -59,7 +59,9 @@ def _check_maps(maps, di_star, expected_prefix, case):
     for level in (2, 1, 0):  # M_3 first: an error there explains the others
         want_shape = (di_star[level].shape[0], 1, *di_star[level].shape[-2:])
         got = as_tensor(maps[level], f"M_{level + 1}")
-        assert tuple(got.shape) == want_shape, f"{case}: M_{level + 1} must have shape {want_shape}, got {tuple(got.shape)}"
+        assert tuple(got.shape) == want_shape, (
+            f"{case}: M_{level + 1} must have shape {want_shape}, got {tuple(got.shape)}"
+        )
         assert_matches(got, EXPECTED[f"{expected_prefix} M_{level + 1}"], what=f"{case}: M_{level + 1}")
 
 
@@ -83,7 +85,7 @@ def exercise_3(candidate) -> None:
     di_star = random_di_star(3, sizes=((4, 16), (4, 8), (4, 4)))
     untouched = [d.clone() for d in di_star]
     maps = call_candidate(candidate, di_star)
-    for d, original in zip(di_star, untouched):
+    for d, original in zip(di_star, untouched, strict=True):
         assert torch.equal(d, original), "do not modify the input in place: clone DI*_3 before zeroing it"
     _check_maps(maps, di_star, "exercise_3", "vetoed DI*")
     m3, m1 = as_tensor(maps[2], "M_3"), as_tensor(maps[0], "M_1")

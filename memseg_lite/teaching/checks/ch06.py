@@ -40,7 +40,10 @@ def seeded_weights(module: torch.nn.Module, seed: int) -> torch.nn.Module:
                 tensor.copy_(0.2 * torch.randn(tensor.shape, generator=generator))
             else:
                 scale = 1.0 / max(1, tensor[0].numel()) ** 0.5 if tensor.ndim > 1 else 0.5
-                tensor.copy_(scale * torch.randn(tensor.shape, generator=generator) + (1.0 if name.endswith("norm.weight") else 0.0))
+                tensor.copy_(
+                    scale * torch.randn(tensor.shape, generator=generator)
+                    + (1.0 if name.endswith("norm.weight") else 0.0)
+                )
     return module.eval()
 
 
@@ -59,7 +62,9 @@ def exercise_1(candidate) -> None:
     """``candidate(ca, x)``: float [B, C, H, W] -> the SE gate float [B, C, 1, 1] in (0, 1)."""
     ca, x = exercise_1_inputs()
     gate = as_tensor(_call(candidate, ca, x.clone()), "the gate")
-    assert tuple(gate.shape) == (2, 16, 1, 1), f"expected shape (2, 16, 1, 1), one gate per channel, got {tuple(gate.shape)}"
+    assert tuple(gate.shape) == (2, 16, 1, 1), (
+        f"expected shape (2, 16, 1, 1), one gate per channel, got {tuple(gate.shape)}"
+    )
     assert bool(((gate > 0) & (gate < 1)).all()), "a sigmoid gate lies in (0, 1)"
     shifted = torch.roll(x, shifts=(3, -2), dims=(2, 3))  # the content moved around: a global average ignores it
     moved = as_tensor(_call(candidate, ca, shifted), "the gate")
@@ -90,7 +95,9 @@ def exercise_2(candidate) -> None:
     for level in (2, 1, 0):  # the coarsest first: an error there explains the others
         want_shape = (2, concatenated[level].shape[1] // 2, *concatenated[level].shape[-2:])
         value = as_tensor(got[level], f"level {level + 1}")
-        assert tuple(value.shape) == want_shape, f"level {level + 1}: expected shape {want_shape}, got {tuple(value.shape)}"
+        assert tuple(value.shape) == want_shape, (
+            f"level {level + 1}: expected shape {want_shape}, got {tuple(value.shape)}"
+        )
         assert_matches(value, EXPECTED[f"exercise_2 level {level + 1}"], what=f"level {level + 1}")
 
 
@@ -118,7 +125,9 @@ def exercise_3(candidate) -> None:
             raise AssertionError(f"{what}: return one number, got {type(value).__name__}") from error
 
     everything = share(np.ones((32, 32), np.float32), "a mask of ones")
-    assert abs(everything - 1.0) < 1e-6, f"a mask covering the whole image must hold all the energy (1), got {everything:.4f}"
+    assert abs(everything - 1.0) < 1e-6, (
+        f"a mask covering the whole image must hold all the energy (1), got {everything:.4f}"
+    )
     nothing = share(np.zeros((32, 32), np.float32), "an empty mask")
     assert abs(nothing) < 1e-6, f"an empty mask holds no energy (0), got {nothing:.4f}"
     assert_sealed(share(mask, "the elliptic mask"), EXPECTED["exercise_3 share"],

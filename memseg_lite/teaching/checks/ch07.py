@@ -92,7 +92,9 @@ def exercise_2(candidate) -> None:
         assert reached >= share - 1e-4, f"{case}: gamma {gamma:.3f} gives the anomalous pixels only {reached:.4f}"
         if gamma > 0:
             smaller = focal_share(fraction, p_hard, p_easy, max(gamma - 0.01, 0.0))
-            assert smaller < share, f"{case}: gamma {gamma:.3f} is not the smallest: {gamma - 0.01:.3f} gives {smaller:.4f}"
+            assert smaller < share, (
+                f"{case}: gamma {gamma:.3f} is not the smallest: {gamma - 0.01:.3f} gives {smaller:.4f}"
+            )
         assert_sealed(gamma, EXPECTED[f"exercise_2 {case}"], what=f"{case}: gamma")
 
 
@@ -115,60 +117,91 @@ def exercise_3(candidate) -> None:
             value = call_avoiding(candidate, maps.clone(), k, functions=(top_k_mean,), c_names=("topk",),
                                   why="sort each map's values instead (torch.sort), as the exercise asks")
             if not isinstance(value, torch.Tensor):
-                raise AssertionError(f"{name}, k = {k}: return a torch tensor [B], got {type(value).__name__}")  # noqa: TRY004
-            assert tuple(value.shape) == (3,), f"{name}, k = {k}: expected one score per map, shape (3,), got {tuple(value.shape)}"
+                raise AssertionError(f"{name}, k = {k}: return a torch tensor [B], got {type(value).__name__}")
+            assert tuple(value.shape) == (3,), (
+                f"{name}, k = {k}: expected one score per map, shape (3,), got {tuple(value.shape)}"
+            )
             if k == 240:  # all the values: the plain mean of each map
-                torch.testing.assert_close(value.double(), maps.double().mean(dim=(1, 2)), rtol=1e-5, atol=1e-6,
-                                           msg=lambda message, name=name: f"{name}: with k = H * W the score is the map's mean")
+                torch.testing.assert_close(
+                    value.double(),
+                    maps.double().mean(dim=(1, 2)),
+                    rtol=1e-5,
+                    atol=1e-6,
+                    msg=lambda message, name=name: f"{name}: with k = H * W the score is the map's mean",
+                )
             else:
                 assert_matches(value, EXPECTED[f"exercise_3 {name} k {k}"], what=f"{name}, k = {k}")
             if previous is not None:
-                assert bool((value <= previous + 1e-6).all()), f"{name}: a larger k can only lower the mean of the top k"
+                assert bool((value <= previous + 1e-6).all()), (
+                    f"{name}: a larger k can only lower the mean of the top k"
+                )
             previous = value
 
 
 # Values of the worked solutions on the inputs above (solutions/07_decoder_and_losses_solutions.ipynb:
 # alpha_focal_loss, gamma_for_share, top_k_score), each made by summarise(solution(inputs)); single numbers as they are.
-EXPECTED: dict = {'exercise_1 gamma 0.0 alpha 0.5': Sealed(step=0.0001, digest='e9bd3c9596c1025d0994', exact=False),
- 'exercise_1 gamma 2.0 alpha 0.25': Sealed(step=0.0001, digest='2b19f75bf2dfedf4cbc9', exact=False),
- 'exercise_1 gamma 4.0 alpha 0.9': Sealed(step=1e-05, digest='c345eef6162a3ec7dd1d', exact=False),
- 'exercise_2 fraction 0.02, p_hard 0.3, p_easy 0.9, share 0.9': Sealed(step=0.0001, digest='507b120c1fc4c08aaf10', exact=False),
- 'exercise_2 fraction 0.2, p_hard 0.4, p_easy 0.8, share 0.95': Sealed(step=0.0001, digest='43019f2568941460d5cc', exact=False),
- 'exercise_2 fraction 0.001, p_hard 0.1, p_easy 0.99, share 0.99': Sealed(step=0.0001, digest='28003810b09393af6633', exact=False),
- 'exercise_2 fraction 0.5, p_hard 0.3, p_easy 0.9, share 0.5': Sealed(step=1e-06, digest='0f85323ef7af744f0151', exact=False),
- 'exercise_3 random maps k 1': {'shape': [3],
-                                'mean': 0.998135,
-                                'std': 0.00130814,
-                                'min': 0.996326,
-                                'max': 0.999376,
-                                'probes': [[0, 0.996326], [1, 0.999376], [2, 0.998704]]},
- 'exercise_3 random maps k 10': {'shape': [3],
-                                 'mean': 0.977492,
-                                 'std': 0.00511061,
-                                 'min': 0.970581,
-                                 'max': 0.982779,
-                                 'probes': [[0, 0.970581], [1, 0.979116], [2, 0.982779]]},
- 'exercise_3 random maps k 100': {'shape': [3],
-                                  'mean': 0.778831,
-                                  'std': 0.0192042,
-                                  'min': 0.758916,
-                                  'max': 0.804781,
-                                  'probes': [[0, 0.758916], [1, 0.772797], [2, 0.804781]]},
- 'exercise_3 maps with ties k 1': {'shape': [3],
-                                   'mean': 1.0,
-                                   'std': 0.0,
-                                   'min': 1.0,
-                                   'max': 1.0,
-                                   'probes': [[0, 1.0], [1, 1.0], [2, 1.0]]},
- 'exercise_3 maps with ties k 10': {'shape': [3],
-                                    'mean': 0.993333,
-                                    'std': 0.00942808,
-                                    'min': 0.98,
-                                    'max': 1.0,
-                                    'probes': [[0, 0.98], [1, 1.0], [2, 1.0]]},
- 'exercise_3 maps with ties k 100': {'shape': [3],
-                                     'mean': 0.784333,
-                                     'std': 0.0114698,
-                                     'min': 0.771,
-                                     'max': 0.799,
-                                     'probes': [[0, 0.771], [1, 0.783], [2, 0.799]]}}
+EXPECTED: dict = {
+    "exercise_1 gamma 0.0 alpha 0.5": Sealed(step=0.0001, digest="e9bd3c9596c1025d0994", exact=False),
+    "exercise_1 gamma 2.0 alpha 0.25": Sealed(step=0.0001, digest="2b19f75bf2dfedf4cbc9", exact=False),
+    "exercise_1 gamma 4.0 alpha 0.9": Sealed(step=1e-05, digest="c345eef6162a3ec7dd1d", exact=False),
+    "exercise_2 fraction 0.02, p_hard 0.3, p_easy 0.9, share 0.9": Sealed(
+        step=0.0001, digest="507b120c1fc4c08aaf10", exact=False
+    ),
+    "exercise_2 fraction 0.2, p_hard 0.4, p_easy 0.8, share 0.95": Sealed(
+        step=0.0001, digest="43019f2568941460d5cc", exact=False
+    ),
+    "exercise_2 fraction 0.001, p_hard 0.1, p_easy 0.99, share 0.99": Sealed(
+        step=0.0001, digest="28003810b09393af6633", exact=False
+    ),
+    "exercise_2 fraction 0.5, p_hard 0.3, p_easy 0.9, share 0.5": Sealed(
+        step=1e-06, digest="0f85323ef7af744f0151", exact=False
+    ),
+    "exercise_3 random maps k 1": {
+        "shape": [3],
+        "mean": 0.998135,
+        "std": 0.00130814,
+        "min": 0.996326,
+        "max": 0.999376,
+        "probes": [[0, 0.996326], [1, 0.999376], [2, 0.998704]],
+    },
+    "exercise_3 random maps k 10": {
+        "shape": [3],
+        "mean": 0.977492,
+        "std": 0.00511061,
+        "min": 0.970581,
+        "max": 0.982779,
+        "probes": [[0, 0.970581], [1, 0.979116], [2, 0.982779]],
+    },
+    "exercise_3 random maps k 100": {
+        "shape": [3],
+        "mean": 0.778831,
+        "std": 0.0192042,
+        "min": 0.758916,
+        "max": 0.804781,
+        "probes": [[0, 0.758916], [1, 0.772797], [2, 0.804781]],
+    },
+    "exercise_3 maps with ties k 1": {
+        "shape": [3],
+        "mean": 1.0,
+        "std": 0.0,
+        "min": 1.0,
+        "max": 1.0,
+        "probes": [[0, 1.0], [1, 1.0], [2, 1.0]],
+    },
+    "exercise_3 maps with ties k 10": {
+        "shape": [3],
+        "mean": 0.993333,
+        "std": 0.00942808,
+        "min": 0.98,
+        "max": 1.0,
+        "probes": [[0, 0.98], [1, 1.0], [2, 1.0]],
+    },
+    "exercise_3 maps with ties k 100": {
+        "shape": [3],
+        "mean": 0.784333,
+        "std": 0.0114698,
+        "min": 0.771,
+        "max": 0.799,
+        "probes": [[0, 0.771], [1, 0.783], [2, 0.799]],
+    },
+}

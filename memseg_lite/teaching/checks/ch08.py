@@ -141,7 +141,9 @@ def _assert_whole_and_resumed(sessions: list[dict]) -> None:
         by_folder.setdefault(session["folder"], []).append(session)
     assert by_folder, ("no training session ran in this notebook's process: train with "
                        "memseg_lite.training.trainer.train(config, ...) (not the command line)")
-    whole = [f for f, runs in by_folder.items() if len(runs) == 1 and not runs[0]["resume"] and not runs[0]["interrupted"]]
+    whole = [
+        f for f, runs in by_folder.items() if len(runs) == 1 and not runs[0]["resume"] and not runs[0]["interrupted"]
+    ]
     resumed = [f for f, runs in by_folder.items()
                if len(runs) >= 2 and runs[0]["interrupted"] and not runs[0]["resume"]
                and runs[-1]["resume"] and not runs[-1]["interrupted"]]
@@ -183,13 +185,29 @@ def exercise_3(candidate, data_root, category: str = "mesh", texture_root=None) 
 
 # Values of the worked solutions on the inputs above (solutions/08_training_solutions.ipynb: schedule_peak,
 # anomalous_focal_share), each made by summarise(solution(inputs)); single numbers as they are.
-EXPECTED: dict = {'exercise_1 total_steps 600, warmup_fraction 0.1 first': Sealed(step=1.0, digest='d7d05a05c66fc1278116', exact=True),
- 'exercise_1 total_steps 600, warmup_fraction 0.1 last': Sealed(step=1e-10, digest='f0b7cfe329c4d5799737', exact=False),
- 'exercise_1 total_steps 5000, warmup_fraction 0.1 first': Sealed(step=1.0, digest='313b613537dfeef6765a', exact=True),
- 'exercise_1 total_steps 5000, warmup_fraction 0.1 last': Sealed(step=1e-11, digest='4d169790a7fabe2bc845', exact=False),
- 'exercise_1 total_steps 130, warmup_fraction 0.25 first': Sealed(step=1.0, digest='2f6d8fd61d8b139810be', exact=True),
- 'exercise_1 total_steps 130, warmup_fraction 0.25 last': Sealed(step=1e-08, digest='a05f62cbbdea8669d75a', exact=False),
- 'exercise_1 total_steps 10, warmup_fraction 0.0 first': Sealed(step=1.0, digest='605380b1a69fabc178d1', exact=True),
- 'exercise_1 total_steps 10, warmup_fraction 0.0 last': Sealed(step=1e-06, digest='eab068bd9a869390d80d', exact=False),
- 'exercise_2 the square defects': Sealed(step=1e-05, digest='8bf5a83b17d09341e88a', exact=False),
- 'exercise_2 the inverted masks': Sealed(step=1e-05, digest='16ad108232a79a401bfa', exact=False)}
+EXPECTED: dict = {
+    "exercise_1 total_steps 600, warmup_fraction 0.1 first": Sealed(
+        step=1.0, digest="d7d05a05c66fc1278116", exact=True
+    ),
+    "exercise_1 total_steps 600, warmup_fraction 0.1 last": Sealed(
+        step=1e-10, digest="f0b7cfe329c4d5799737", exact=False
+    ),
+    "exercise_1 total_steps 5000, warmup_fraction 0.1 first": Sealed(
+        step=1.0, digest="313b613537dfeef6765a", exact=True
+    ),
+    "exercise_1 total_steps 5000, warmup_fraction 0.1 last": Sealed(
+        step=1e-11, digest="4d169790a7fabe2bc845", exact=False
+    ),
+    "exercise_1 total_steps 130, warmup_fraction 0.25 first": Sealed(
+        step=1.0, digest="2f6d8fd61d8b139810be", exact=True
+    ),
+    "exercise_1 total_steps 130, warmup_fraction 0.25 last": Sealed(
+        step=1e-08, digest="a05f62cbbdea8669d75a", exact=False
+    ),
+    "exercise_1 total_steps 10, warmup_fraction 0.0 first": Sealed(step=1.0, digest="605380b1a69fabc178d1", exact=True),
+    "exercise_1 total_steps 10, warmup_fraction 0.0 last": Sealed(
+        step=1e-06, digest="eab068bd9a869390d80d", exact=False
+    ),
+    "exercise_2 the square defects": Sealed(step=1e-05, digest="8bf5a83b17d09341e88a", exact=False),
+    "exercise_2 the inverted masks": Sealed(step=1e-05, digest="16ad108232a79a401bfa", exact=False),
+}

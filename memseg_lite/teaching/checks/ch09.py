@@ -44,7 +44,9 @@ def exercise_1(candidate) -> None:
     """``candidate(scores)``: float [n] -> float64 [n], ranks 1..n from the lowest, ties share their mean rank."""
     for name, (scores, labels) in exercise_1_inputs().items():
         ranks = np.asarray(call_candidate(candidate, scores.copy()), dtype=np.float64)
-        assert ranks.shape == scores.shape, f"{name}: one rank per score, expected shape {scores.shape}, got {ranks.shape}"
+        assert ranks.shape == scores.shape, (
+            f"{name}: one rank per score, expected shape {scores.shape}, got {ranks.shape}"
+        )
         n = scores.size
         assert abs(ranks.sum() - n * (n + 1) / 2) < 1e-9, \
             f"{name}: ranks 1..{n} sum to {n * (n + 1) // 2}, yours to {ranks.sum():g} (ranks start at 1?)"
@@ -56,7 +58,9 @@ def exercise_1(candidate) -> None:
         positive = labels.astype(bool)
         n_positive, n_negative = positive.sum(), (~positive).sum()
         auroc = (ranks[positive].sum() - n_positive * (n_positive + 1) / 2) / (n_positive * n_negative)
-        assert abs(auroc - image_auroc(scores, labels)) < 1e-12, f"{name}: the rank-sum AUROC {auroc:.6f} != image_auroc"
+        assert abs(auroc - image_auroc(scores, labels)) < 1e-12, (
+            f"{name}: the rank-sum AUROC {auroc:.6f} != image_auroc"
+        )
 
 
 # --------------------------------------------------------------------------------------------------

@@ -65,7 +65,7 @@ def exercise_1(candidate) -> None:
             assert np.ptp(steps) < 1e-9, (f"threshold {threshold}: {name} the threshold the map must be a straight "
                                           "line (equal steps for equal score steps)")
     scores, thresholds = exercise_1_inputs()
-    values = np.array([normalised(s, t) for s, t in zip(scores, thresholds)])
+    values = np.array([normalised(s, t) for s, t in zip(scores, thresholds, strict=True)])
     assert_matches(values, EXPECTED["exercise_1 seeded pairs"], what="the normalised scores of 12 seeded pairs")
 
 
@@ -90,7 +90,9 @@ def _threshold(candidate, scores, labels, what) -> float:
 
 @robust
 def exercise_2(candidate) -> None:
-    """``candidate(scores, labels)`` -> the score t whose rule ``score >= t`` has the largest F1 (ties: the higher t)."""
+    """``candidate(scores, labels)`` -> the score t whose rule ``score >= t`` has the largest F1.
+
+    Ties: the higher t."""
     # By design: every defective image scores above every good one, so only the lowest defective score gives F1 = 1.
     good, defective = np.array([0.05, 0.12, 0.3, 0.41, 0.45]), np.array([0.55, 0.62, 0.9])
     scores, labels = np.concatenate([defective, good]), np.array([1] * 3 + [0] * 5)
@@ -155,18 +157,54 @@ def exercise_3(candidate) -> None:
 # Digests of the worked solutions' results (solutions/10_your_own_product_solutions.ipynb: my_normalised,
 # best_f1_threshold, map_back) on the inputs above; regenerate with summarise(solution(...)).
 EXPECTED: dict = {
-    "exercise_1 seeded pairs": {"shape": [12], "mean": 0.533628, "std": 0.31561, "min": 0.0838574, "max": 0.949054,
-        "probes": [[0, 0.949054], [3, 0.0838574], [6, 0.811442], [8, 0.615209], [11, 0.183246]]},
-    "exercise_2 threshold": Sealed(step=1e-05, digest='20eb0b05f28505d140ca', exact=False),
-    "exercise_2 best F1": Sealed(step=1e-05, digest='6c1112be882299237b42', exact=False),
-    "exercise_3 (176, 256) (96, 128)": {"shape": [176, 256], "mean": 0.506368, "std": 0.18128, "min": 0.00920919, "max": 0.991014,
-        "probes": [[0, 0.416121], [11264, 0.511126], [22528, 0.745555], [33791, 0.823534], [45055, 0.504876]]},
-    "exercise_3 (300, 200) (128, 128)": {"shape": [300, 200], "mean": 0.499917, "std": 0.192932, "min": 0.00734294, "max": 0.997011,
-        "probes": [[0, 0.481808], [15000, 0.744119], [30000, 0.448605], [44999, 0.593896], [59999, 0.170918]]},
-    "exercise_3 (210, 300) (96, 128)": {"shape": [210, 300], "mean": 0.500886, "std": 0.193189, "min": 0.00246236, "max": 0.996419,
-        "probes": [[0, 0.995884], [15750, 0.568361], [31500, 0.312723], [47249, 0.138542], [62999, 0.559036]]},
-    "exercise_3 (90, 90) (64, 96)": {"shape": [90, 90], "mean": 0.501558, "std": 0.194437, "min": 0.0142067, "max": 0.982287,
-        "probes": [[0, 0.3154], [2025, 0.474814], [4050, 0.0706076], [6074, 0.735934], [8099, 0.0236513]]},
-    "exercise_3 (120, 160) (96, 128)": {"shape": [120, 160], "mean": 0.504447, "std": 0.190699, "min": 0.00526178, "max": 0.992187,
-        "probes": [[0, 0.838967], [4800, 0.570763], [9600, 0.160392], [14399, 0.025403], [19199, 0.309676]]},
+    "exercise_1 seeded pairs": {
+        "shape": [12],
+        "mean": 0.533628,
+        "std": 0.31561,
+        "min": 0.0838574,
+        "max": 0.949054,
+        "probes": [[0, 0.949054], [3, 0.0838574], [6, 0.811442], [8, 0.615209], [11, 0.183246]],
+    },
+    "exercise_2 threshold": Sealed(step=1e-05, digest="20eb0b05f28505d140ca", exact=False),
+    "exercise_2 best F1": Sealed(step=1e-05, digest="6c1112be882299237b42", exact=False),
+    "exercise_3 (176, 256) (96, 128)": {
+        "shape": [176, 256],
+        "mean": 0.506368,
+        "std": 0.18128,
+        "min": 0.00920919,
+        "max": 0.991014,
+        "probes": [[0, 0.416121], [11264, 0.511126], [22528, 0.745555], [33791, 0.823534], [45055, 0.504876]],
+    },
+    "exercise_3 (300, 200) (128, 128)": {
+        "shape": [300, 200],
+        "mean": 0.499917,
+        "std": 0.192932,
+        "min": 0.00734294,
+        "max": 0.997011,
+        "probes": [[0, 0.481808], [15000, 0.744119], [30000, 0.448605], [44999, 0.593896], [59999, 0.170918]],
+    },
+    "exercise_3 (210, 300) (96, 128)": {
+        "shape": [210, 300],
+        "mean": 0.500886,
+        "std": 0.193189,
+        "min": 0.00246236,
+        "max": 0.996419,
+        "probes": [[0, 0.995884], [15750, 0.568361], [31500, 0.312723], [47249, 0.138542], [62999, 0.559036]],
+    },
+    "exercise_3 (90, 90) (64, 96)": {
+        "shape": [90, 90],
+        "mean": 0.501558,
+        "std": 0.194437,
+        "min": 0.0142067,
+        "max": 0.982287,
+        "probes": [[0, 0.3154], [2025, 0.474814], [4050, 0.0706076], [6074, 0.735934], [8099, 0.0236513]],
+    },
+    "exercise_3 (120, 160) (96, 128)": {
+        "shape": [120, 160],
+        "mean": 0.504447,
+        "std": 0.190699,
+        "min": 0.00526178,
+        "max": 0.992187,
+        "probes": [[0, 0.838967], [4800, 0.570763], [9600, 0.160392], [14399, 0.025403], [19199, 0.309676]],
+    },
 }

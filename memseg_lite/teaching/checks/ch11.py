@@ -49,7 +49,7 @@ def _raises_value_error(candidate, *args) -> bool:
         return True
     except NotImplementedError:
         raise
-    except Exception:  # noqa: BLE001 - any other error type is not the clear ValueError the docstring asks for
+    except Exception:
         return False
     return False
 
@@ -75,7 +75,8 @@ def exercise_1_inputs() -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 @robust
 def exercise_1(candidate) -> None:
-    """``candidate(reference, variant)`` -> ``(t, df)``: Welch's t of mean(variant) - mean(reference), its degrees of freedom."""
+    """``candidate(reference, variant)`` -> ``(t, df)``: Welch's t of mean(variant) - mean(reference) and
+    its degrees of freedom."""
     for name, (reference, variant) in exercise_1_inputs().items():
         t, df = _pair(_numpy_only(candidate, reference.copy(), variant.copy()), name)
         gap = variant.mean() - reference.mean()
@@ -102,8 +103,9 @@ def exercise_1(candidate) -> None:
         try:
             assert_sealed(df, EXPECTED[f"exercise_1 {name} df"], what=f"{name}: df")
         except AssertionError as error:
-            raise AssertionError(f"{error} (Welch-Satterthwaite: (v_a + v_b)^2 / (v_a^2 / (n_a - 1) + v_b^2 / (n_b - 1)), "
-                                 "v = s^2 / n)") from None
+            raise AssertionError(
+                f"{error} (Welch-Satterthwaite: (v_a + v_b)^2 / (v_a^2 / (n_a - 1) + v_b^2 / (n_b - 1)), v = s^2 / n)"
+            ) from None
     reference, variant = exercise_1_inputs()["2 seeds each"]
     assert _raises_value_error(candidate, reference[:1].copy(), variant.copy()), (
         "one seed has no spread: raise ValueError when a variant has fewer than two values")
@@ -130,7 +132,8 @@ def exercise_2_inputs() -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 @robust
 def exercise_2(candidate) -> None:
-    """``candidate(reference, variant)`` -> ``(mean, standard error)`` of the per-seed differences variant - reference."""
+    """``candidate(reference, variant)`` -> ``(mean, standard error)`` of the per-seed differences
+    variant - reference."""
     for name, (reference, variant) in exercise_2_inputs().items():
         mean, error = _pair(_numpy_only(candidate, reference.copy(), variant.copy()), name)
         assert error >= 0, f"{name}: a standard error is never negative, got {error:.4g}"
