@@ -59,102 +59,28 @@ def _run_demo_data(args: argparse.Namespace) -> int:
 
 
 def _add_train(subparsers) -> None:
-    from memseg_lite.evaluation.selection_metrics import SELECTION_METRICS
-    from memseg_lite.network.selection import SELECTION_RULES
-    from memseg_lite.training.config import AMP_MODES, VALIDATION_RECIPES, TrainConfig
+    from memseg_lite.training.options import add_config_options
+    from memseg_lite.training.presets import VARIANT_NAMES
 
-    defaults = TrainConfig()
     parser = subparsers.add_parser(
         "train",
-        help="train MemSeg on one category (MVTec AD layout)",
+        help="train MemSeg on one category (MVTec AD layout) or a plain folder of good images",
         description=(
             "Train MemSeg on the good images of one category. Writes RUN_DIR/checkpoint.pt (latest, "
             "resumable), RUN_DIR/best.pt (best on validation), RUN_DIR/log.jsonl and RUN_DIR/config.json. "
-            "Unset options take the defaults shown (from memseg_lite.training.config.TrainConfig), or, with --resume, "
-            "the values the run was started with."
+            "Unset options take the defaults shown (those of memseg_lite.training.config.TrainConfig, where the "
+            "options are declared), or, with --resume, the values the run was started with."
         ),
     )
-    # Every option defaults to None so --resume can tell what the user actually set.
+    # The TrainConfig options, each defaulting to None so --resume and --variant can tell what the user set.
+    add_config_options(parser)
     option = parser.add_argument
-    option("--data-root", dest="data_root", help=f"data folder in the MVTec AD layout [{defaults.data_root}]")
-    option("--category", help=f"category folder name [{defaults.category}]")
-    option("--out", dest="out_dir", type=str, help="run folder [runs/<category>]")
-    option("--steps", type=int, help=f"optimisation steps [{defaults.steps}]")
-    option("--batch-size", dest="batch_size", type=int, help=f"images per step [{defaults.batch_size}]")
-    option("--image-size", dest="image_size", type=str,
-           help=f"network input: S or HxW, multiples of 32, e.g. 256 or 256x512 [{defaults.image_size}]")
-    option("--resize", choices=("letterbox", "stretch"),
-           help="images of another aspect ratio: letterbox (keep it, black borders) or stretch [letterbox]")
-    option("--center-crop", dest="center_crop", type=int, help="then center-crop to this side [off]")
-    option(
-        "--good", dest="good_dir", help="a plain folder of good images to train on, instead of --data-root/--category"
-    )
-    option("--test-good", dest="test_good_dir", help="with --good: good test images (for evaluate / calibrate)")
-    option("--test-defect", dest="test_defect_dir",
-           help="with --good: defective test images (sub-folders = defect types)")
-    option("--masks", dest="mask_dir", help="with --test-defect: masks <stem>_mask.png or <stem>.png")
-    option("--lr", type=float, help=f"peak learning rate (AdamW) [{defaults.lr}]")
-    option("--weight-decay", dest="weight_decay", type=float, help=f"AdamW weight decay [{defaults.weight_decay}]")
-    option(
-        "--memory-size", dest="memory_size", type=int, help=f"good images in the memory bank [{defaults.memory_size}]"
-    )
-    option(
-        "--val-images", dest="val_images", type=int, help=f"held-out good images for validation [{defaults.val_images}]"
-    )
-    option("--val-every", dest="val_every", type=int, help=f"validate every N steps [{defaults.val_every}]")
-    option("--val-anomalies", dest="val_anomalies_per_image", type=int,
-           help=f"synthetic anomalies per held-out validation image [{defaults.val_anomalies_per_image}]")
-    option("--val-recipe", dest="val_recipe", choices=VALIDATION_RECIPES,
-           help="validation anomalies: hard (texture and structure, each regular, small and faint) or basic "
-                f"(kinds alternating, all regular; runs before it existed) [{defaults.val_recipe}]")
-    option("--selection-metric", dest="selection_metric", choices=tuple(SELECTION_METRICS),
-           help="what best.pt is chosen by on validation: pixel average precision, AU-PRO, their mean, or the "
-                f"mean of image and pixel AUROC (saturates early) [{defaults.selection_metric}]")
-    option(
-        "--checkpoint-every",
-        dest="checkpoint_every",
-        type=int,
-        help=f"save every N steps [{defaults.checkpoint_every}]",
-    )
-    option("--backbone-weights", dest="backbone_weights",
-           help="auto | imagenet | none | PATH to a ResNet18 state dict [auto]")
-    option("--selection-rule", dest="selection_rule", choices=SELECTION_RULES, help="memory selection rule [paper]")
-    # Ablation switches (memseg_lite.network.model) and the authors' code's variant.
-    option("--memory", dest="use_memory", action=argparse.BooleanOptionalAction, default=None,
-           help="--no-memory: no memory bank, no DI (CI = II, attention maps all ones) [on]")
-    option("--attention", dest="use_attention", action=argparse.BooleanOptionalAction, default=None,
-           help="--no-attention: spatial attention maps all ones [on]")
-    option("--fusion", choices=("msff", "plain"), help="msff, or plain (a 1x1 conv per level: no MSFF) [msff]")
-    option("--feature-smoothing", dest="feature_smoothing", choices=("none", "avgpool3"),
-           help="avgpool3: 3x3 average pooling of levels 1-3 before the memory comparison (authors' code) [none]")
-    option("--di-scale", dest="di_scale", type=float, help="multiply DI* before the decoder (authors' code: 100) [1]")
-    option("--feature-scale", dest="feature_scale", type=float,
-           help="multiply the features in CI before the decoder (authors' code: 100) [1]")
-    option("--p-texture", dest="p_texture", type=float,
-           help=f"share of texture (else structure) anomalies: 1 texture only, 0 structure only [{defaults.p_texture}]")
-    option(
-        "--variant",
-        choices=("paper", "authors_code"),
-        help="authors_code: the authors' released code's settings for the category (memory size, avgpool3, "
-        "scales, selection rule; memseg_lite.experiments.ablate.authors_code_options); options you set win [paper]",
-    )
-    option("--texture-root", dest="texture_root", help=f"DTD folder for texture anomalies [{defaults.texture_root}]")
-    option("--foreground", help="foreground setting: a category name, 'otsu' or 'none' [the category's own]")
-    option("--simulation", dest="simulation_file",
-           help="simulation settings file (JSON/YAML, e.g. saved by the anomaly explorer): foreground and "
-                "anomaly-simulation options [off]")
-    option("--device", help="auto | cpu | cuda | cuda:N | mps [auto]")
-    option("--synthesis", choices=("loader", "device"),
-           help="simulate anomalies in the DataLoader (numpy) or batched on the training device [loader]")
-    option("--amp", choices=AMP_MODES, help="autocast mode [auto: bf16/fp16 on CUDA, off on CPU]")
-    option("--compile", action=argparse.BooleanOptionalAction, default=None, help="use torch.compile [off]")
-    option("--workers", dest="num_workers", type=int, help="DataLoader worker processes [auto: 4 on CUDA, 0 elsewhere]")
+    option("--variant", choices=VARIANT_NAMES,
+           help="authors_code: the authors' released code's settings for the category (memory size, avgpool3, "
+                "scales, selection rule; memseg_lite.training.presets); options you set win [paper]")
     option("--nproc", type=int, default=1,
            help="data-parallel processes on this machine (one per GPU; gloo on the CPU); --batch-size is the "
                 "global batch, split evenly. Several machines: torchrun --nnodes ... -m memseg_lite.cli train [1]")
-    option("--sync-batchnorm", dest="sync_batchnorm", action=argparse.BooleanOptionalAction, default=None,
-           help="with several processes: batch norm over the global batch [off]")
-    option("--seed", type=int, help=f"random seed [{defaults.seed}]")
     option("--resume", action="store_true", help="continue RUN_DIR/checkpoint.pt")
     option("--restart", action="store_true",
            help="start over in a RUN_DIR that holds a run: deletes its run files (checkpoint.pt, best.pt, "
@@ -164,49 +90,22 @@ def _add_train(subparsers) -> None:
     parser.set_defaults(handler=_run_train)
 
 
-TRAIN_OPTION_NAMES = (
-    "data_root", "category", "out_dir", "steps", "batch_size", "image_size", "center_crop", "lr",
-    "weight_decay", "memory_size", "val_images", "val_every", "checkpoint_every", "backbone_weights",
-    "selection_rule", "texture_root", "foreground", "device", "amp", "compile", "num_workers", "seed", "synthesis",
-    "resize", "good_dir", "test_good_dir", "test_defect_dir", "mask_dir", "sync_batchnorm",
-    "simulation_file", "use_memory", "use_attention", "fusion", "feature_smoothing", "di_scale", "feature_scale",
-    "p_texture",
-)
-
-
 def _run_train(args: argparse.Namespace) -> int:
-    from memseg_lite.training.config import TrainConfig
-    from memseg_lite.training.trainer import CHECKPOINT_NAME, CONFIG_NAME, check_run_folder, train
+    from memseg_lite.training.distributed import launched_world
+    from memseg_lite.training.options import given_options
+    from memseg_lite.training.resolve import config_for_run, resolve_options
+    from memseg_lite.training.trainer import check_run_folder, train
 
-    names = (*TRAIN_OPTION_NAMES, "val_anomalies_per_image", "val_recipe", "selection_metric")
-    given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
-    if "good_dir" in given and "category" not in given:
-        # A plain folder: the product is named after it (photos/good -> "photos").
-        good = Path(given["good_dir"]).expanduser().resolve()
-        given["category"] = good.parent.name if good.name.lower() == "good" and good.parent.name else good.name
-    category = given.get("category", TrainConfig.category)
-    if args.variant == "authors_code":  # the category's settings from the authors' code, under what was given
-        from memseg_lite.experiments.ablate import authors_code_options
-
-        given = {**authors_code_options(category), **given}
-    out_dir = Path(given.get("out_dir", f"runs/{category}"))
-    given["out_dir"] = str(out_dir)
+    if args.nproc < 1:
+        raise ValueError(f"--nproc must be at least 1, got {args.nproc}")
+    options = resolve_options(given_options(args), variant=args.variant)
     # The run folder first, before any data is read: --resume needs a run there, a run is never
     # overwritten without --restart, and a folder another process trains in is refused.
-    from memseg_lite.training.distributed import launched_world
-
+    out_dir = Path(options["out_dir"])
     if launched_world()[0] == 0:  # under torchrun, rank 0 alone checks (and later owns) the folder
         check_run_folder(out_dir, resume=args.resume, restart=args.restart)
         _check_output_folder(out_dir, "--out")
-    saved_config = out_dir / CONFIG_NAME
-    if args.resume and (out_dir / CHECKPOINT_NAME).is_file() and saved_config.is_file():
-        # Start from the settings the run was made with; explicit options must not contradict them.
-        base = TrainConfig.load(saved_config).to_dict()
-        config = TrainConfig.from_dict({**base, **given})
-    else:
-        config = TrainConfig(**given)
-    if args.nproc < 1:
-        raise ValueError(f"--nproc must be at least 1, got {args.nproc}")
+    config = config_for_run(options, resume=args.resume)
     if args.nproc > 1 or launched_world()[1] > 1:
         return _run_train_distributed(args, config)
     result = train(config, resume=args.resume, progress=not args.no_progress, restart=args.restart)
@@ -266,29 +165,13 @@ def _add_evaluate(subparsers) -> None:
 
 def _run_evaluate(args: argparse.Namespace) -> int:
     from memseg_lite.evaluation.evaluate import evaluate_checkpoint
-    from memseg_lite.experiments.runs import best_vs_last_table, evaluate_best_and_last
-    from memseg_lite.training.trainer import BEST_NAME, CHECKPOINT_NAME
+    from memseg_lite.experiments.runs import best_vs_last_table, checkpoints_to_evaluate, evaluate_best_and_last
 
     # What to evaluate: a checkpoint file, or a run folder's best.pt and checkpoint.pt (also --also-last).
-    given = args.checkpoint
-    run_dir = given if given.is_dir() else given.parent
-    best, last = (run_dir / BEST_NAME, run_dir / CHECKPOINT_NAME) if given.is_dir() else (given, None)
-    if given.is_dir():
-        if not best.is_file() and not last.is_file():
-            raise FileNotFoundError(f"--checkpoint {given} is a folder without {BEST_NAME} or {CHECKPOINT_NAME}; "
-                                    "pass a run folder (a training's --out) or a checkpoint file")
-        if not best.is_file():
-            print(f"{given} has no {BEST_NAME} yet (stopped before its first validation): evaluating "
-                  f"{CHECKPOINT_NAME} only", file=sys.stderr)
-            best, last = last, None
-        elif not last.is_file():
-            last = None
-    elif args.also_last:
-        last = run_dir / CHECKPOINT_NAME
-        if not last.is_file():
-            raise FileNotFoundError(f"--also-last: there is no {last} beside --checkpoint {given}")
-        if given.is_file() and last.resolve() == given.resolve():
-            last = None  # --checkpoint is the last model itself
+    targets = checkpoints_to_evaluate(args.checkpoint, also_last=args.also_last)
+    if targets.note:
+        print(targets.note, file=sys.stderr)
+    run_dir, best, last = targets.run_dir, targets.best, targets.last
     out = args.out or run_dir / "evaluation"
     _check_output_folder(out, "--out")  # before the evaluation runs, not after
 
@@ -370,9 +253,10 @@ def _add_calibrate(subparsers) -> None:
         "calibrate",
         help="decision thresholds from labelled good and defective images (F1-optimal or an operating point)",
         description="Choose the image threshold (and the pixel threshold, when there are masks) with the best F1 "
-                    "on labelled images (or the image threshold by --target-recall / --max-false-alarm-rate), and store them in the checkpoint and, when it is the run's deployed model "
-                    "(best.pt, or the only checkpoint), in thresholds.json beside it. Numbers evaluated afterwards on the same images are optimistic: calibrate "
-                    "on images you do not report on.",
+                    "on labelled images (or the image threshold by --target-recall / --max-false-alarm-rate), and "
+                    "store them in the checkpoint and, when it is the run's deployed model (best.pt, or the only "
+                    "checkpoint), in thresholds.json beside it. Numbers evaluated afterwards on the same images are "
+                    "optimistic: calibrate on images you do not report on.",
     )
     _add_test_data_options(parser)
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
@@ -503,13 +387,12 @@ def _add_reproduce(subparsers) -> None:
         description="Train and evaluate each category, skipping finished ones; writes results.md/.csv "
                     "with the paper's and re-implementations' numbers beside.",
     )
-    parser.add_argument("--data-root", type=Path, default=Path("data/mvtec"))
+    from memseg_lite.training.options import add_config_options
+
+    parser.add_argument("--data-root", type=Path, default=Path("data/mvtec"), help="MVTec AD folder [data/mvtec]")
     parser.add_argument("--categories", nargs="+", help="categories to run [all present]")
-    parser.add_argument("--out", type=Path, default=Path("runs/reproduce"))
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--steps", type=int, help="training steps per category [5000]")
-    parser.add_argument("--backbone-weights", default="auto", help="auto | imagenet | none | PATH")
-    parser.add_argument("--workers", type=int, default=4, help="DataLoader workers [4]")
+    parser.add_argument("--out", type=Path, default=Path("runs/reproduce"), help="the study's folder [runs/reproduce]")
+    add_config_options(parser, REPRODUCE_OPTIONS)
     parser.add_argument("--jobs", type=int, default=1,
                         help="categories trained at the same time: one per GPU, or processes sharing the CPU "
                              "cores; under torchrun each rank takes its share instead [1]")
@@ -518,69 +401,49 @@ def _add_reproduce(subparsers) -> None:
 
 def _run_reproduce(args: argparse.Namespace) -> int:
     from memseg_lite.experiments.reproduce import reproduce
+    from memseg_lite.training.options import given_options
 
-    overrides = {"device": args.device, "backbone_weights": args.backbone_weights, "num_workers": args.workers}
-    if args.steps is not None:
-        overrides["steps"] = args.steps
-    rows = reproduce(args.data_root, args.categories, args.out, jobs=args.jobs, **overrides)
+    rows = reproduce(args.data_root, args.categories, args.out, jobs=args.jobs, **given_options(args))
     if rows:  # under torchrun only rank 0 writes the table
         print(f"results: {args.out / 'results.md'}")
     return 0
 
 
+#: The TrainConfig options ``reproduce`` passes to every category's run (the paper's settings otherwise).
+REPRODUCE_OPTIONS = ("steps", "device", "backbone_weights", "num_workers", "amp")
+#: The TrainConfig options ``ablate`` passes to every run (the variants set the others).
+ABLATE_OPTIONS = ("steps", "image_size", "batch_size", "device", "backbone_weights", "texture_root", "num_workers",
+                  "memory_size", "val_images", "val_anomalies_per_image", "val_every", "checkpoint_every", "top_k",
+                  "lr", "amp")
 def _add_ablate(subparsers) -> None:
+    from memseg_lite.experiments.variants import DEFAULT_VARIANTS, VARIANTS
+    from memseg_lite.training.options import add_config_options
+
     parser = subparsers.add_parser(
         "ablate", help="train + evaluate ablation variants per seed (resumable), one results table",
-        description="Train each variant (full, no_memory, no_attention, no_msff, texture_only, structure_only, "
-                    "no_foreground, avgpool3, authors_code) per seed into OUT/<variant>/seed<k>, evaluate each on "
-                    "the test split and write OUT/results.md and OUT/results.csv (mean and spread over seeds). "
-                    "Finished runs are skipped, interrupted ones resumed.",
+        description=f"Train each variant ({', '.join(VARIANTS)}) per seed into OUT/<variant>/seed<k>, evaluate "
+                    "each on the test split and write OUT/results.md and OUT/results.csv (mean and spread over "
+                    "seeds). Finished runs are skipped, interrupted ones resumed. Unset options take the defaults "
+                    "shown (memseg_lite.training.config.TrainConfig).",
     )
     parser.add_argument("--data-root", type=Path, required=True, help="data folder in the MVTec AD layout")
     parser.add_argument("--category", required=True, help="category folder name")
-    parser.add_argument("--variants", help="comma-separated variant names [full,no_memory,no_attention,no_msff,"
-                                           "texture_only,structure_only,no_foreground]")
+    parser.add_argument("--variants", help=f"comma-separated variant names [{','.join(DEFAULT_VARIANTS)}]")
     parser.add_argument("--seeds", default="0", help="comma-separated training seeds [0]")
     parser.add_argument("--out", type=Path, required=True, help="the study's folder")
-    parser.add_argument("--steps", type=int, help="training steps per run [5000]")
-    parser.add_argument("--image-size", dest="image_size", help="network input S or HxW [256]")
-    parser.add_argument("--batch-size", dest="batch_size", type=int, help="images per step [8]")
-    parser.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps [auto]")
-    parser.add_argument("--backbone-weights", dest="backbone_weights", help="auto | imagenet | none | PATH [auto]")
-    parser.add_argument("--texture-root", dest="texture_root", help="DTD folder for texture anomalies [data/dtd]")
-    parser.add_argument(
-        "--workers", dest="num_workers", type=int, help="DataLoader workers [auto: 4 on CUDA, 0 elsewhere]"
-    )
-    parser.add_argument("--memory-size", dest="memory_size", type=int,
-                        help="memory bank images [30; the authors_code variant sets its own per category]")
-    parser.add_argument("--val-images", dest="val_images", type=int, help="held-out train/good images [10]")
-    parser.add_argument("--val-anomalies", dest="val_anomalies_per_image", type=int,
-                        help="synthetic anomalies per held-out image [6]")
-    parser.add_argument("--val-every", dest="val_every", type=int, help="steps between validations [100]")
-    parser.add_argument("--checkpoint-every", dest="checkpoint_every", type=int, help="steps between checkpoints [100]")
-    parser.add_argument("--top-k", dest="top_k", type=int, help="image score: mean of the top-k map pixels [100]")
-    parser.add_argument("--lr", type=float, help="peak learning rate [3e-3]")
-    parser.add_argument("--amp", choices=_amp_modes(), help="autocast mode [auto: bf16/fp16 on CUDA, off on CPU]")
+    add_config_options(parser, ABLATE_OPTIONS,
+                       notes={"memory_size": "the authors_code variant sets its own per category"})
     parser.add_argument("--figures", action="store_true", help="also write each run's evaluation figures")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(handler=_run_ablate)
 
 
-def _amp_modes() -> tuple[str, ...]:
-    from memseg_lite.training.config import AMP_MODES
-
-    return AMP_MODES
-
-
 def _run_ablate(args: argparse.Namespace) -> int:
     from memseg_lite.experiments.ablate import ablate
+    from memseg_lite.training.options import given_options
 
-    names = ("steps", "image_size", "batch_size", "device", "backbone_weights", "texture_root", "num_workers",
-             "memory_size", "val_images", "val_anomalies_per_image", "val_every", "checkpoint_every", "top_k", "lr",
-             "amp")
-    overrides = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     ablate(args.data_root, args.category, args.out, variants=args.variants, seeds=args.seeds,
-           progress=not args.no_progress, figures=args.figures, **overrides)
+           progress=not args.no_progress, figures=args.figures, **given_options(args))
     print(f"results: {args.out / 'results.md'}")
     return 0
 

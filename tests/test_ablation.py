@@ -17,7 +17,6 @@ from memseg_lite.cli import main
 from memseg_lite.experiments import ablate as ablate_module
 from memseg_lite.experiments.ablate import (
     ablate,
-    authors_code_options,
     parse_list,
     summarise,
     variant_options,
@@ -32,6 +31,7 @@ from memseg_lite.network.model import (
 from memseg_lite.network.msff import MSFF, PlainSkips
 from memseg_lite.simulation.synthesis import AnomalySynthesizer, TorchAnomalySynthesizer
 from memseg_lite.training.config import TrainConfig
+from memseg_lite.training.presets import authors_code_options
 
 
 def images(count: int, size: int = 64, seed: int = 0) -> torch.Tensor:

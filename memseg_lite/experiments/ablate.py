@@ -25,7 +25,7 @@ describes it; the defaults of :class:`memseg_lite.training.config.TrainConfig`):
 ``structure_only`` every simulated anomaly is a structure anomaly (``p_texture = 0``)
 ``no_foreground``  no foreground mask: anomalies land anywhere (``foreground = "none"``)
 ``avgpool3``       the authors' code's 3x3 feature smoothing before the memory comparison
-``authors_code``   the authors' released code's settings for the category (:func:`authors_code_options`)
+``authors_code``   the authors' released code's settings for the category (``training.presets.authors_code_options``)
 =================  ==============================================================================
 
 A variant's settings win over the common options given to :func:`ablate` (``steps``,
@@ -47,67 +47,17 @@ from pathlib import Path
 
 from memseg_lite.core.io import atomic_output, write_text_atomic
 from memseg_lite.experiments.runs import METRICS_FILE, train_and_evaluate  # noqa: F401 - notebook 11 imports METRICS_FILE from here
+from memseg_lite.experiments.variants import (  # noqa: F401 - VARIANTS: notebook 11 imports the study's names from here
+    COMMON_ONLY,
+    DEFAULT_VARIANTS,
+    VARIANTS,
+    variant_options,
+)
 from memseg_lite.training.config import TrainConfig
 
 METRIC_KEYS = ("image_auroc", "pixel_auroc", "aupro")
 #: The table's columns: the best checkpoint's metrics, then the last checkpoint's.
 COLUMNS = (*METRIC_KEYS, *(f"last_{key}" for key in METRIC_KEYS))
-
-# ---- the authors' released code (areylng/MemSeg), per category --------------------------------
-# Source: the authors' code as reviewed in issue 13 (areylng/MemSeg): memory size 30 images,
-# except screw 120 and toothbrush 10; layer1-3 features average-pooled 3x3 (stride 1) before the
-# memory comparison; the closest memory sample chosen per level ("official" selection rule);
-# DI and features multiplied by 100 before the decoder, DI by 1000 for transistor, features by 1
-# for cable and transistor. TooTouch/MemSeg uses 30 memory images for every category and no
-# scaling; where the two differ, this variant follows the authors' code (it is what their
-# published numbers were produced with), and the default (the "paper" variant) follows neither.
-AUTHORS_MEMORY_SIZE = {"screw": 120, "toothbrush": 10}  # others: 30 (areylng/MemSeg configs)
-AUTHORS_DI_SCALE = {"transistor": 1000.0}  # others: 100 (areylng/MemSeg)
-AUTHORS_FEATURE_SCALE = {"cable": 1.0, "transistor": 1.0}  # others: 100 (areylng/MemSeg)
-
-
-def authors_code_options(category: str) -> dict:
-    """The :class:`TrainConfig` options of the authors' released code for ``category``.
-
-    Used by ``memseg-lite train --variant authors_code`` (options set on the command line win) and
-    by the ``authors_code`` variant of :func:`ablate`. Categories the authors' code does not
-    list get its general values (30 memory images, scales 100 / 100).
-    """
-    if not isinstance(category, str) or not category:
-        raise ValueError(f"category must be a non-empty string, got {category!r}")
-    return {
-        "memory_size": AUTHORS_MEMORY_SIZE.get(category, 30),
-        "feature_smoothing": "avgpool3",
-        "selection_rule": "official",
-        "di_scale": AUTHORS_DI_SCALE.get(category, 100.0),
-        "feature_scale": AUTHORS_FEATURE_SCALE.get(category, 100.0),
-    }
-
-
-#: Named variants: the TrainConfig options each one sets (a callable takes the category).
-VARIANTS: dict = {
-    "full": {},
-    "no_memory": {"use_memory": False},
-    "no_attention": {"use_attention": False},
-    "no_msff": {"fusion": "plain"},
-    "texture_only": {"p_texture": 1.0},
-    "structure_only": {"p_texture": 0.0},
-    "no_foreground": {"foreground": "none"},
-    "avgpool3": {"feature_smoothing": "avgpool3"},
-    "authors_code": authors_code_options,
-}
-DEFAULT_VARIANTS = ("full", "no_memory", "no_attention", "no_msff", "texture_only", "structure_only", "no_foreground")
-#: Options that belong to the whole study, never to a variant.
-COMMON_ONLY = ("data_root", "category", "out_dir", "seed")
-
-
-def variant_options(name: str, category: str) -> dict:
-    """The options variant ``name`` sets for ``category``; a clear error for an unknown name."""
-    if name not in VARIANTS:
-        raise ValueError(f"unknown variant {name!r}; known variants: {', '.join(VARIANTS)}")
-    options = VARIANTS[name]
-    return dict(options(category) if callable(options) else options)
-
 
 def parse_list(text: str | Sequence | None, name: str, cast=str) -> list:
     """``"a,b,c"`` (or a sequence) as a list, each item cast; empty items and repeats are errors."""

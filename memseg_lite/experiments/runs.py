@@ -74,6 +74,41 @@ def _write_metrics(path: Path, metrics: dict) -> None:
     write_text_atomic(path, json.dumps(metrics, indent=2) + "\n")
 
 
+@dataclasses.dataclass(frozen=True)
+class CheckpointsToEvaluate:
+    """What ``memseg-lite evaluate --checkpoint PATH [--also-last]`` evaluates."""
+
+    run_dir: Path  # the run folder (PATH itself, or the folder holding the checkpoint file)
+    best: Path  # evaluated into OUT
+    last: Path | None  # also evaluated into OUT/last, side by side; None: only ``best``
+    note: str | None = None  # why fewer checkpoints than asked are evaluated (printed to stderr)
+
+
+def checkpoints_to_evaluate(given: str | os.PathLike, also_last: bool = False) -> CheckpointsToEvaluate:
+    """A run folder means its ``best.pt`` and ``checkpoint.pt`` (the last model); a checkpoint file means
+    itself, plus the ``checkpoint.pt`` beside it with ``also_last``. Clear errors for what is missing."""
+    from memseg_lite.training.trainer import BEST_NAME, CHECKPOINT_NAME
+
+    given = Path(given)
+    if given.is_dir():
+        best, last = given / BEST_NAME, given / CHECKPOINT_NAME
+        if not best.is_file() and not last.is_file():
+            raise FileNotFoundError(f"--checkpoint {given} is a folder without {BEST_NAME} or {CHECKPOINT_NAME}; "
+                                    "pass a run folder (a training's --out) or a checkpoint file")
+        if not best.is_file():
+            return CheckpointsToEvaluate(given, last, None, f"{given} has no {BEST_NAME} yet (stopped before its "
+                                                            f"first validation): evaluating {CHECKPOINT_NAME} only")
+        return CheckpointsToEvaluate(given, best, last if last.is_file() else None)
+    if not also_last:
+        return CheckpointsToEvaluate(given.parent, given, None)
+    last = given.parent / CHECKPOINT_NAME
+    if not last.is_file():
+        raise FileNotFoundError(f"--also-last: there is no {last} beside --checkpoint {given}")
+    if given.is_file() and last.resolve() == given.resolve():
+        return CheckpointsToEvaluate(given.parent, given, None)  # --checkpoint is the last model itself
+    return CheckpointsToEvaluate(given.parent, given, last)
+
+
 def evaluate_best_and_last(
     best_checkpoint: Path, last_checkpoint: Path, out_dir: Path, evaluate, progress: bool = True
 ) -> tuple[dict, dict]:

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from memseg_lite.core.io import write_text_atomic
-from memseg_lite.experiments.ablate import authors_code_options
+from memseg_lite.training.presets import authors_code_options
 
 #: The common settings of every run of the study: a size at which the demo categories learn on CPU
 #: (the demo profile of notebook 08, with 200 steps so that a grid fits in hours, not days).

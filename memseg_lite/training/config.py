@@ -24,86 +24,117 @@ SYNTHESIS_PLACES = ("loader", "device")
 VALIDATION_RECIPES = ("hard", "basic")
 
 
+def cli(default=dataclasses.MISSING, help: str = "", *, flag: str | None = None, choices=None,
+        shown: str | None = None, type=None, default_factory=dataclasses.MISSING):
+    """A :class:`TrainConfig` field that is also a command-line option of ``train`` (and of the
+    commands that pick it up, e.g. ``ablate``): :mod:`memseg_lite.training.options` turns it into
+    ``--flag`` with this help text and ``[the default]`` (``shown`` replaces the default's text).
+    Adding an option to the CLI is adding such a field: nothing else to edit."""
+    metadata = {"cli": {"help": help, "flag": flag, "choices": choices, "shown": shown, "type": type}}
+    return field(default=default, default_factory=default_factory, metadata=metadata)
+
+
 @dataclass
 class TrainConfig:
     # data
-    data_root: str = "data/demo"
-    category: str = "button"
-    out_dir: str = "runs/button"
+    data_root: str = cli("data/demo", "data folder in the MVTec AD layout")
+    category: str = cli("button", "category folder name")
+    out_dir: str = cli("runs/button", "run folder", flag="--out", shown="runs/<category>")
     # Network input: S (square) or (H, W), multiples of 32; "256x512" is accepted and becomes (256, 512).
-    image_size: int | tuple[int, int] = 256
-    center_crop: int | None = None  # e.g. image_size=288, center_crop=256 as in tootouch (square sizes only)
+    image_size: int | tuple[int, int] = cli(
+        256, "network input: S or HxW, multiples of 32, e.g. 256 or 256x512", type=str)
+    # e.g. image_size=288, center_crop=256 as in tootouch (square sizes only)
+    center_crop: int | None = cli(None, "then center-crop to this side")
     # How images of another shape are fitted: "letterbox" (aspect ratio kept, black borders) or
     # "stretch" (memseg_lite.core.transforms.fit_image). Identical for images of the input's aspect ratio.
-    resize: str = "letterbox"
+    resize: str = cli("letterbox", "images of another aspect ratio: letterbox (keep it, black borders) or stretch",
+                      choices=RESIZE_MODES)
     # A plain folder of good images instead of the MVTec AD layout (memseg_lite.datasets.folder);
     # optional labelled test images: good ones, defective ones, and masks for the defective ones.
-    good_dir: str | None = None
-    test_good_dir: str | None = None
-    test_defect_dir: str | None = None
-    mask_dir: str | None = None
-    memory_size: int = 30
-    val_images: int = 10  # held-out train/good images for validation (never the test split)
-    # Synthetic anomalies per held-out image, made by val_recipe: "hard" (texture and structure
-    # anomalies, each regular, small and faint) or "basic" (kinds alternating, all regular: runs before).
-    val_anomalies_per_image: int = 6
-    val_recipe: str = "hard"
-    # What best.pt is selected by (memseg_lite.evaluation.selection_metrics.SELECTION_METRICS): the mean
-    # of pixel average precision and AU-PRO keeps separating checkpoints after the AUROCs saturate.
-    selection_metric: str = "ap_aupro_mean"
+    good_dir: str | None = cli(None, "a plain folder of good images to train on, instead of --data-root/--category",
+                               flag="--good", shown="none")
+    test_good_dir: str | None = cli(None, "with --good: good test images (for evaluate / calibrate)",
+                                    flag="--test-good", shown="none")
+    test_defect_dir: str | None = cli(None, "with --good: defective test images (sub-folders = defect types)",
+                                      flag="--test-defect", shown="none")
+    mask_dir: str | None = cli(None, "with --test-defect: masks <stem>_mask.png or <stem>.png", flag="--masks",
+                               shown="none")
+    memory_size: int = cli(30, "good images in the memory bank")
+    # held-out train/good images for validation (never the test split)
+    val_images: int = cli(10, "held-out good training images for validation (never the test split)")
+    # Synthetic anomalies per held-out image, made by val_recipe.
+    val_anomalies_per_image: int = cli(6, "synthetic anomalies per held-out validation image", flag="--val-anomalies")
+    val_recipe: str = cli(
+        "hard", "validation anomalies: hard (texture and structure anomalies, each regular, small and faint) or "
+        "basic (the two kinds alternating, all regular; a cell of the accuracy study)", choices=VALIDATION_RECIPES)
+    # What best.pt is selected by: the mean of pixel average precision and AU-PRO keeps separating
+    # checkpoints after the AUROCs saturate.
+    selection_metric: str = cli(
+        "ap_aupro_mean", "what best.pt is chosen by on validation: pixel average precision, AU-PRO, their mean, or "
+        "the mean of image and pixel AUROC (saturates early)", choices=tuple(SELECTION_METRICS))
     # optimisation
-    steps: int = 5000
-    batch_size: int = 8
-    lr: float = 3e-3
-    weight_decay: float = 5e-4
+    steps: int = cli(5000, "optimisation steps")
+    batch_size: int = cli(8, "images per step (with several processes: the global batch)")
+    lr: float = cli(3e-3, "peak learning rate (AdamW; cosine schedule after a linear warm-up)")
+    weight_decay: float = cli(5e-4, "AdamW weight decay")
     warmup_fraction: float = 0.1
     l1_weight: float = 0.6
     focal_weight: float = 0.4
     focal_gamma: float = 4.0
     focal_alpha: float | None = None
     # model
-    backbone_weights: str = "auto"
-    selection_rule: str = "paper"
-    top_k: int = 100
+    backbone_weights: str = cli("auto", "auto | imagenet | none | PATH to a ResNet18 state dict")
+    selection_rule: str = cli("paper", "memory selection rule", choices=SELECTION_RULES)
+    top_k: int = cli(100, "image score: the mean of the k highest anomaly-map pixels")
     # Ablation switches of the network (memseg_lite.network.model; defaults: the paper's network).
-    use_memory: bool = True  # False: no DI, CI = II, attention maps all ones
-    use_attention: bool = True  # False: spatial attention maps all ones
-    fusion: str = "msff"  # "plain": a 1x1 conv per level instead of MSFF
-    feature_smoothing: str = "none"  # "avgpool3": 3x3 average pooling of levels 1-3 (authors' code)
-    di_scale: float = 1.0  # CI = concat(feature_scale * II, di_scale * DI*) (authors' code: 100, 100)
-    feature_scale: float = 1.0
+    use_memory: bool = cli(True, "--no-memory: no memory bank, no DI (CI = II, attention maps all ones)",
+                           flag="--memory")
+    use_attention: bool = cli(True, "--no-attention: spatial attention maps all ones", flag="--attention")
+    fusion: str = cli("msff", "msff, or plain (a 1x1 conv per level: no MSFF)", choices=("msff", "plain"))
+    feature_smoothing: str = cli(
+        "none", "avgpool3: 3x3 average pooling of levels 1-3 before the memory comparison (authors' code)",
+        choices=("none", "avgpool3"))
+    # CI = concat(feature_scale * II, di_scale * DI*) (authors' code: 100, 100)
+    di_scale: float = cli(1.0, "multiply DI* before the decoder (authors' code: 100)")
+    feature_scale: float = cli(1.0, "multiply the features in CI before the decoder (authors' code: 100)")
     # anomaly simulation
     p_normal: float = 0.5
-    p_texture: float = 0.5
+    p_texture: float = cli(0.5, "share of texture (else structure) anomalies: 1 texture only, 0 structure only")
     delta_range: tuple[float, float] = (0.15, 1.0)
     perlin_scale_range: tuple[int, int] = (0, 5)
     perlin_threshold: float = 0.5
     structure_grid: tuple[int, int] = (4, 8)
-    foreground: str | None = None  # None: the category's settings; or "none" / "otsu" / a category name
+    # None: the category's settings; or "none" / "otsu" / a category name
+    foreground: str | None = cli(None, "foreground setting: a category name, 'otsu' or 'none'",
+                                 shown="the category's own")
     max_tries: int = 50  # Perlin redraws before a sample on a tiny foreground gives up
-    texture_root: str = "data/dtd"
+    texture_root: str = cli("data/dtd", "DTD folder for texture anomalies (missing: built-in procedural textures)")
     # A simulation settings file (memseg_lite.simulation.settings, e.g. saved by the anomaly explorer):
     # its values replace the simulation options above, its foreground goes to foreground_settings.
-    simulation_file: str | None = None
+    simulation_file: str | None = cli(
+        None, "simulation settings file (JSON/YAML, e.g. saved by the anomaly explorer): foreground and "
+        "anomaly-simulation options", flag="--simulation")
     foreground_settings: dict | None = None  # ForegroundSettings fields; wins over `foreground`
     # Where anomalies are simulated: "loader" (numpy, in the DataLoader's worker processes) or
-    # "device" (batched torch on the training device, e.g. the GPU;
-    # memseg_lite.simulation.synthesis.TorchAnomalySynthesizer)
-    synthesis: str = "loader"
+    # "device" (batched torch on the training device; memseg_lite.simulation.synthesis.TorchAnomalySynthesizer)
+    synthesis: str = cli("loader", "simulate anomalies in the DataLoader (numpy) or batched on the training device",
+                         choices=SYNTHESIS_PLACES)
     # runtime
-    device: str = "auto"
-    amp: str = "auto"  # autocast: bf16 where supported on CUDA, else fp16 with a grad scaler; off on CPU
+    device: str = cli("auto", "auto | cpu | cuda | cuda:N | mps")
+    # autocast: bf16 where supported on CUDA, else fp16 with a grad scaler; off on CPU
+    amp: str = cli("auto", "autocast mode", choices=AMP_MODES, shown="auto: bf16/fp16 on CUDA, off on CPU")
     channels_last: bool | None = None  # None: on for CUDA
-    compile: bool = False
+    compile: bool = cli(False, "use torch.compile")
     # Data-parallel runs (memseg_lite.training.distributed): batch norm in the trained parts uses the
     # statistics of the global batch over all processes (no effect in one process).
-    sync_batchnorm: bool = False
+    sync_batchnorm: bool = cli(False, "with several processes: batch norm over the global batch")
     # DataLoader worker processes; None: DEFAULT_CUDA_WORKERS on CUDA (the GPU would wait for
     # the simulation otherwise), 0 elsewhere (memseg_lite.training.data.loader_workers).
-    num_workers: int | None = None
-    seed: int = 0
-    val_every: int = 100
-    checkpoint_every: int = 100
+    num_workers: int | None = cli(None, "DataLoader worker processes", flag="--workers",
+                                  shown="auto: 4 on CUDA, 0 elsewhere")
+    seed: int = cli(0, "random seed (the same seed repeats a CPU run exactly)")
+    val_every: int = cli(100, "validate every N steps")
+    checkpoint_every: int = cli(100, "save a resumable checkpoint every N steps")
     extra: dict = field(default_factory=dict)  # free-form notes kept with the run
 
     # Options that may differ when a run is resumed: where the files are (the trainer checks that
