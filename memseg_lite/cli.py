@@ -370,9 +370,10 @@ def _add_calibrate(subparsers) -> None:
         "calibrate",
         help="decision thresholds from labelled good and defective images (F1-optimal or an operating point)",
         description="Choose the image threshold (and the pixel threshold, when there are masks) with the best F1 "
-                    "on labelled images (or the image threshold by --target-recall / --max-false-alarm-rate), and store them in the checkpoint and, when it is the run's deployed model "
-                    "(best.pt, or the only checkpoint), in thresholds.json beside it. Numbers evaluated afterwards on the same images are optimistic: calibrate "
-                    "on images you do not report on.",
+                    "on labelled images (or the image threshold by --target-recall / --max-false-alarm-rate), and "
+                    "store them in the checkpoint and, when it is the run's deployed model (best.pt, or the only "
+                    "checkpoint), in thresholds.json beside it. Numbers evaluated afterwards on the same images are "
+                    "optimistic: calibrate on images you do not report on.",
     )
     _add_test_data_options(parser)
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
@@ -399,8 +400,10 @@ def _run_calibrate(args: argparse.Namespace) -> int:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DegenerateThresholdWarning)  # printed below, one line each
+        # The progress bar only on a terminal: in a log its redraws would start the warning lines.
         thresholds = calibrate_checkpoint(args.checkpoint, args.data_root, args.category, device=args.device,
-                                          batch_size=args.batch_size, folders=_test_folders(args),
+                                          batch_size=args.batch_size, progress=sys.stderr.isatty(),
+                                          folders=_test_folders(args),
                                           target_recall=args.target_recall,
                                           max_false_alarm_rate=args.max_false_alarm_rate, **backend)
     details = thresholds.details
