@@ -283,8 +283,10 @@ def _run_calibrate(args: argparse.Namespace) -> int:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DegenerateThresholdWarning)  # printed below, one line each
+        # The progress bar only on a terminal: in a log its redraws would start the warning lines.
         thresholds = calibrate_checkpoint(args.checkpoint, args.data_root, args.category, device=args.device,
-                                          batch_size=args.batch_size, folders=_test_folders(args),
+                                          batch_size=args.batch_size, progress=sys.stderr.isatty(),
+                                          folders=_test_folders(args),
                                           target_recall=args.target_recall,
                                           max_false_alarm_rate=args.max_false_alarm_rate, **backend)
     details = thresholds.details
