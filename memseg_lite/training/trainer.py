@@ -591,7 +591,8 @@ class Trainer:
             return f"run again with --resume (continues from {self.out_dir / CHECKPOINT_NAME})"
         return f"run again with --restart (the run folder {self.out_dir} holds this run's first files, no checkpoint)"
 
-    def _payload(self, optimizer, scheduler) -> dict:
+    def _model_payload(self) -> dict:
+        """What a checkpoint needs to rebuild and describe the model: best.pt is this and its validation."""
         return {
             "model_config": self.model.config(),
             "model": self.model.state_dict(),
@@ -599,6 +600,12 @@ class Trainer:
             "textures": self._texture_summary(),
             "train_config": self.config.to_dict(),
             "step": self.step,
+        }
+
+    def _payload(self, optimizer, scheduler) -> dict:
+        """The resumable checkpoint: the model and everything that continues the run exactly."""
+        return {
+            **self._model_payload(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
@@ -610,19 +617,8 @@ class Trainer:
     def _save_best(self, metrics: dict) -> None:
         if not self.dist.is_main:
             return
-        save_checkpoint(
-            {
-                "model_config": self.model.config(),
-                "model": self.model.state_dict(),
-                "backbone": self.backbone,
-                "textures": self._texture_summary(),
-                "train_config": self.config.to_dict(),
-                "step": self.step,
-                "validation": metrics,
-            },
-            self.out_dir / BEST_NAME,
-            rerun=self._rerun_hint(),
-        )
+        save_checkpoint({**self._model_payload(), "validation": metrics}, self.out_dir / BEST_NAME,
+                        rerun=self._rerun_hint())
 
     def _rewrite_log(self, up_to_step: int) -> None:
         """Drop log lines written after the checkpoint we resume from (they will be redone)."""
