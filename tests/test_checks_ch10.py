@@ -44,7 +44,7 @@ def solved() -> types.SimpleNamespace:
     assert len(sources) == 3, "one solution cell per exercise"
     for index, source in enumerate(sources):
         code = compile(source, f"{SOLUTIONS.name}[solution cell {index}]", "exec")
-        exec(code, namespace)  # noqa: S102 - the published solution cells, run as the solutions notebook runs them
+        exec(code, namespace)  # the published solution cells, run as the solutions notebook runs them
     return types.SimpleNamespace(**{k: v for k, v in namespace.items() if not k.startswith("__")})
 
 
@@ -100,8 +100,9 @@ def test_a_stub_reports_not_attempted(capsys):
 def test_exercise_1_solution_passes_and_agrees_with_the_package(solved):
     ch10.exercise_1(solved.my_normalised)
     scores, thresholds = ch10.exercise_1_inputs()
-    mine = [solved.my_normalised(s, t) for s, t in zip(scores, thresholds)]
-    np.testing.assert_allclose(mine, [float(normalise_scores(s, t)) for s, t in zip(scores, thresholds)], atol=1e-12)
+    pairs = list(zip(scores, thresholds, strict=True))
+    mine = [solved.my_normalised(s, t) for s, t in pairs]
+    np.testing.assert_allclose(mine, [float(normalise_scores(s, t)) for s, t in pairs], atol=1e-12)
     assert solved.my_normalised(0.20, 0.40) == pytest.approx(0.25)
     assert solved.my_normalised(0.62, 0.40) == pytest.approx(0.5 + 0.5 * 0.22 / 0.6)
 

@@ -40,10 +40,12 @@ def _source(cell: dict) -> str:
 @pytest.fixture(scope="module")
 def solved() -> types.SimpleNamespace:
     namespace: dict = {"__name__": "solutions_11"}
-    sources = [_source(c) for c in _cells(SOLUTIONS) if c["cell_type"] == "code" and "solution" in c["metadata"].get("tags", [])]
+    sources = [_source(c) for c in _cells(SOLUTIONS)
+               if c["cell_type"] == "code" and "solution" in c["metadata"].get("tags", [])]
     assert len(sources) == 2, "one solution cell per exercise"
     for index, source in enumerate(sources):
-        exec(compile(source, f"{SOLUTIONS.name}[solution cell {index}]", "exec"), namespace)  # noqa: S102 - the published solution cells
+        code = compile(source, f"{SOLUTIONS.name}[solution cell {index}]", "exec")
+        exec(code, namespace)  # the published solution cells, run as the solutions notebook runs them
     return types.SimpleNamespace(**{k: v for k, v in namespace.items() if not k.startswith("__")})
 
 

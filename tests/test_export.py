@@ -316,7 +316,9 @@ def test_openvino_export_matches_the_onnx_export(checkpoint, exported, tmp_path)
     compiled = ov.Core().compile_model(str(out), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     pixels = _pixels(2, seed=60)
     got = {output.get_any_name(): value for output, value in compiled(pixels).items()}
-    expected = dict(zip([o.name for o in _session(exported).get_outputs()], _session(exported).run(None, {"images": pixels})))
+    session = _session(exported)
+    names = [o.name for o in session.get_outputs()]
+    expected = dict(zip(names, session.run(None, {"images": pixels}), strict=True))  # run(None): every output, in order
     assert np.abs(got["anomaly_map"] - expected["anomaly_map"]).max() < 1e-4
     np.testing.assert_array_equal(got["defective"], expected["defective"])
     with pytest.raises(ValueError, match=r"\.xml"):
@@ -382,7 +384,7 @@ def test_backends_plug_into_the_inferencer(checkpoint, backend):
     photos = [rng.integers(0, 256, (48, 80, 3), dtype=np.uint8) for _ in range(3)]  # rectangular: letterboxed
     fast = Inferencer(path, device="cpu", backend=backend, threads=1).predict(photos)
     eager_results = Inferencer(path, device="cpu", backend="eager").predict(photos)
-    for mine, reference in zip(fast, eager_results):
+    for mine, reference in zip(fast, eager_results, strict=True):
         assert abs(mine.score - reference.score) < 1e-4 and mine.verdict == reference.verdict
         assert np.abs(mine.anomaly_map - reference.anomaly_map).max() < 1e-4
 
@@ -443,7 +445,8 @@ def tied_model(rule: str = "paper"):
     generator = torch.Generator().manual_seed(41)
     with torch.no_grad():
         frozen = model.encoder.frozen_features(images)
-        for name, feature in zip(("level1", "level2", "level3"), (frozen.level1, frozen.level2, frozen.level3)):
+        for name in ("level1", "level2", "level3"):
+            feature = getattr(frozen, name)
             ramp = torch.linspace(10.0, 0.1, feature.shape[-1])  # differences large on the left
             offset = torch.randn(feature.shape[1:], generator=generator) * feature.std() * ramp
             bank = torch.stack([feature[0] + offset, feature[0] + offset.flip(-1),

@@ -16,8 +16,17 @@ import pytest
 
 from memseg_lite.cli import main
 from memseg_lite.teaching.grading import (
-    FAILED, NOT_ATTEMPTED, PASSED, chapter_of, default_tests_folder, grade_notebook, grade_notebooks, gradebook,
-    hidden_exercises, load_hidden_tests, student_names,
+    FAILED,
+    NOT_ATTEMPTED,
+    PASSED,
+    chapter_of,
+    default_tests_folder,
+    grade_notebook,
+    grade_notebooks,
+    gradebook,
+    hidden_exercises,
+    load_hidden_tests,
+    student_names,
 )
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -119,7 +119,7 @@ def test_checkpoint_round_trip_reproduces_outputs(model):
     assert json.loads(json.dumps(checkpoint["model_config"])) == model.config()
     restored = memseg_from_state(checkpoint["model_config"], checkpoint["model"]).eval()
     assert len(restored.memory) == 4
-    for a, b in zip(restored.memory.features, model.memory.features):
+    for a, b in zip(restored.memory.features, model.memory.features, strict=True):
         assert torch.equal(a, b)
     x = images(2, seed=9)
     with torch.no_grad():

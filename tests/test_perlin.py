@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -158,7 +159,7 @@ def test_coverage_falls_as_threshold_rises():
     for threshold in (-0.5, 0.0, 0.3, 0.5, 0.7):
         rng = np.random.default_rng(12)  # the same fields for every threshold
         coverages.append(np.mean([perlin_mask((32, 32), rng, threshold=threshold).mean() for _ in range(60)]))
-    assert all(a > b for a, b in zip(coverages, coverages[1:]))
+    assert all(a > b for a, b in itertools.pairwise(coverages))
     assert 0.4 < coverages[1] < 0.6  # symmetric noise: about half above 0
 
 

@@ -127,7 +127,10 @@ def test_expand_inputs_files_folders_and_globs(tmp_path):
     for name in ("a.png", "b.JPG", "c.txt", "sub/d.bmp"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"x")
-    names = lambda paths: [p.relative_to(tmp_path).as_posix() for p in paths]  # noqa: E731
+
+    def names(paths):
+        return [p.relative_to(tmp_path).as_posix() for p in paths]
+
     assert names(expand_inputs([tmp_path])) == ["a.png", "b.JPG"]
     assert names(expand_inputs([tmp_path], recursive=True)) == ["a.png", "b.JPG", "sub/d.bmp"]
     assert names(expand_inputs([str(tmp_path / "*.JPG"), tmp_path / "a.png", tmp_path / "a.png"])) == ["b.JPG", "a.png"]
@@ -184,7 +187,7 @@ def test_predict_defaults_to_the_fast_backend_with_the_eager_results(product):
     assert inferencer.backend_name == "fast" and isinstance(inferencer.backend, FoldedTorchBackend)
     verdicts = [result.verdict for result in fast.results]
     assert verdicts == [result.verdict for result in reference.results] and None not in verdicts
-    for mine, theirs in zip(fast.results, reference.results):
+    for mine, theirs in zip(fast.results, reference.results, strict=True):
         assert abs(mine.score - theirs.score) < 1e-4
         assert np.abs(mine.anomaly_map - theirs.anomaly_map).max() < 1e-4
         assert np.mean((mine.mask > 0) != (theirs.mask > 0)) < 1e-3  # only pixels within 1e-4 of the threshold may differ

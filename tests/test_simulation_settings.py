@@ -8,22 +8,22 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display in tests
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import cv2
+import numpy as np
+import pytest
+import torch
 
-from memseg_lite.core.transforms import image_to_tensor  # noqa: E402
-from memseg_lite.simulation.foreground import ForegroundSettings  # noqa: E402
-from memseg_lite.simulation.settings import (  # noqa: E402
+from memseg_lite.core.transforms import image_to_tensor
+from memseg_lite.simulation.foreground import ForegroundSettings
+from memseg_lite.simulation.settings import (
     FORMAT_NAME,
     FORMAT_VERSION,
     SimulationSettings,
     load_simulation_settings,
     save_simulation_settings,
 )
-from memseg_lite.simulation.textures import TextureSource  # noqa: E402
-from memseg_lite.training.config import TrainConfig  # noqa: E402
+from memseg_lite.simulation.textures import TextureSource
+from memseg_lite.training.config import TrainConfig
 
 
 def custom_settings() -> SimulationSettings:

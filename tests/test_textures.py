@@ -274,7 +274,7 @@ def test_texture_pool_streams_a_large_source_in_shuffled_passes():
     for _ in range(4):
         before = pool.ids.clone()
         pool.begin_batch(2)
-        loaded += [int(i) for i, j in zip(pool.ids.tolist(), before.tolist()) if i != j]
+        loaded += [int(i) for i, j in zip(pool.ids.tolist(), before.tolist(), strict=True) if i != j]
     # 4 + 6 loads (2 per batch from the second batch on): one full pass over the 10 textures
     assert pool.textures_loaded == 10 and sorted(loaded) == list(range(10))
     for slot, index in enumerate(pool.ids.tolist()):

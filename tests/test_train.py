@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -143,8 +144,8 @@ def test_config_validation_names_the_field():
 def test_warmup_cosine_schedule():
     factors = [warmup_cosine(step, 100, 0.1) for step in range(100)]
     assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
-    assert all(a < b for a, b in zip(factors[:9], factors[1:10]))
-    assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
+    assert all(a < b for a, b in itertools.pairwise(factors[:10]))
+    assert all(a >= b for a, b in itertools.pairwise(factors[10:]))
     assert factors[55] == pytest.approx(0.5 * (1 + math.cos(math.pi * 45 / 90)))
 
 

@@ -6,12 +6,12 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display in tests
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pytest
 
-from memseg_lite.simulation.foreground import ForegroundSettings, ForegroundWarning  # noqa: E402
-from memseg_lite.simulation.textures import TextureSource  # noqa: E402
-from memseg_lite.teaching.widgets import anomaly_explorer, mask_overlay, result_figure  # noqa: E402
+from memseg_lite.simulation.foreground import ForegroundSettings, ForegroundWarning
+from memseg_lite.simulation.textures import TextureSource
+from memseg_lite.teaching.widgets import anomaly_explorer, mask_overlay, result_figure
 
 
 def images() -> dict[str, np.ndarray]:
