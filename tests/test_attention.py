@@ -92,7 +92,9 @@ def test_coordinate_attention_equals_step_by_step(channels, size):
         block.norm.bias.uniform_(-0.5, 0.5)
     block.eval()
     x = torch.randn(2, channels, *size)
-    np.testing.assert_allclose(block(x).detach().numpy(), coordinate_attention_numpy(block, x.numpy()), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        block(x).detach().numpy(), coordinate_attention_numpy(block, x.numpy()), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_coordinate_attention_gates():

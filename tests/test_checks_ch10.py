@@ -60,7 +60,11 @@ def rejects(exercise, candidate) -> str:
 def test_student_edition_has_stubs_and_no_answers():
     cells = _cells(STUDENT)
     text = "\n".join(_source(c) for c in cells)
-    assert "strict=True" not in text and "**Solution.**" not in text and "from memseg_lite.teaching.checks import ch10" in text
+    assert (
+        "strict=True" not in text
+        and "**Solution.**" not in text
+        and "from memseg_lite.teaching.checks import ch10" in text
+    )
     assert sorted(int(n) for n in re.findall(r"ch10\.exercise_(\d+)\(", text)) == [1, 2, 3]
     stubs = set()
     for cell in cells:
@@ -198,7 +202,9 @@ def test_exercise_3_solution_passes_and_agrees_with_the_package(solved):
     rng = np.random.default_rng(0)
     for original_shape, size in ch10.EXERCISE_3_CASES:
         values = rng.random(size).astype(np.float32)
-        np.testing.assert_allclose(solved.map_back(values, original_shape), unfit_map(values, original_shape), atol=1e-6)
+        np.testing.assert_allclose(
+            solved.map_back(values, original_shape), unfit_map(values, original_shape), atol=1e-6
+        )
     # the cases cover padding above/below, left/right, an odd margin and none at all
     pads = [(fit_image(np.ones(shape, np.float32), size) == 0).any(axis=axis).any()
             for shape, size in ch10.EXERCISE_3_CASES for axis in (0, 1)]

@@ -165,7 +165,8 @@ def _source(cell: dict) -> str:
 
 @pytest.mark.parametrize("chapter", CHAPTERS_00_04)
 def test_student_and_solutions_editions_fit(chapter):
-    """The student's notebook has stubs and non-strict checks only; the solutions define every stub and check it strictly."""
+    """The student's notebook has stubs and non-strict checks only; the solutions define every stub and check it
+    strictly."""
     import ast
     import importlib
     import re
@@ -188,7 +189,11 @@ def test_student_and_solutions_editions_fit(chapter):
         tree = ast.parse("\n".join(line for line in _source(cell).splitlines() if not line.startswith("%")))
         for node in tree.body:
             if isinstance(node, ast.FunctionDef):
-                body = [stmt for stmt in node.body if not (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant))]
+                body = [
+                    stmt
+                    for stmt in node.body
+                    if not (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant))
+                ]
                 assert len(body) == 1 and isinstance(body[0], ast.Raise), f"{student.name}: {node.name} must be a stub"
                 stubs[node.name] = node
     called = [int(n) for n in re.findall(rf"ch{chapter}\.exercise_(\d+)\(", text)]
@@ -203,7 +208,9 @@ def test_student_and_solutions_editions_fit(chapter):
     for path, cells in ((student, student_cells), (solution_notebook, _cells(solution_notebook))):
         parameters = [c for c in cells if "parameters" in c["metadata"].get("tags", [])]
         for cell in parameters:
-            assert 'os.environ.get("MEMSEG_PROFILE", "demo")' in _source(cell), f"{path.name}: the default profile is demo"
+            assert 'os.environ.get("MEMSEG_PROFILE", "demo")' in _source(cell), (
+                f"{path.name}: the default profile is demo"
+            )
 
 
 def test_ch00_exercise_1_defective_pixels(tiny_demo):
@@ -331,7 +338,10 @@ def test_ch02_exercise_3_fixed_threshold(tiny_demo):
 
 def test_ch03_exercise_1_recover_permutation():
     ch03.exercise_1(solutions("03").recover_permutation)
-    rejects(ch03.exercise_1, lambda image, shuffled, grid: np.argsort(solutions("03").recover_permutation(image, shuffled, grid)))
+    rejects(
+        ch03.exercise_1,
+        lambda image, shuffled, grid: np.argsort(solutions("03").recover_permutation(image, shuffled, grid)),
+    )
     rejects(ch03.exercise_1, lambda image, shuffled, grid: np.arange(grid[0] * grid[1]))
 
 
@@ -417,8 +427,13 @@ def test_ch03_exercise_3_delta_for_change():
 def test_ch04_exercise_1_closest_distance():
     sol = solutions("04")
     ch04.exercise_1(sol.closest_distance)
-    rejects(ch04.exercise_1, lambda f, m, n: sol.per_level_distances(f, [s[: n - 1 or 1] for s in m]).sum(-1).min(1).values)
-    rejects(ch04.exercise_1, lambda f, m, n: sol.per_level_distances(f, [s[:n] for s in m], "tootouch").sum(-1).min(1).values)
+    rejects(
+        ch04.exercise_1, lambda f, m, n: sol.per_level_distances(f, [s[: n - 1 or 1] for s in m]).sum(-1).min(1).values
+    )
+    rejects(
+        ch04.exercise_1,
+        lambda f, m, n: sol.per_level_distances(f, [s[:n] for s in m], "tootouch").sum(-1).min(1).values,
+    )
     rejects(ch04.exercise_1, lambda f, m, n: sol.per_level_distances(f, m).sum(-1).min(1).values)  # ignores n
     rejects(ch04.exercise_1, lambda f, m, n: sol.per_level_distances(f, [s[:n] for s in m]).sum(-1).mean(1))
     # the message says the direction of the error, not the distance (0.25 x 448 = 112) itself
@@ -627,8 +642,12 @@ def test_ch06_exercise_3_energy_inside_mask():
     def area(m, size):
         return F.interpolate(m, size=size, mode="area")
 
-    rejects(ch06.exercise_3, lambda f, m: _energy_share(f, m, lambda m, size: F.interpolate(m, size=size, mode="nearest")))
-    rejects(ch06.exercise_3, lambda f, m: _energy_share(f, m, lambda m, size: F.interpolate(m, size=size, mode="bilinear")))
+    rejects(
+        ch06.exercise_3, lambda f, m: _energy_share(f, m, lambda m, size: F.interpolate(m, size=size, mode="nearest"))
+    )
+    rejects(
+        ch06.exercise_3, lambda f, m: _energy_share(f, m, lambda m, size: F.interpolate(m, size=size, mode="bilinear"))
+    )
     rejects(ch06.exercise_3, lambda f, m: _energy_share(f, m, area, energy_of=lambda f: f.double().abs().sum(0)))
     rejects(ch06.exercise_3, lambda f, m: _energy_share(f, m, area, normalise=False))  # no division by the total
     rejects(ch06.exercise_3, lambda f, m: _energy_share(f, m, area, energy_of=lambda f: f.double().sum(0) ** 2))
@@ -648,7 +667,8 @@ def test_ch07_exercise_1_alpha_focal_loss():
     # alpha on the wrong class
     rejects(ch07.exercise_1, lambda logits, t, g, a: _focal(logits, t, g, torch.where(t > 0, 1 - a, a)))
     rejects(ch07.exercise_1, lambda logits, t, g, a: _focal(logits, t, g, torch.where(t > 0, a, 1 - a), reduce="sum"))
-    rejects(ch07.exercise_1, lambda logits, t, g, a: _focal(logits, t, 0.0, torch.where(t > 0, a, 1 - a)))  # no focusing term
+    # no focusing term
+    rejects(ch07.exercise_1, lambda logits, t, g, a: _focal(logits, t, 0.0, torch.where(t > 0, a, 1 - a)))
     rejects(ch07.exercise_1, lambda logits, t, g, a: _focal(logits, t, g))  # alpha forgotten
 
 
@@ -716,7 +736,8 @@ def test_ch08_exercise_2_anomalous_focal_share():
         return float(per_pixel[t > 0.5].mean() / per_pixel.mean()) if bool((t > 0.5).any()) else 0.0
 
     rejects(ch08.exercise_2, mean_ratio)
-    rejects(ch08.exercise_2, lambda logits, t, gamma=4.0: sol.anomalous_focal_share(logits, 1 - t))  # the normal pixels' share
+    # the normal pixels' share
+    rejects(ch08.exercise_2, lambda logits, t, gamma=4.0: sol.anomalous_focal_share(logits, 1 - t))
 
 
 def test_ch08_exercise_3_resume_losses(tiny_demo, tmp_path):
@@ -752,7 +773,8 @@ def test_ch09_exercise_1_mid_ranks():
     rejects(ch09.exercise_1, lambda s: np.argsort(np.argsort(s, kind="stable"), kind="stable") + 1.0)  # ties broken
     rejects(ch09.exercise_1, lambda s: sol.mid_ranks(s) - 1)  # 0-based
     rejects(ch09.exercise_1, lambda s: sol.mid_ranks(-np.asarray(s)))  # highest first
-    rejects(ch09.exercise_1, lambda s: (np.asarray(s)[None, :] < np.asarray(s)[:, None]).sum(1) + 1.0)  # lowest rank of a tie
+    # lowest rank of a tie
+    rejects(ch09.exercise_1, lambda s: (np.asarray(s)[None, :] < np.asarray(s)[:, None]).sum(1) + 1.0)
 
 
 def test_ch09_exercise_2_partial_pixel_auroc():
@@ -774,7 +796,8 @@ def test_ch09_exercise_2_partial_pixel_auroc():
         return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2) / limit)
 
     rejects(ch09.exercise_2, mcclish)
-    rejects(ch09.exercise_2, lambda maps, masks, limit: sol.partial_pixel_auroc(maps, masks, limit) * limit)  # not divided
+    # not divided by the limit
+    rejects(ch09.exercise_2, lambda maps, masks, limit: sol.partial_pixel_auroc(maps, masks, limit) * limit)
     rejects(ch09.exercise_2, not_cut)
 
 

@@ -162,7 +162,8 @@ def test_declared_shapes_and_metadata(checkpoint, exported):
     thresholds = json.loads(metadata["thresholds"])
     assert thresholds["source"] == "validation"
     # No host's folders in a model file: the calibration data's absolute path is reduced to its name.
-    assert thresholds["details"]["calibration_data"] == "good" and "/data/" not in exported.read_bytes().decode("latin1")
+    assert thresholds["details"]["calibration_data"] == "good"
+    assert "/data/" not in exported.read_bytes().decode("latin1")
     assert metadata["top_k"] == "100" and metadata["memory_size"] == "4"
 
 
@@ -213,13 +214,19 @@ def test_reference_runner_matches_predict_on_letterboxed_images(tmp_path, crop):
     from memseg_lite.deployment.predict import predict_images
 
     source = (Path(__file__).resolve().parents[1] / "examples" / "onnx_runner.py").read_text()
-    imported = {alias.name.split(".")[0] for node in ast.walk(ast.parse(source)) if isinstance(node, (ast.Import, ast.ImportFrom))
-                for alias in (node.names if isinstance(node, ast.Import) else [type("A", (), {"name": node.module})])}
+    imported = {
+        alias.name.split(".")[0]
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        for alias in (node.names if isinstance(node, ast.Import) else [type("A", (), {"name": node.module})])
+    }
     assert "memseg_lite" not in imported  # a standalone runner
     height, width = 64, 96
     generator = torch.Generator().manual_seed(5)
     network_size = (crop, crop) if crop else (height, width)
-    model = build_memseg(torch.randn(4, 3, *network_size, generator=generator), backbone_weights="none", device="cpu", seed=5)
+    model = build_memseg(
+        torch.randn(4, 3, *network_size, generator=generator), backbone_weights="none", device="cpu", seed=5
+    )
     with torch.no_grad():
         model.decoder.head.weight.mul_(50.0)
     model.eval()
@@ -235,7 +242,9 @@ def test_reference_runner_matches_predict_on_letterboxed_images(tmp_path, crop):
                "train_config": {"image_size": [height, width], "center_crop": crop, "resize": "letterbox"}}
     run = tmp_path / "run"
     save_checkpoint(payload, run / "best.pt")
-    scores = [r.score for r in Inferencer(run / "best.pt", device="cpu", backend="eager").predict(sorted(folder.iterdir()))]
+    scores = [
+        r.score for r in Inferencer(run / "best.pt", device="cpu", backend="eager").predict(sorted(folder.iterdir()))
+    ]
     payload["thresholds"] = {"image": float(np.median(scores)), "pixel": 0.5, "source": "test", "rule": "median"}
     checkpoint_path = save_checkpoint(payload, run / "best.pt")
     model_path = export_onnx(checkpoint_path)

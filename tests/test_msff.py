@@ -27,7 +27,11 @@ def test_output_shapes(msff, size):
     height, width = size
     inputs = concatenated_inputs(2, height, width, torch.Generator().manual_seed(0))
     outputs = msff(inputs)
-    expected = [(2, 64, height // 4, width // 4), (2, 128, height // 8, width // 8), (2, 256, height // 16, width // 16)]
+    expected = [
+        (2, 64, height // 4, width // 4),
+        (2, 128, height // 8, width // 8),
+        (2, 256, height // 16, width // 16),
+    ]
     assert [tuple(o.shape) for o in outputs] == expected
 
 

@@ -71,7 +71,10 @@ def test_noise_equals_scalar_reference(shape, res):
     noise = perlin_noise_from_gradients(shape, res, gradients)
     assert noise.dtype == np.float32 and noise.shape == shape
     expected = np.array(
-        [[scalar_perlin(y * res[0] / shape[0], x * res[1] / shape[1], gradients) for x in range(shape[1])] for y in range(shape[0])]
+        [
+            [scalar_perlin(y * res[0] / shape[0], x * res[1] / shape[1], gradients) for x in range(shape[1])]
+            for y in range(shape[0])
+        ]
     )
     np.testing.assert_allclose(noise, expected, atol=1e-6)
 
@@ -204,7 +207,9 @@ def test_torch_noise_equals_numpy_for_same_gradients(shape, res):
     batch = perlin_noise_torch(3, shape, res, gradients=torch.from_numpy(gradients), device="cpu")
     assert batch.shape == (3, *shape) and batch.dtype == torch.float32
     for index in range(3):
-        np.testing.assert_allclose(batch[index].numpy(), perlin_noise_from_gradients(shape, res, gradients[index]), atol=1e-5)
+        np.testing.assert_allclose(
+            batch[index].numpy(), perlin_noise_from_gradients(shape, res, gradients[index]), atol=1e-5
+        )
     shared = perlin_noise_torch(2, shape, res, gradients=gradients[0])  # one lattice for the batch
     np.testing.assert_allclose(shared[1].numpy(), perlin_noise_from_gradients(shape, res, gradients[0]), atol=1e-5)
 

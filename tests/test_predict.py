@@ -190,7 +190,8 @@ def test_predict_defaults_to_the_fast_backend_with_the_eager_results(product):
     for mine, theirs in zip(fast.results, reference.results, strict=True):
         assert abs(mine.score - theirs.score) < 1e-4
         assert np.abs(mine.anomaly_map - theirs.anomaly_map).max() < 1e-4
-        assert np.mean((mine.mask > 0) != (theirs.mask > 0)) < 1e-3  # only pixels within 1e-4 of the threshold may differ
+        # only pixels within 1e-4 of the threshold may differ
+        assert np.mean((mine.mask > 0) != (theirs.mask > 0)) < 1e-3
 
 
 def test_predict_images_python_api_without_output(product):
@@ -242,7 +243,11 @@ def test_evaluate_and_calibrate_on_plain_folders_at_64x128(product, labelled, tm
 
     run = tmp_path / "run"
     shutil.copytree(product["run"], run)
-    folders = {"test_good_dir": labelled / "good", "test_defect_dir": labelled / "defect", "mask_dir": labelled / "masks"}
+    folders = {
+        "test_good_dir": labelled / "good",
+        "test_defect_dir": labelled / "defect",
+        "mask_dir": labelled / "masks",
+    }
     metrics = evaluate_checkpoint(run / "best.pt", out_dir=tmp_path / "eval", device="cpu", progress=False,
                                   folders=folders)
     assert metrics["n_good"] == 2 and metrics["n_defective"] == 4 and metrics["image_size"] == [64, 128]
@@ -259,7 +264,10 @@ def test_evaluate_and_calibrate_on_plain_folders_at_64x128(product, labelled, tm
     assert thresholds.details["image_f1"] == pytest.approx(f1_optimal_threshold(scores, labels).f1, abs=1e-6)
     assert load_checkpoint(run / "best.pt")["thresholds"] == thresholds.to_dict()
     # The last model (checkpoint.pt) keeps its own thresholds; thresholds.json is the deployed best.pt's.
-    assert load_checkpoint(run / "checkpoint.pt")["thresholds"] == load_checkpoint(product["run"] / "checkpoint.pt")["thresholds"]
+    assert (
+        load_checkpoint(run / "checkpoint.pt")["thresholds"]
+        == load_checkpoint(product["run"] / "checkpoint.pt")["thresholds"]
+    )
     assert load_thresholds(run / "thresholds.json") == thresholds
     best_thresholds = thresholds.to_dict()
     last = calibrate_checkpoint(run / "checkpoint.pt", device="cpu", progress=False, folders=no_masks_of(folders))
@@ -267,7 +275,9 @@ def test_evaluate_and_calibrate_on_plain_folders_at_64x128(product, labelled, tm
     assert load_checkpoint(run / "best.pt")["thresholds"] == best_thresholds
     assert load_thresholds(run / "thresholds.json").to_dict() == best_thresholds
     again = evaluate_checkpoint(run / "best.pt", device="cpu", progress=False, folders=folders)
-    assert again["threshold_source"] == "calibration" and again["image_f1"] == pytest.approx(thresholds.details["image_f1"])
+    assert again["threshold_source"] == "calibration" and again["image_f1"] == pytest.approx(
+        thresholds.details["image_f1"]
+    )
     # Calibration moves thresholds only: the threshold-free pixel AUROC and AUPRO are unchanged.
     assert (again["pixel_auroc"], again["aupro"]) == pytest.approx((metrics["pixel_auroc"], metrics["aupro"]), abs=1e-9)
 

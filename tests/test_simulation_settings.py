@@ -183,7 +183,9 @@ def test_explorer_settings_reproduce_in_the_trainer(tmp_path):
         np.testing.assert_array_equal(mask.numpy(), preview.mask)
     # a forced kind and delta in the preview is the simulator with that kind and delta
     c["kind"].value, c["delta"].value, c["seed"].value = "texture", 0.7, 3
-    _equal(make_synthesizer(config).sample(picture, np.random.default_rng(3), kind="texture", delta=0.7), explorer.result)
+    _equal(
+        make_synthesizer(config).sample(picture, np.random.default_rng(3), kind="texture", delta=0.7), explorer.result
+    )
     # and without the file, the trainer's default simulation differs
     default = make_synthesizer(TrainConfig(**config_args))
     assert any(

@@ -248,7 +248,8 @@ def test_thresholds_file_round_trip(tmp_path):
 # Operating points (issue 21): a target recall or a maximum false-alarm rate, against brute force
 # --------------------------------------------------------------------------------------------
 def brute_force_candidates(scores):
-    """Every threshold worth trying: half-way between consecutive distinct scores, the lowest score, and above the top."""
+    """Every threshold worth trying: half-way between consecutive distinct scores, the lowest score, and above
+    the top."""
     distinct = np.unique(scores)
     return np.r_[distinct[0], 0.5 * (distinct[1:] + distinct[:-1]), distinct[-1] + 1.0]
 
