@@ -1,6 +1,7 @@
 # memseg-lite: every command sets itself up (creates .venv and installs) on first use.
 #   make run    the whole workbook end to end on the demo data (CPU-friendly sizes)
-#   make test   package tests, notebooks under nbval, papermill runs, the docs site in a browser (CI sizes)
+#   make test   ruff (make lint, first: it fails fast), package tests, notebooks under nbval, papermill runs,
+#               the docs site in a browser (CI sizes)
 #   make test-fast  the tests that neither train nor run a notebook (the edit loop, a few minutes)
 #   make lint   ruff over the code base
 #   make lab    JupyterLab on the workbook
@@ -60,14 +61,14 @@ docs: $(INSTALLED)
 
 book: docs
 
-test: test-package check-notebooks test-notebooks
+test: lint test-package check-notebooks test-notebooks
 
 # The edit loop: everything but the tests marked slow (training, notebooks, browsers).
 test-fast: $(INSTALLED) data
 	MEMSEG_DEVICE=$(TEST_DEVICE) MEMSEG_OFFLINE=1 MEMSEG_PROFILE=smoke $(PY) -m pytest tests -m "not slow" $(PYTEST_ARGS)
 
 lint: $(INSTALLED)
-	$(BIN)/ruff check memseg_lite tests scripts benchmarks $(RUFF_ARGS)
+	$(BIN)/ruff check memseg_lite tests scripts benchmarks examples $(RUFF_ARGS)
 
 # The browser tests (tests/test_book.py, tests/test_widget_browser.py) drive Debian's chromium through
 # chromedriver. As root they are installed when missing; otherwise (or when apt fails) those tests skip.

@@ -34,10 +34,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import write_result  # noqa: E402
+from _common import write_result
 
-from memseg_lite.deployment.fast import BACKENDS  # noqa: E402
-from memseg_lite.network.model import build_memseg  # noqa: E402
+from memseg_lite.deployment.fast import BACKENDS
+from memseg_lite.network.model import build_memseg
 
 IMAGE_SIZE = 256
 MEMORY_SIZE = 30
@@ -70,9 +70,14 @@ def main() -> None:
     calibration = torch.randn(16, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator)
     inputs = {batch: torch.randn(batch, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator) for batch in BATCHES}
 
-    result: dict = {"image_size": IMAGE_SIZE, "memory_size": MEMORY_SIZE, "rounds": REPEAT, "threads": threads,
-                    "cpu": _cpu_name(),
-                    "note": "medians of REPEAT rounds, backends timed in turns; speed-up = eager s / backend s, same run"}
+    result: dict = {
+        "image_size": IMAGE_SIZE,
+        "memory_size": MEMORY_SIZE,
+        "rounds": REPEAT,
+        "threads": threads,
+        "cpu": _cpu_name(),
+        "note": "medians of REPEAT rounds, backends timed in turns; speed-up = eager s / backend s, same run",
+    }
     backends = {}
     for name in NAMES:
         options = {"calibration": calibration} if name == "openvino-int8" else {}

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -24,12 +25,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import time_call, write_result  # noqa: E402
+from _common import time_call, write_result
 
-import memseg_lite.network.model as model_module  # noqa: E402
-from memseg_lite.network.losses import MemSegLoss  # noqa: E402
-from memseg_lite.network.memory import difference_information  # noqa: E402
-from memseg_lite.network.model import build_memseg, parameter_counts  # noqa: E402
+import memseg_lite.network.model as model_module
+from memseg_lite.network.losses import MemSegLoss
+from memseg_lite.network.memory import difference_information
+from memseg_lite.network.model import build_memseg, parameter_counts
 
 IMAGE_SIZE = 256
 MEMORY_SIZE = 30
@@ -40,7 +41,8 @@ def loop_difference(features: list[torch.Tensor], memory: list[torch.Tensor]) ->
     """Baseline: the "paper" rule with a Python loop over memory samples."""
     totals = []
     for index in range(memory[0].shape[0]):
-        totals.append(sum((stored[index] - feature).abs().flatten(1).sum(1) for feature, stored in zip(features, memory)))
+        levels = zip(features, memory, strict=True)  # one stored tensor per feature level
+        totals.append(sum((stored[index] - feature).abs().flatten(1).sum(1) for feature, stored in levels))
     return torch.stack(totals, dim=1).argmin(dim=1)
 
 
@@ -71,8 +73,8 @@ def main() -> None:
     for batch in (1, 8):
         images = batch8[:batch]
         with torch.inference_mode():
-            seconds = time_call(lambda: model(images), repeat=REPEAT)
-            encoder_seconds = time_call(lambda: model.encoder(images), repeat=REPEAT)
+            seconds = time_call(partial(model, images), repeat=REPEAT)
+            encoder_seconds = time_call(partial(model.encoder, images), repeat=REPEAT)
         result[f"inference_batch{batch}_images_per_s"] = round(batch / seconds, 2)
         result[f"inference_batch{batch}_ms_per_image"] = round(1000 * seconds / batch, 1)
         result[f"inference_batch{batch}_encoder_only_images_per_s"] = round(batch / encoder_seconds, 2)
@@ -105,7 +107,7 @@ def main() -> None:
         looped = time_call(lambda: loop_difference(features, bank), repeat=REPEAT)
         assert torch.equal(difference_information(features, bank, "paper")[1], loop_difference(features, bank))
         for rule in ("official", "tootouch"):
-            rule_seconds = time_call(lambda: difference_information(features, bank, rule), repeat=REPEAT)
+            rule_seconds = time_call(partial(difference_information, features, bank, rule), repeat=REPEAT)
             result[f"memory_comparison_batch8_{rule}_ms"] = round(1000 * rule_seconds, 1)
     result["memory_comparison_batch8_paper_ms"] = round(1000 * vectorised, 1)
     result["memory_comparison_batch8_python_loop_ms"] = round(1000 * looped, 1)

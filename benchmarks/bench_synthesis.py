@@ -11,9 +11,9 @@ augmentations for every texture anomaly. Measured:
 - with a DTD-like source (JPEG files, more textures than the pool holds, so the pool refreshes):
   both paths again on one CPU thread (and CUDA), the device path with and without refreshing and
   with and without the prefetch thread (ratio: the simulation's speed-up from prefetching),
-  the host time the refreshes take per batch and per image read. DTD itself is not needed: the benchmark writes 320 JPEGs of
-  640 x 480 (procedural textures with photo-like grain) to a temporary folder. Real DTD photos
-  decode somewhat slower than these.
+  the host time the refreshes take per batch and per image read. DTD itself is not needed: the
+  benchmark writes 320 JPEGs of 640 x 480 (procedural textures with photo-like grain) to a
+  temporary folder. Real DTD photos decode somewhat slower than these.
 
 Reported: samples per second and ratios. Run from the repository root: ``python benchmarks/bench_synthesis.py``.
 """
@@ -27,16 +27,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from _common import time_call, write_result  # noqa: E402
+import cv2
+import numpy as np
+import torch
+from _common import time_call, write_result
 
-from memseg_lite.core.io import write_image  # noqa: E402
-from memseg_lite.simulation.foreground import foreground_mask  # noqa: E402
-from memseg_lite.simulation.perlin import perlin_mask  # noqa: E402
-from memseg_lite.simulation.synthesis import AnomalySynthesizer, TorchAnomalySynthesizer, structure_noise  # noqa: E402
-from memseg_lite.simulation.textures import TextureSource, augment_texture  # noqa: E402
+from memseg_lite.core.io import write_image
+from memseg_lite.simulation.foreground import foreground_mask
+from memseg_lite.simulation.perlin import perlin_mask
+from memseg_lite.simulation.synthesis import AnomalySynthesizer, TorchAnomalySynthesizer, structure_noise
+from memseg_lite.simulation.textures import TextureSource, augment_texture
 
 SIZE = 256
 BATCH = 32
@@ -66,9 +66,11 @@ def write_jpeg_textures(folder: Path, procedural: TextureSource) -> TextureSourc
     """A DTD-like folder (``images/<class>/*.jpg``) of JPEG_COUNT photo-sized textures."""
     rng = np.random.default_rng(1)
     for index in range(JPEG_COUNT):
-        texture = cv2.resize(procedural.image(index % len(procedural)), JPEG_SHAPE[::-1], interpolation=cv2.INTER_LINEAR)
+        texture = procedural.image(index % len(procedural))
+        texture = cv2.resize(texture, JPEG_SHAPE[::-1], interpolation=cv2.INTER_LINEAR)
         grain = rng.normal(0, 6, texture.shape)  # photo-like noise, so the JPEGs are not trivially compressible
-        write_image(folder / "images" / f"class{index % 8}" / f"{index:04d}.jpg", np.clip(texture + grain, 0, 255).astype(np.uint8))
+        photo = np.clip(texture + grain, 0, 255).astype(np.uint8)
+        write_image(folder / "images" / f"class{index % 8}" / f"{index:04d}.jpg", photo)
     return TextureSource(folder)
 
 
@@ -96,7 +98,14 @@ def numpy_throughput(images: np.ndarray, source: TextureSource) -> float:
 
 def device_synthesizer(source: TextureSource, device: torch.device, **pool) -> TorchAnomalySynthesizer:
     return TorchAnomalySynthesizer.from_texture_source(
-        source, np.random.default_rng(0), bank_size=64, image_size=SIZE, foreground=FOREGROUND, device=device, **SETTINGS, **pool
+        source,
+        np.random.default_rng(0),
+        bank_size=64,
+        image_size=SIZE,
+        foreground=FOREGROUND,
+        device=device,
+        **SETTINGS,
+        **pool,
     )
 
 

@@ -22,11 +22,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import write_result  # noqa: E402
+from _common import write_result
 
-from memseg_lite.core.checkpoint import load_checkpoint  # noqa: E402
-from memseg_lite.deployment.fast import BACKENDS  # noqa: E402
-from memseg_lite.evaluation.evaluate import compute_metrics, labelled_files, load_model, predict_test_files  # noqa: E402
+from memseg_lite.core.checkpoint import load_checkpoint
+from memseg_lite.deployment.fast import BACKENDS
+from memseg_lite.evaluation.evaluate import compute_metrics, labelled_files, load_model, predict_test_files
 
 METRICS = ("image_auroc", "pixel_auroc", "aupro")
 

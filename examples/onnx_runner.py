@@ -66,7 +66,8 @@ class OnnxRunner:
         """One uint8 RGB image (any size) -> verdict, scores, anomaly map and mask at its own size."""
         fitted, box = fit(image, self.height, self.width, self.mode)
         names = [output.name for output in self.session.get_outputs()]
-        outputs = dict(zip(names, self.session.run(None, {"images": fitted[None]})))
+        values = self.session.run(None, {"images": fitted[None]})  # None: every output, in get_outputs() order
+        outputs = dict(zip(names, values, strict=True))
         anomaly_map = unfit(outputs["anomaly_map"][0], box, image.shape[:2])
         return {
             "verdict": "defective" if bool(outputs["defective"][0]) else "normal",

@@ -66,7 +66,9 @@ def _no_network_when_offline(_offline_env, monkeypatch):
 
     def refuse(kind: str, target) -> None:
         _ATTEMPTS.append((kind, repr(target)))
-        raise OfflineNetworkAccess(f"MEMSEG_OFFLINE=1: the test tried {kind}({target!r}); tests must not use the network")
+        raise OfflineNetworkAccess(
+            f"MEMSEG_OFFLINE=1: the test tried {kind}({target!r}); tests must not use the network"
+        )
 
     getaddrinfo, create_connection = socket.getaddrinfo, socket.create_connection
     connect, connect_ex = socket.socket.connect, socket.socket.connect_ex

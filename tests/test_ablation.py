@@ -104,7 +104,7 @@ def test_no_attention_leaves_the_fused_features_unweighted(full, monkeypatch):
         out = model.forward_intermediates(x)
         expected = full.msff(out.concatenated, None)
     assert all(torch.equal(m, torch.ones_like(m)) for m in out.attention_maps)
-    for got, want in zip(out.fused, expected):
+    for got, want in zip(out.fused, expected, strict=True):
         torch.testing.assert_close(got, want)
     assert out.di_star[0].shape[1] == 64  # the memory is still there
 
@@ -155,7 +155,7 @@ def test_scaling_multiplies_ci_not_the_attention(full):
         scaled, plain = model.forward_intermediates(x), full.forward_intermediates(x)
     torch.testing.assert_close(scaled.concatenated[0][:, :64], 10.0 * plain.features.level1)
     torch.testing.assert_close(scaled.concatenated[0][:, 64:], 100.0 * plain.di_star[0])
-    for a, b in zip(scaled.attention_maps, plain.attention_maps):
+    for a, b in zip(scaled.attention_maps, plain.attention_maps, strict=True):
         torch.testing.assert_close(a, b)
     assert not torch.allclose(scaled.logits, plain.logits)
 

@@ -30,7 +30,7 @@ def test_spatial_attention_maps_equal_the_formula(seed):
         m3 = means[2]
         m2 = means[1] * upsample_cv2(m3, means[1].shape)
         m1 = means[0] * upsample_cv2(m2, means[0].shape)
-        for got, expected in zip(maps, (m1, m2, m3)):
+        for got, expected in zip(maps, (m1, m2, m3), strict=True):
             assert got.shape[1] == 1
             np.testing.assert_allclose(got[b, 0].numpy(), expected, rtol=1e-5, atol=1e-6)
 
@@ -92,7 +92,9 @@ def test_coordinate_attention_equals_step_by_step(channels, size):
         block.norm.bias.uniform_(-0.5, 0.5)
     block.eval()
     x = torch.randn(2, channels, *size)
-    np.testing.assert_allclose(block(x).detach().numpy(), coordinate_attention_numpy(block, x.numpy()), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        block(x).detach().numpy(), coordinate_attention_numpy(block, x.numpy()), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_coordinate_attention_gates():

@@ -206,7 +206,9 @@ def test_unwritable_output_folder_is_one_line_before_any_work(command, cause, co
     assert list(out.iterdir()) == []
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root ignores chmod; the EROFS/EACCES test above covers it")
+@pytest.mark.skipif(
+    os.name != "posix" or os.geteuid() == 0, reason="root ignores chmod; the EROFS/EACCES test above covers it"
+)
 def test_chmod_read_only_output_folder(context, tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()

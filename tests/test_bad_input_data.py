@@ -291,13 +291,19 @@ def case_missing_default_texture_root_warns_once(tmp_path: Path, monkeypatch):
 
 CASES: dict[str, Callable] = {
     "1 import installs only the requested category": case_import_installs_only_the_requested_category,
-    "1 existing category needs --force, then only it is replaced": case_existing_category_needs_force_and_then_only_it_is_replaced,
-    "1 DTD over an existing folder needs --force, keeps user files": case_dtd_over_an_existing_folder_needs_force_and_keeps_user_files,
+    "1 existing category needs --force, then only it is replaced": (
+        case_existing_category_needs_force_and_then_only_it_is_replaced
+    ),
+    "1 DTD over an existing folder needs --force, keeps user files": (
+        case_dtd_over_an_existing_folder_needs_force_and_keeps_user_files
+    ),
     "1 a failed import leaves no empty folders": case_a_failed_import_leaves_no_empty_folders,
     "4 masks stored as 0/1 are read": case_masks_stored_as_0_1_are_read,
     "4 palette masks use their index": case_palette_masks_use_their_index_not_their_colour,
     "4 mask extensions ignore case": case_mask_extensions_ignore_case,
-    "4 non-binary masks are refused, naming their values": case_masks_that_are_not_binary_are_refused_naming_their_values,
+    "4 non-binary masks are refused, naming their values": (
+        case_masks_that_are_not_binary_are_refused_naming_their_values
+    ),
     "5 demo-data --force keeps files the user added": case_demo_force_keeps_files_the_user_added,
     "6 MEMSEG_OFFLINE opens no socket": case_offline_opens_no_socket,
     "6 the offline guard catches look-ups and connections": case_the_offline_guard_catches_look_ups_and_connections,
@@ -322,7 +328,9 @@ def test_bad_input_case_8_truncated_archive(mode, suffix, tmp_path):
 # --------------------------------------------------------------------------------------------
 # Property-based: arbitrary bytes give only the documented errors
 # --------------------------------------------------------------------------------------------
-FUZZ = settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 VALID_PNG = png(7, 4)
 VALID_MASK = palette_png(np.eye(4, dtype=np.uint8), [(0, 0, 0), (255, 255, 255)])
 

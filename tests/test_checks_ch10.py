@@ -44,7 +44,7 @@ def solved() -> types.SimpleNamespace:
     assert len(sources) == 3, "one solution cell per exercise"
     for index, source in enumerate(sources):
         code = compile(source, f"{SOLUTIONS.name}[solution cell {index}]", "exec")
-        exec(code, namespace)  # noqa: S102 - the published solution cells, run as the solutions notebook runs them
+        exec(code, namespace)  # the published solution cells, run as the solutions notebook runs them
     return types.SimpleNamespace(**{k: v for k, v in namespace.items() if not k.startswith("__")})
 
 
@@ -60,7 +60,11 @@ def rejects(exercise, candidate) -> str:
 def test_student_edition_has_stubs_and_no_answers():
     cells = _cells(STUDENT)
     text = "\n".join(_source(c) for c in cells)
-    assert "strict=True" not in text and "**Solution.**" not in text and "from memseg_lite.teaching.checks import ch10" in text
+    assert (
+        "strict=True" not in text
+        and "**Solution.**" not in text
+        and "from memseg_lite.teaching.checks import ch10" in text
+    )
     assert sorted(int(n) for n in re.findall(r"ch10\.exercise_(\d+)\(", text)) == [1, 2, 3]
     stubs = set()
     for cell in cells:
@@ -100,8 +104,9 @@ def test_a_stub_reports_not_attempted(capsys):
 def test_exercise_1_solution_passes_and_agrees_with_the_package(solved):
     ch10.exercise_1(solved.my_normalised)
     scores, thresholds = ch10.exercise_1_inputs()
-    mine = [solved.my_normalised(s, t) for s, t in zip(scores, thresholds)]
-    np.testing.assert_allclose(mine, [float(normalise_scores(s, t)) for s, t in zip(scores, thresholds)], atol=1e-12)
+    pairs = list(zip(scores, thresholds, strict=True))
+    mine = [solved.my_normalised(s, t) for s, t in pairs]
+    np.testing.assert_allclose(mine, [float(normalise_scores(s, t)) for s, t in pairs], atol=1e-12)
     assert solved.my_normalised(0.20, 0.40) == pytest.approx(0.25)
     assert solved.my_normalised(0.62, 0.40) == pytest.approx(0.5 + 0.5 * 0.22 / 0.6)
 
@@ -197,7 +202,9 @@ def test_exercise_3_solution_passes_and_agrees_with_the_package(solved):
     rng = np.random.default_rng(0)
     for original_shape, size in ch10.EXERCISE_3_CASES:
         values = rng.random(size).astype(np.float32)
-        np.testing.assert_allclose(solved.map_back(values, original_shape), unfit_map(values, original_shape), atol=1e-6)
+        np.testing.assert_allclose(
+            solved.map_back(values, original_shape), unfit_map(values, original_shape), atol=1e-6
+        )
     # the cases cover padding above/below, left/right, an odd margin and none at all
     pads = [(fit_image(np.ones(shape, np.float32), size) == 0).any(axis=axis).any()
             for shape, size in ch10.EXERCISE_3_CASES for axis in (0, 1)]

@@ -40,10 +40,12 @@ def _source(cell: dict) -> str:
 @pytest.fixture(scope="module")
 def solved() -> types.SimpleNamespace:
     namespace: dict = {"__name__": "solutions_11"}
-    sources = [_source(c) for c in _cells(SOLUTIONS) if c["cell_type"] == "code" and "solution" in c["metadata"].get("tags", [])]
+    sources = [_source(c) for c in _cells(SOLUTIONS)
+               if c["cell_type"] == "code" and "solution" in c["metadata"].get("tags", [])]
     assert len(sources) == 2, "one solution cell per exercise"
     for index, source in enumerate(sources):
-        exec(compile(source, f"{SOLUTIONS.name}[solution cell {index}]", "exec"), namespace)  # noqa: S102 - the published solution cells
+        code = compile(source, f"{SOLUTIONS.name}[solution cell {index}]", "exec")
+        exec(code, namespace)  # the published solution cells, run as the solutions notebook runs them
     return types.SimpleNamespace(**{k: v for k, v in namespace.items() if not k.startswith("__")})
 
 
@@ -130,7 +132,8 @@ def test_exercise_1_rejects_wrong_answers(solved):
         a, b, va, vb = _welch_parts(reference, variant, ddof=0)
         if a.size < 2 or b.size < 2:
             raise ValueError("too few")
-        return (b.mean() - a.mean()) / math.sqrt(va + vb), (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))
+        degrees_of_freedom = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))
+        return (b.mean() - a.mean()) / math.sqrt(va + vb), degrees_of_freedom
 
     def student_pooled(reference, variant):  # equal variances assumed, df = n_a + n_b - 2
         if len(reference) < 2 or len(variant) < 2:
@@ -155,7 +158,8 @@ def test_exercise_1_rejects_wrong_answers(solved):
         if a.size < 2 or b.size < 2:
             raise ValueError("too few")
         va, vb = a.var(ddof=1), b.var(ddof=1)
-        return (b.mean() - a.mean()) / math.sqrt(va + vb), (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))
+        degrees_of_freedom = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))
+        return (b.mean() - a.mean()) / math.sqrt(va + vb), degrees_of_freedom
 
     assert "not the expected value" in rejects(ch11.exercise_1, population_variance)
     assert rejects(ch11.exercise_1, student_pooled)

@@ -241,10 +241,10 @@ def test_hard_validation_set_holds_both_kinds_small_and_faint(hard_validation):
     assert len(validation) == 3 * (1 + 6), "each held-out image and 6 anomalies (the default)"
     assert validation.labels.tolist() == ([0] + [1] * 6) * 3
     assert validation.kinds.count("normal") == 3
-    assert sorted(zip(validation.kinds, validation.variants)) == sorted(
+    assert sorted(zip(validation.kinds, validation.variants, strict=True)) == sorted(
         [("normal", "good")] * 3 + [pair for pair in HARD_CYCLE] * 3)
     masks = validation.masks.numpy()
-    for index, (label, variant) in enumerate(zip(validation.labels.tolist(), validation.variants)):
+    for index, (label, variant) in enumerate(zip(validation.labels.tolist(), validation.variants, strict=True)):
         source = pixels[index // 7]
         changed = np.any(validation.pixels[index] != source, axis=-1)
         assert not changed[masks[index] == 0].any(), f"sample {index}: pixels outside the mask are untouched"

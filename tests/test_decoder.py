@@ -12,7 +12,8 @@ def decoder_inputs(height: int, width: int, requires_grad: bool = False):
     generator = torch.Generator().manual_seed(0)
 
     def make(channels: int, stride: int) -> torch.Tensor:
-        return torch.randn(1, channels, height // stride, width // stride, generator=generator).requires_grad_(requires_grad)
+        values = torch.randn(1, channels, height // stride, width // stride, generator=generator)
+        return values.requires_grad_(requires_grad)
 
     return make(512, 32), [make(64, 4), make(128, 8), make(256, 16)], make(64, 2)
 
@@ -28,7 +29,13 @@ def test_every_input_reaches_the_output():
     decoder = UNetDecoder().eval()
     bottleneck, fused, stem = decoder_inputs(64, 64, requires_grad=True)
     decoder(bottleneck, fused, stem)[:, 1].sum().backward()
-    for name, tensor in [("bottleneck", bottleneck), ("fused1", fused[0]), ("fused2", fused[1]), ("fused3", fused[2]), ("stem", stem)]:
+    for name, tensor in [
+        ("bottleneck", bottleneck),
+        ("fused1", fused[0]),
+        ("fused2", fused[1]),
+        ("fused3", fused[2]),
+        ("stem", stem),
+    ]:
         assert tensor.grad is not None and float(tensor.grad.abs().sum()) > 0, name
 
 

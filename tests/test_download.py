@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import http.server
 import io
@@ -76,7 +77,7 @@ def server(tmp_path):
     RangeHandler.fail_after = {}
     RangeHandler.requests_seen = []
     RangeHandler.ignore_range = False
-    handler = lambda *a, **k: RangeHandler(*a, directory=str(served), **k)  # noqa: E731
+    handler = functools.partial(RangeHandler, directory=str(served))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()

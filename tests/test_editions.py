@@ -38,8 +38,13 @@ def solution_lines(source: dict) -> set[str]:
             shared |= {line.strip() for line in text.splitlines()}
             continue
         student = set(resolve_regions(text, "student").splitlines())
-        lines |= {line.strip() for line in resolve_regions(text, "solutions").splitlines()
-                  if len(line.strip()) >= 24 and line not in student and not line.strip().startswith(("#", '"""', "from ", "import "))}
+        lines |= {
+            line.strip()
+            for line in resolve_regions(text, "solutions").splitlines()
+            if len(line.strip()) >= 24
+            and line not in student
+            and not line.strip().startswith(("#", '"""', "from ", "import "))
+        }
     return lines - shared
 
 
@@ -62,11 +67,28 @@ def test_regions_go_to_their_edition():
 
 
 def test_cells_are_routed_and_tagged_per_edition():
-    source = {"metadata": {}, "nbformat": 4, "nbformat_minor": 5, "cells": [
-        {"cell_type": "markdown", "id": "0", "metadata": {}, "source": ["For everyone"]},
-        {"cell_type": "markdown", "id": "1", "metadata": {"tags": ["solutions-edition"]}, "source": ["Worked solution"]},
-        {"cell_type": "code", "id": "2", "metadata": {"tags": ["solution"]}, "source": EXERCISE, "outputs": [], "execution_count": None},
-    ]}
+    source = {
+        "metadata": {},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+        "cells": [
+            {"cell_type": "markdown", "id": "0", "metadata": {}, "source": ["For everyone"]},
+            {
+                "cell_type": "markdown",
+                "id": "1",
+                "metadata": {"tags": ["solutions-edition"]},
+                "source": ["Worked solution"],
+            },
+            {
+                "cell_type": "code",
+                "id": "2",
+                "metadata": {"tags": ["solution"]},
+                "source": EXERCISE,
+                "outputs": [],
+                "execution_count": None,
+            },
+        ],
+    }
     student, solutions = edition(source, "student", "01_x.ipynb"), edition(source, "solutions", "01_x.ipynb")
     assert ["".join(c["source"])[:10] for c in student["cells"]] == ["For everyo", "def f(t):\n"]
     assert student["cells"][1]["metadata"] == {} and student["metadata"]["memseg_lite"] == {"chapter": "01"}
@@ -102,7 +124,9 @@ def test_the_handout_has_no_solutions_instructor_files_or_tests(tmp_path):
     assert sum(name.endswith(".ipynb") for name in names) == 12
     for source_path in SOURCES:
         text = texts[f"memseg-lite/notebooks/{source_path.name}"]
-        assert not solution_lines(json.loads(source_path.read_text(encoding="utf-8"))) & notebook_lines(text), source_path.name
+        assert not solution_lines(json.loads(source_path.read_text(encoding="utf-8"))) & notebook_lines(text), (
+            source_path.name
+        )
     for name, text in texts.items():
         if name.endswith(".ipynb"):
             assert "solutions-edition" not in text and "BEGIN SOLUTION" not in text, name

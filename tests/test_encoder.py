@@ -228,7 +228,7 @@ def test_calibration_equals_batch_statistics_of_every_layer():
     calibrate_batchnorm(encoder, images, batch_size=4)
     calibrated = [module for module in encoder.modules() if isinstance(module, torch.nn.BatchNorm2d)]
     assert len(seen) == len(calibrated) == 20
-    for norm, (mean, variance) in zip(calibrated, seen):
+    for norm, (mean, variance) in zip(calibrated, seen, strict=True):
         torch.testing.assert_close(norm.running_mean, mean, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(norm.running_var, variance, rtol=1e-4, atol=1e-5)
 

@@ -81,7 +81,10 @@ def test_predict_without_output_folder_and_with_duplicate_names(tiny_demo, rando
     assert report.results[0].anomaly_map.shape == (64, 64) and 0 <= report.results[0].score <= 1
     assert report.results[0].verdict is None  # a checkpoint without thresholds: scores only
     written = predict_images([first, second], random_checkpoint, out_dir=tmp_path / "pred", device="cpu")
-    assert sorted(p.name for p in (tmp_path / "pred" / "overlays").iterdir()) == ["000_2_overlay.png", "000_overlay.png"]
+    assert sorted(p.name for p in (tmp_path / "pred" / "overlays").iterdir()) == [
+        "000_2_overlay.png",
+        "000_overlay.png",
+    ]
     torch.testing.assert_close(torch.tensor(written.results[1].score), torch.tensor(report.results[1].score))
     with pytest.raises(ValueError, match="no images given"):
         predict_images([], random_checkpoint)
@@ -152,7 +155,9 @@ def test_folded_backend_maps_match_the_eager_model(tiny_demo, random_checkpoint)
     assert np.abs(folded.scores - eager.scores).max() < 1e-4
     assert np.array_equal(folded.masks, eager.masks) and folded.paths == eager.paths
     # The "fast" factory (a function) records the class it picked on the CPU.
-    fast, _ = predict_test_files(model, payload, files, progress=False, backend=fast_backend, checkpoint=random_checkpoint)
+    fast, _ = predict_test_files(
+        model, payload, files, progress=False, backend=fast_backend, checkpoint=random_checkpoint
+    )
     assert fast.backend in {"FoldedTorchBackend", "OnnxBackend"}
     assert np.abs(fast.maps - eager.maps).max() < 1e-4
 

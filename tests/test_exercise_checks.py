@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 import torch
 
+from memseg_lite.teaching.checks import ch00, ch01, ch02, ch03, ch04, ch05, ch06, ch07, ch08, ch09, ch10, ch11
 from memseg_lite.teaching.exercises import assert_matches, check, probe_indices, summarise
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -150,8 +151,6 @@ def test_assert_matches_with_a_number_and_bad_digest():
 # ----------------------------------------------------------------------------------------------
 # Chapters 00-04: each check accepts the worked solution and rejects plausible wrong answers
 # ----------------------------------------------------------------------------------------------
-from memseg_lite.teaching.checks import ch00, ch01, ch02, ch03, ch04  # noqa: E402
-
 
 CHAPTERS_00_04 = ("00", "01", "02", "03", "04")
 
@@ -166,7 +165,8 @@ def _source(cell: dict) -> str:
 
 @pytest.mark.parametrize("chapter", CHAPTERS_00_04)
 def test_student_and_solutions_editions_fit(chapter):
-    """The student's notebook has stubs and non-strict checks only; the solutions define every stub and check it strictly."""
+    """The student's notebook has stubs and non-strict checks only; the solutions define every stub and check it
+    strictly."""
     import ast
     import importlib
     import re
@@ -189,7 +189,11 @@ def test_student_and_solutions_editions_fit(chapter):
         tree = ast.parse("\n".join(line for line in _source(cell).splitlines() if not line.startswith("%")))
         for node in tree.body:
             if isinstance(node, ast.FunctionDef):
-                body = [stmt for stmt in node.body if not (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant))]
+                body = [
+                    stmt
+                    for stmt in node.body
+                    if not (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant))
+                ]
                 assert len(body) == 1 and isinstance(body[0], ast.Raise), f"{student.name}: {node.name} must be a stub"
                 stubs[node.name] = node
     called = [int(n) for n in re.findall(rf"ch{chapter}\.exercise_(\d+)\(", text)]
@@ -204,7 +208,9 @@ def test_student_and_solutions_editions_fit(chapter):
     for path, cells in ((student, student_cells), (solution_notebook, _cells(solution_notebook))):
         parameters = [c for c in cells if "parameters" in c["metadata"].get("tags", [])]
         for cell in parameters:
-            assert 'os.environ.get("MEMSEG_PROFILE", "demo")' in _source(cell), f"{path.name}: the default profile is demo"
+            assert 'os.environ.get("MEMSEG_PROFILE", "demo")' in _source(cell), (
+                f"{path.name}: the default profile is demo"
+            )
 
 
 def test_ch00_exercise_1_defective_pixels(tiny_demo):
@@ -239,7 +245,10 @@ def test_ch00_exercise_2_object_fraction():
     import cv2
 
     ch00.exercise_2(solutions("00").object_fraction)
-    grey = lambda image: cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)  # noqa: E731
+
+    def grey(image):
+        return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+
     rejects(ch00.exercise_2, lambda image: float((grey(image) > 128).mean()))  # a fixed threshold
     rejects(ch00.exercise_2, lambda image: 1.0 - solutions("00").object_fraction(image))  # the dark class
     rejects(ch00.exercise_2, lambda image: 0.3)
@@ -329,7 +338,10 @@ def test_ch02_exercise_3_fixed_threshold(tiny_demo):
 
 def test_ch03_exercise_1_recover_permutation():
     ch03.exercise_1(solutions("03").recover_permutation)
-    rejects(ch03.exercise_1, lambda image, shuffled, grid: np.argsort(solutions("03").recover_permutation(image, shuffled, grid)))
+    rejects(
+        ch03.exercise_1,
+        lambda image, shuffled, grid: np.argsort(solutions("03").recover_permutation(image, shuffled, grid)),
+    )
     rejects(ch03.exercise_1, lambda image, shuffled, grid: np.arange(grid[0] * grid[1]))
 
 
@@ -415,8 +427,13 @@ def test_ch03_exercise_3_delta_for_change():
 def test_ch04_exercise_1_closest_distance():
     sol = solutions("04")
     ch04.exercise_1(sol.closest_distance)
-    rejects(ch04.exercise_1, lambda f, m, n: sol.per_level_distances(f, [s[: n - 1 or 1] for s in m]).sum(-1).min(1).values)
-    rejects(ch04.exercise_1, lambda f, m, n: sol.per_level_distances(f, [s[:n] for s in m], "tootouch").sum(-1).min(1).values)
+    rejects(
+        ch04.exercise_1, lambda f, m, n: sol.per_level_distances(f, [s[: n - 1 or 1] for s in m]).sum(-1).min(1).values
+    )
+    rejects(
+        ch04.exercise_1,
+        lambda f, m, n: sol.per_level_distances(f, [s[:n] for s in m], "tootouch").sum(-1).min(1).values,
+    )
     rejects(ch04.exercise_1, lambda f, m, n: sol.per_level_distances(f, m).sum(-1).min(1).values)  # ignores n
     rejects(ch04.exercise_1, lambda f, m, n: sol.per_level_distances(f, [s[:n] for s in m]).sum(-1).mean(1))
     # the message says the direction of the error, not the distance (0.25 x 448 = 112) itself
@@ -441,9 +458,16 @@ def _closest_other(distances):
 def test_ch04_exercise_2_rejects_other_rules():
     """Issue 20: on samples that are a base plus a constant every rule finds the same neighbour, so these passed."""
     sol = solutions("04")
-    tootouch = lambda m: _closest_other(sol.per_level_distances(m, m, "tootouch").sum(-1))  # noqa: E731
-    squares = lambda m: _closest_other(sum((a[None] - a[:, None]).square().flatten(2).sum(2) for a in m))  # noqa: E731
-    level_1_only = lambda m: _closest_other(sol.per_level_distances(m[:1], m[:1]).sum(-1))  # noqa: E731
+
+    def tootouch(m):
+        return _closest_other(sol.per_level_distances(m, m, "tootouch").sum(-1))
+
+    def squares(m):
+        return _closest_other(sum((a[None] - a[:, None]).square().flatten(2).sum(2) for a in m))
+
+    def level_1_only(m):
+        return _closest_other(sol.per_level_distances(m[:1], m[:1]).sum(-1))
+
     for wrong in (tootouch, squares, level_1_only):
         assert "paper rule" in rejects(ch04.exercise_2, wrong)
 
@@ -461,7 +485,8 @@ def test_ch04_exercise_3_level_shares():
     def mean_abs_for_tootouch(features, memory, rule):
         if rule == "paper":
             return sol.level_shares(features, memory, rule)
-        per_level = torch.stack([(s[None] - f[:, None]).abs().flatten(2).mean(2) for f, s in zip(features, memory)], -1)
+        levels = zip(features, memory, strict=True)
+        per_level = torch.stack([(s[None] - f[:, None]).abs().flatten(2).mean(2) for f, s in levels], -1)
         chosen = per_level[torch.arange(per_level.shape[0]), per_level.sum(-1).argmin(1)]
         return chosen / chosen.sum(1, keepdim=True)
 
@@ -476,7 +501,6 @@ def test_ch04_exercise_3_level_shares():
 # ----------------------------------------------------------------------------------------------
 # Chapters 05-09: each check accepts the worked solution and rejects plausible wrong answers
 # ----------------------------------------------------------------------------------------------
-from memseg_lite.teaching.checks import ch05, ch06, ch07, ch08, ch09  # noqa: E402
 
 CHAPTERS_05_09 = ("05", "06", "07", "08", "09", "10", "11")
 
@@ -529,10 +553,16 @@ def test_ch05_exercise_2_attention_with_max():
     up = sol.upsample
     rejects(ch05.exercise_2, lambda d: _cascade([x.mean(1, keepdim=True) for x in d], up))  # the mean, not the max
     rejects(ch05.exercise_2, lambda d: [x.amax(1, keepdim=True) for x in d])  # no cascade
-    peaks = lambda d: [x.amax(1, keepdim=True) for x in d]  # noqa: E731
+
+    def peaks(d):
+        return [x.amax(1, keepdim=True) for x in d]
+
     # M_1 from the unweighted level 2: D_1 Up(D_2) instead of D_1 Up(M_2)
     rejects(ch05.exercise_2, lambda d: [peaks(d)[0] * up(peaks(d)[1], peaks(d)[0])] + sol.attention_with_max(d)[1:])
-    nearest = lambda x, like: torch.nn.functional.interpolate(x, size=like.shape[-2:], mode="nearest")  # noqa: E731
+
+    def nearest(x, like):
+        return torch.nn.functional.interpolate(x, size=like.shape[-2:], mode="nearest")
+
     rejects(ch05.exercise_2, lambda d: _cascade(peaks(d), nearest))  # nearest-neighbour instead of bilinear
 
 
@@ -581,18 +611,19 @@ def test_ch06_exercise_2_fuse():
     up = sol.upsample
 
     def fused(msff, ci, maps, order_ok=True, weight="after"):
-        f1, f2, f3 = (block(c) for block, c in zip(msff.blocks, ci))
+        f1, f2, f3 = (block(c) for block, c in zip(msff.blocks, ci, strict=True))
         if weight == "before":
             f1, f2, f3 = f1 * maps[0], f2 * maps[1], f3 * maps[2]
         g2 = f2 + msff.lateral[1](up(f3, f2))
         g1 = f1 + msff.lateral[0](up(g2 if order_ok else f2, f1))
         out = [g1, g2, f3]
-        return [f * m for f, m in zip(out, maps)] if weight == "after" else out
+        return [f * m for f, m in zip(out, maps, strict=True)] if weight == "after" else out
 
     rejects(ch06.exercise_2, lambda m, c, a: fused(m, c, a, order_ok=False))  # level 1 from the unfused level 2
     rejects(ch06.exercise_2, lambda m, c, a: fused(m, c, a, weight="none"))  # no attention weighting
     rejects(ch06.exercise_2, lambda m, c, a: fused(m, c, a, weight="before"))  # weighted before the fusion
-    rejects(ch06.exercise_2, lambda m, c, a: [block(x) for block, x in zip(m.lateral, c[1:])])  # crashes: a clear failure
+    # crashes: a clear failure
+    rejects(ch06.exercise_2, lambda m, c, a: [block(x) for block, x in zip(m.lateral, c[1:], strict=True)])
 
 
 def _energy_share(features, mask, coverage_of, energy_of=lambda f: f.double().square().sum(0), normalise=True):
@@ -607,9 +638,16 @@ def test_ch06_exercise_3_energy_inside_mask():
 
     sol = solutions("06")
     ch06.exercise_3(sol.energy_inside_mask)
-    area = lambda m, size: F.interpolate(m, size=size, mode="area")  # noqa: E731
-    rejects(ch06.exercise_3, lambda f, m: _energy_share(f, m, lambda m, size: F.interpolate(m, size=size, mode="nearest")))
-    rejects(ch06.exercise_3, lambda f, m: _energy_share(f, m, lambda m, size: F.interpolate(m, size=size, mode="bilinear")))
+
+    def area(m, size):
+        return F.interpolate(m, size=size, mode="area")
+
+    rejects(
+        ch06.exercise_3, lambda f, m: _energy_share(f, m, lambda m, size: F.interpolate(m, size=size, mode="nearest"))
+    )
+    rejects(
+        ch06.exercise_3, lambda f, m: _energy_share(f, m, lambda m, size: F.interpolate(m, size=size, mode="bilinear"))
+    )
     rejects(ch06.exercise_3, lambda f, m: _energy_share(f, m, area, energy_of=lambda f: f.double().abs().sum(0)))
     rejects(ch06.exercise_3, lambda f, m: _energy_share(f, m, area, normalise=False))  # no division by the total
     rejects(ch06.exercise_3, lambda f, m: _energy_share(f, m, area, energy_of=lambda f: f.double().sum(0) ** 2))
@@ -629,7 +667,8 @@ def test_ch07_exercise_1_alpha_focal_loss():
     # alpha on the wrong class
     rejects(ch07.exercise_1, lambda logits, t, g, a: _focal(logits, t, g, torch.where(t > 0, 1 - a, a)))
     rejects(ch07.exercise_1, lambda logits, t, g, a: _focal(logits, t, g, torch.where(t > 0, a, 1 - a), reduce="sum"))
-    rejects(ch07.exercise_1, lambda logits, t, g, a: _focal(logits, t, 0.0, torch.where(t > 0, a, 1 - a)))  # no focusing term
+    # no focusing term
+    rejects(ch07.exercise_1, lambda logits, t, g, a: _focal(logits, t, 0.0, torch.where(t > 0, a, 1 - a)))
     rejects(ch07.exercise_1, lambda logits, t, g, a: _focal(logits, t, g))  # alpha forgotten
 
 
@@ -697,7 +736,8 @@ def test_ch08_exercise_2_anomalous_focal_share():
         return float(per_pixel[t > 0.5].mean() / per_pixel.mean()) if bool((t > 0.5).any()) else 0.0
 
     rejects(ch08.exercise_2, mean_ratio)
-    rejects(ch08.exercise_2, lambda logits, t, gamma=4.0: sol.anomalous_focal_share(logits, 1 - t))  # the normal pixels' share
+    # the normal pixels' share
+    rejects(ch08.exercise_2, lambda logits, t, gamma=4.0: sol.anomalous_focal_share(logits, 1 - t))
 
 
 def test_ch08_exercise_3_resume_losses(tiny_demo, tmp_path):
@@ -733,7 +773,8 @@ def test_ch09_exercise_1_mid_ranks():
     rejects(ch09.exercise_1, lambda s: np.argsort(np.argsort(s, kind="stable"), kind="stable") + 1.0)  # ties broken
     rejects(ch09.exercise_1, lambda s: sol.mid_ranks(s) - 1)  # 0-based
     rejects(ch09.exercise_1, lambda s: sol.mid_ranks(-np.asarray(s)))  # highest first
-    rejects(ch09.exercise_1, lambda s: (np.asarray(s)[None, :] < np.asarray(s)[:, None]).sum(1) + 1.0)  # lowest rank of a tie
+    # lowest rank of a tie
+    rejects(ch09.exercise_1, lambda s: (np.asarray(s)[None, :] < np.asarray(s)[:, None]).sum(1) + 1.0)
 
 
 def test_ch09_exercise_2_partial_pixel_auroc():
@@ -755,7 +796,8 @@ def test_ch09_exercise_2_partial_pixel_auroc():
         return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2) / limit)
 
     rejects(ch09.exercise_2, mcclish)
-    rejects(ch09.exercise_2, lambda maps, masks, limit: sol.partial_pixel_auroc(maps, masks, limit) * limit)  # not divided
+    # not divided by the limit
+    rejects(ch09.exercise_2, lambda maps, masks, limit: sol.partial_pixel_auroc(maps, masks, limit) * limit)
     rejects(ch09.exercise_2, not_cut)
 
 
@@ -778,8 +820,6 @@ def test_ch09_exercise_3_threshold_at_fpr():
 # ----------------------------------------------------------------------------------------------
 # Issue 20: package shortcuts, sealed expected numbers, errors in the learner's function
 # ----------------------------------------------------------------------------------------------
-from memseg_lite.teaching.checks import ch10, ch11  # noqa: E402
-
 
 def test_ch10_exercises_1_and_3_reject_the_package_versions():
     """They gave exactly the answer and passed; the exercises are to write them by hand."""

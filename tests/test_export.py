@@ -162,7 +162,8 @@ def test_declared_shapes_and_metadata(checkpoint, exported):
     thresholds = json.loads(metadata["thresholds"])
     assert thresholds["source"] == "validation"
     # No host's folders in a model file: the calibration data's absolute path is reduced to its name.
-    assert thresholds["details"]["calibration_data"] == "good" and "/data/" not in exported.read_bytes().decode("latin1")
+    assert thresholds["details"]["calibration_data"] == "good"
+    assert "/data/" not in exported.read_bytes().decode("latin1")
     assert metadata["top_k"] == "100" and metadata["memory_size"] == "4"
 
 
@@ -213,13 +214,19 @@ def test_reference_runner_matches_predict_on_letterboxed_images(tmp_path, crop):
     from memseg_lite.deployment.predict import predict_images
 
     source = (Path(__file__).resolve().parents[1] / "examples" / "onnx_runner.py").read_text()
-    imported = {alias.name.split(".")[0] for node in ast.walk(ast.parse(source)) if isinstance(node, (ast.Import, ast.ImportFrom))
-                for alias in (node.names if isinstance(node, ast.Import) else [type("A", (), {"name": node.module})])}
+    imported = {
+        alias.name.split(".")[0]
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        for alias in (node.names if isinstance(node, ast.Import) else [type("A", (), {"name": node.module})])
+    }
     assert "memseg_lite" not in imported  # a standalone runner
     height, width = 64, 96
     generator = torch.Generator().manual_seed(5)
     network_size = (crop, crop) if crop else (height, width)
-    model = build_memseg(torch.randn(4, 3, *network_size, generator=generator), backbone_weights="none", device="cpu", seed=5)
+    model = build_memseg(
+        torch.randn(4, 3, *network_size, generator=generator), backbone_weights="none", device="cpu", seed=5
+    )
     with torch.no_grad():
         model.decoder.head.weight.mul_(50.0)
     model.eval()
@@ -235,7 +242,9 @@ def test_reference_runner_matches_predict_on_letterboxed_images(tmp_path, crop):
                "train_config": {"image_size": [height, width], "center_crop": crop, "resize": "letterbox"}}
     run = tmp_path / "run"
     save_checkpoint(payload, run / "best.pt")
-    scores = [r.score for r in Inferencer(run / "best.pt", device="cpu", backend="eager").predict(sorted(folder.iterdir()))]
+    scores = [
+        r.score for r in Inferencer(run / "best.pt", device="cpu", backend="eager").predict(sorted(folder.iterdir()))
+    ]
     payload["thresholds"] = {"image": float(np.median(scores)), "pixel": 0.5, "source": "test", "rule": "median"}
     checkpoint_path = save_checkpoint(payload, run / "best.pt")
     model_path = export_onnx(checkpoint_path)
@@ -316,7 +325,9 @@ def test_openvino_export_matches_the_onnx_export(checkpoint, exported, tmp_path)
     compiled = ov.Core().compile_model(str(out), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     pixels = _pixels(2, seed=60)
     got = {output.get_any_name(): value for output, value in compiled(pixels).items()}
-    expected = dict(zip([o.name for o in _session(exported).get_outputs()], _session(exported).run(None, {"images": pixels})))
+    session = _session(exported)
+    names = [o.name for o in session.get_outputs()]
+    expected = dict(zip(names, session.run(None, {"images": pixels}), strict=True))  # run(None): every output, in order
     assert np.abs(got["anomaly_map"] - expected["anomaly_map"]).max() < 1e-4
     np.testing.assert_array_equal(got["defective"], expected["defective"])
     with pytest.raises(ValueError, match=r"\.xml"):
@@ -382,7 +393,7 @@ def test_backends_plug_into_the_inferencer(checkpoint, backend):
     photos = [rng.integers(0, 256, (48, 80, 3), dtype=np.uint8) for _ in range(3)]  # rectangular: letterboxed
     fast = Inferencer(path, device="cpu", backend=backend, threads=1).predict(photos)
     eager_results = Inferencer(path, device="cpu", backend="eager").predict(photos)
-    for mine, reference in zip(fast, eager_results):
+    for mine, reference in zip(fast, eager_results, strict=True):
         assert abs(mine.score - reference.score) < 1e-4 and mine.verdict == reference.verdict
         assert np.abs(mine.anomaly_map - reference.anomaly_map).max() < 1e-4
 
@@ -443,7 +454,8 @@ def tied_model(rule: str = "paper"):
     generator = torch.Generator().manual_seed(41)
     with torch.no_grad():
         frozen = model.encoder.frozen_features(images)
-        for name, feature in zip(("level1", "level2", "level3"), (frozen.level1, frozen.level2, frozen.level3)):
+        for name in ("level1", "level2", "level3"):
+            feature = getattr(frozen, name)
             ramp = torch.linspace(10.0, 0.1, feature.shape[-1])  # differences large on the left
             offset = torch.randn(feature.shape[1:], generator=generator) * feature.std() * ramp
             bank = torch.stack([feature[0] + offset, feature[0] + offset.flip(-1),

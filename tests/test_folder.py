@@ -41,7 +41,8 @@ def test_scan_folders_gives_category_files(product):
     assert [i.mask.name if i.mask else None for i in files.test] == [None, "d0_mask.PNG", "d1.png"]
     assert files.defect_types == [DEFECT, "scratch"]
     # Without masks the defective images are still listed (image-level numbers only).
-    assert [i.mask for i in scan_folders(product / "good", product / "test_good", product / "defects").test] == [None] * 3
+    unmasked = scan_folders(product / "good", product / "test_good", product / "defects")
+    assert [i.mask for i in unmasked.test] == [None] * 3
     assert scan_folders(product / "good").test == []
 
 

@@ -158,7 +158,15 @@ def test_unknown_category_defaults_to_otsu():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"mode": "kmeans"}, {"threshold": 300}, {"threshold": 1.5}, {"invert": "yes"}, {"min_fraction": 1.0}, {"kernel_size": 4}, {"kernel_size": -1}],
+    [
+        {"mode": "kmeans"},
+        {"threshold": 300},
+        {"threshold": 1.5},
+        {"invert": "yes"},
+        {"min_fraction": 1.0},
+        {"kernel_size": 4},
+        {"kernel_size": -1},
+    ],
 )
 def test_bad_settings_raise(kwargs):
     with pytest.raises(ValueError):
@@ -285,7 +293,9 @@ def test_otsu_between_class_variance_is_the_class_by_class_criterion_and_peaks_a
     values = grey.ravel().astype(np.float64)
     for t in (0, 50, 120, 200, 255):
         low, high = values[values <= t], values[values > t]
-        expected = len(low) * len(high) / values.size**2 * (low.mean() - high.mean()) ** 2 if len(low) and len(high) else 0
+        expected = (
+            len(low) * len(high) / values.size**2 * (low.mean() - high.mean()) ** 2 if len(low) and len(high) else 0
+        )
         assert curve[t] == pytest.approx(expected, rel=1e-9, abs=1e-12)
     assert curve.shape == (256,) and int(np.argmax(curve)) == otsu_threshold(grey)
     with pytest.raises(ValueError, match="uint8"):

@@ -298,8 +298,13 @@ def test_loader_workers_default_on_cuda_and_use_one_thread_each(tiny_demo, tmp_p
     assert loader_workers(3, torch.device("cpu")) == 3 and loader_workers(0, torch.device("cuda")) == 0
     assert tiny_config(tiny_demo, tmp_path).num_workers is None  # the default: chosen for the device
 
-    loader = torch.utils.data.DataLoader(_ThreadCounts(), batch_size=1, num_workers=1, worker_init_fn=init_loader_worker,
-                                         multiprocessing_context=loader_context(1))
+    loader = torch.utils.data.DataLoader(
+        _ThreadCounts(),
+        batch_size=1,
+        num_workers=1,
+        worker_init_fn=init_loader_worker,
+        multiprocessing_context=loader_context(1),
+    )
     assert [batch.tolist() for batch in loader] == [[[1, 1]], [[1, 1]]]
     trainer = Trainer(tiny_config(tiny_demo, tmp_path / "run", num_workers=1), progress=False)
     batches = trainer._batches()
@@ -350,7 +355,11 @@ def test_gpu_check_script_runs_on_the_cpu(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     table = (tmp_path / "gpu_check.md").read_text()
     assert table in done.stdout  # printed, and written
-    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1] for line in table.splitlines()[4:] if line.startswith("| ")}
+    rows = {
+        line.split(" | ")[0].lstrip("| "): line.split(" | ")[1]
+        for line in table.splitlines()[4:]
+        if line.startswith("| ")
+    }
     from memseg_lite.deployment.inferencer import BACKENDS
 
     expected = {"versions and autocast", "train, anomalies in the loader", "train, anomalies on the device",

@@ -16,8 +16,17 @@ import pytest
 
 from memseg_lite.cli import main
 from memseg_lite.teaching.grading import (
-    FAILED, NOT_ATTEMPTED, PASSED, chapter_of, default_tests_folder, grade_notebook, grade_notebooks, gradebook,
-    hidden_exercises, load_hidden_tests, student_names,
+    FAILED,
+    NOT_ATTEMPTED,
+    PASSED,
+    chapter_of,
+    default_tests_folder,
+    grade_notebook,
+    grade_notebooks,
+    gradebook,
+    hidden_exercises,
+    load_hidden_tests,
+    student_names,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,7 +102,11 @@ def test_chapter_and_student_names(tmp_path):
     assert chapter_of({"metadata": {"memseg_lite": {"chapter": "04"}}}, Path("homework.ipynb")) == "04"
     assert chapter_of({}, Path("alice_01_perlin_noise.ipynb")) == "01"
     assert chapter_of({}, Path("homework.ipynb")) is None
-    one = [tmp_path / "alice" / "00_overview.ipynb", tmp_path / "bob" / "00_overview.ipynb", tmp_path / "bob" / "01_perlin_noise.ipynb"]
+    one = [
+        tmp_path / "alice" / "00_overview.ipynb",
+        tmp_path / "bob" / "00_overview.ipynb",
+        tmp_path / "bob" / "01_perlin_noise.ipynb",
+    ]
     assert student_names(one) == ["alice", "bob", "bob"]
     flat = [tmp_path / "inbox" / "alice_00_overview.ipynb", tmp_path / "inbox" / "bob_00_overview.ipynb"]
     assert student_names(flat) == ["alice_00_overview", "bob_00_overview"]
@@ -147,7 +160,8 @@ def test_forged_prints_and_empty_checks_earn_nothing_and_a_batch_survives_a_bad_
     with table_csv.open(newline="") as handle:
         rows = {row["student"]: row for row in csv.DictReader(handle)}
     assert list(rows) == ["alice", "bob", "carol", "erin"]
-    assert [rows["alice"][c] for c in ("00.1", "00.2", "00.3", "total", "out of", "status")] == ["0", "0", "1", "1", "3", "ok"]
+    columns = ("00.1", "00.2", "00.3", "total", "out of", "status")
+    assert [rows["alice"][c] for c in columns] == ["0", "0", "1", "1", "3", "ok"]
     # The forged "[ok]" line and check(..., lambda: None) are ignored: the hidden tests fail both answers.
     assert [rows["bob"][c] for c in ("00.1", "00.2", "00.3", "total")] == ["0", "0", "0", "0"]
     assert rows["carol"]["total"] == "0" and "not a Jupyter notebook" in rows["carol"]["status"]

@@ -16,7 +16,17 @@ import memseg_lite
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "memseg_lite"
-SUBPACKAGES = ("core", "datasets", "simulation", "network", "evaluation", "training", "experiments", "deployment", "teaching")
+SUBPACKAGES = (
+    "core",
+    "datasets",
+    "simulation",
+    "network",
+    "evaluation",
+    "training",
+    "experiments",
+    "deployment",
+    "teaching",
+)
 
 
 def test_import_contracts_hold():

@@ -40,7 +40,9 @@ def test_focal_loss_equals_per_pixel_numpy(gamma, alpha):
     got = focal_loss(logits, target, gamma=gamma, alpha=alpha, reduction="none")
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(focal_loss(logits, target, gamma, alpha).item(), expected.mean(), rtol=1e-5)
-    np.testing.assert_allclose(focal_loss(logits, target, gamma, alpha, reduction="sum").item(), expected.sum(), rtol=1e-5)
+    np.testing.assert_allclose(
+        focal_loss(logits, target, gamma, alpha, reduction="sum").item(), expected.sum(), rtol=1e-5
+    )
 
 
 def test_focal_loss_with_gamma_zero_is_cross_entropy():

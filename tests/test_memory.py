@@ -59,7 +59,7 @@ def test_selection_equals_brute_force(rule, seed):
     expected_di, expected_indices, expected_distances = brute_force(features, memory, rule)
     np.testing.assert_array_equal(indices.numpy(), expected_indices)
     np.testing.assert_allclose(distances.numpy(), expected_distances, rtol=1e-5, atol=1e-5)
-    for got, expected in zip(di_star, expected_di):
+    for got, expected in zip(di_star, expected_di, strict=True):
         assert got.dtype == torch.float32
         np.testing.assert_allclose(got.numpy(), expected, rtol=1e-6, atol=1e-6)
 
@@ -110,7 +110,7 @@ def test_channels_last_memory_gives_the_same_result():
         got, indices, distances = difference_information(features, last, rule)
         torch.testing.assert_close(indices, expected_indices)
         torch.testing.assert_close(distances, expected_distances)
-        for a, b in zip(got, expected):
+        for a, b in zip(got, expected, strict=True):
             torch.testing.assert_close(a, b)
 
 
@@ -149,7 +149,7 @@ def test_build_stores_frozen_features(encoder):
     bank = MemoryBank().build(encoder, images, batch_size=2)
     frozen = encoder.frozen_features(images)
     assert len(bank) == 5 and bank.image_size == (64, 64)
-    for stored, feature in zip(bank.features, (frozen.level1, frozen.level2, frozen.level3)):
+    for stored, feature in zip(bank.features, (frozen.level1, frozen.level2, frozen.level3), strict=True):
         torch.testing.assert_close(stored, feature)
     assert set(bank.state_dict()) == {"level1", "level2", "level3"}
     features = [f[[2]] for f in (frozen.level1, frozen.level2, frozen.level3)]
@@ -170,10 +170,10 @@ def test_state_dict_round_trip_with_another_bank_size(encoder):
     other = MemoryBank().build(encoder, images[:1, :, :32, :32])  # other N and image size
     other.load_state_dict(bank.state_dict())
     assert len(other) == 4 and other.image_size == (64, 64)
-    for a, b in zip(other.features, bank.features):
+    for a, b in zip(other.features, bank.features, strict=True):
         torch.testing.assert_close(a, b)
     rebuilt = MemoryBank.from_state_dict(bank.state_dict())
-    for a, b in zip(rebuilt.features, bank.features):
+    for a, b in zip(rebuilt.features, bank.features, strict=True):
         torch.testing.assert_close(a, b)
 
 

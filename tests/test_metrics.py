@@ -129,7 +129,7 @@ def test_roc_curve_thinning_keeps_ends_and_only_curve_points():
     np.testing.assert_array_equal(full[1][positions], thin[1])
     assert np.all(np.diff(thin[0] + thin[1]) > 0)
     # Fewer points than max_points: unchanged.
-    for a, b in zip(roc_curve(scores, labels, max_points=10**6), full):
+    for a, b in zip(roc_curve(scores, labels, max_points=10**6), full, strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -443,8 +443,8 @@ def test_pixel_metrics_with_a_valid_mask_equal_those_of_the_cropped_maps(seed):
     maps, masks, valid, crops = letterboxed_case(rng)
     inside = valid.astype(bool)
     assert (~inside).any(), "the case has padding"
-    cropped_maps = [m[c] for m, c in zip(maps, crops)]
-    cropped_masks = [m[c] for m, c in zip(masks, crops)]
+    cropped_maps = [m[c] for m, c in zip(maps, crops, strict=True)]
+    cropped_masks = [m[c] for m, c in zip(masks, crops, strict=True)]
     # Independent references: scikit-learn on the valid pixels, the slow PRO definition on the crops.
     expected_auroc = sklearn_roc_auc_score(masks[inside], maps[inside])
     assert pixel_auroc(maps, masks, valid=valid) == pytest.approx(expected_auroc, abs=1e-12)

@@ -91,7 +91,9 @@ def test_other_selection_rules(rule):
 
 def test_training_step_updates_only_trainable_parts():
     model = build(images(4)).train()
-    frozen_before = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith(("encoder.layer4", "msff", "decoder"))}
+    frozen_before = {
+        k: v.clone() for k, v in model.state_dict().items() if not k.startswith(("encoder.layer4", "msff", "decoder"))
+    }
     trainable_before = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
     optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     target = torch.zeros(2, 64, 64)
@@ -100,7 +102,8 @@ def test_training_step_updates_only_trainable_parts():
     optimiser.step()
     state = model.state_dict()
     # frozen encoder parameters, their BN running statistics and the memory bank are unchanged
-    assert any(k.endswith("running_mean") for k in frozen_before) and any(k.startswith("memory.") for k in frozen_before)
+    assert any(k.endswith("running_mean") for k in frozen_before)
+    assert any(k.startswith("memory.") for k in frozen_before)
     for key, value in frozen_before.items():
         assert torch.equal(state[key], value), f"{key} changed"
     assert all(name.startswith(("encoder.layer4.", "msff.", "decoder.")) for name in trainable_before)
@@ -119,7 +122,7 @@ def test_checkpoint_round_trip_reproduces_outputs(model):
     assert json.loads(json.dumps(checkpoint["model_config"])) == model.config()
     restored = memseg_from_state(checkpoint["model_config"], checkpoint["model"]).eval()
     assert len(restored.memory) == 4
-    for a, b in zip(restored.memory.features, model.memory.features):
+    for a, b in zip(restored.memory.features, model.memory.features, strict=True):
         assert torch.equal(a, b)
     x = images(2, seed=9)
     with torch.no_grad():
@@ -181,7 +184,8 @@ def test_image_score_top_k(model):
     np.testing.assert_allclose(model.image_score(maps, top_k=1).numpy(), flat[:, 0])
     np.testing.assert_allclose(model.image_score(maps, top_k=1000).numpy(), flat.mean(axis=1), rtol=1e-6)
     assert model.top_k == 100
-    np.testing.assert_allclose(model.image_score(maps[:, None]).numpy(), flat.mean(axis=1), rtol=1e-6)  # 64 < 100 pixels
+    # 64 < 100 pixels: the mean of them all
+    np.testing.assert_allclose(model.image_score(maps[:, None]).numpy(), flat.mean(axis=1), rtol=1e-6)
     with pytest.raises(ValueError, match="top_k"):
         top_k_mean(maps, 0)
 
@@ -189,7 +193,9 @@ def test_image_score_top_k(model):
 def test_parameter_counts(model):
     counts = parameter_counts(model)
     encoder = model.encoder
-    frozen = sum(p.numel() for m in (encoder.stem, encoder.layer1, encoder.layer2, encoder.layer3) for p in m.parameters())
+    frozen = sum(
+        p.numel() for m in (encoder.stem, encoder.layer1, encoder.layer2, encoder.layer3) for p in m.parameters()
+    )
     assert counts["encoder"] == {"trainable": sum(p.numel() for p in encoder.layer4.parameters()), "frozen": frozen}
     assert counts["total"]["trainable"] + counts["total"]["frozen"] == sum(p.numel() for p in model.parameters())
     assert counts["msff"]["frozen"] == counts["decoder"]["frozen"] == 0

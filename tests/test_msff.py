@@ -27,7 +27,11 @@ def test_output_shapes(msff, size):
     height, width = size
     inputs = concatenated_inputs(2, height, width, torch.Generator().manual_seed(0))
     outputs = msff(inputs)
-    expected = [(2, 64, height // 4, width // 4), (2, 128, height // 8, width // 8), (2, 256, height // 16, width // 16)]
+    expected = [
+        (2, 64, height // 4, width // 4),
+        (2, 128, height // 8, width // 8),
+        (2, 256, height // 16, width // 16),
+    ]
     assert [tuple(o.shape) for o in outputs] == expected
 
 
@@ -55,14 +59,17 @@ def test_attention_maps_multiply_the_fused_levels(msff):
     maps = [torch.rand(2, 1, s, s, generator=generator) for s in (16, 8, 4)]
     plain = msff(inputs)
     weighted = msff(inputs, maps)
-    for got, fused, weights in zip(weighted, plain, maps):
+    for got, fused, weights in zip(weighted, plain, maps, strict=True):
         torch.testing.assert_close(got, fused * weights)
 
 
 def test_parameter_count_of_a_block():
     channels, hidden = 128, 8
     block = MSFFBlock(channels, reduction=32)
-    conv_bn = lambda cin, cout: cin * cout * 9 + 2 * cout  # noqa: E731 (3x3 conv without bias + BN)
+
+    def conv_bn(cin, cout):
+        return cin * cout * 9 + 2 * cout  # 3x3 conv without bias + BN
+
     coordinate = channels * hidden + 2 * hidden + 2 * (hidden * channels + channels)
     expected = conv_bn(channels, channels) + coordinate + conv_bn(channels, 64) + conv_bn(64, 64)
     assert sum(p.numel() for p in block.parameters()) == expected

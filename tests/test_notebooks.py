@@ -51,7 +51,9 @@ def test_training_then_evaluation_notebooks_on_another_category(tmp_path, smoke_
 
 def test_your_own_product_notebook_on_a_plain_folder(tmp_path, smoke_profile):
     work = tmp_path / "product"
-    execute("10_your_own_product.ipynb", tmp_path / "10.ipynb", work_dir=str(work), data_root=str(ROOT / "data" / "demo"))
+    execute(
+        "10_your_own_product.ipynb", tmp_path / "10.ipynb", work_dir=str(work), data_root=str(ROOT / "data" / "demo")
+    )
     assert (work / "run" / "thresholds.json").is_file()
     records = [json.loads(line) for line in (work / "predictions" / "predictions.jsonl").read_text().splitlines()]
     assert [r["verdict"] for r in records].count("error") == 1  # the broken file the notebook adds

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -70,7 +71,10 @@ def test_noise_equals_scalar_reference(shape, res):
     noise = perlin_noise_from_gradients(shape, res, gradients)
     assert noise.dtype == np.float32 and noise.shape == shape
     expected = np.array(
-        [[scalar_perlin(y * res[0] / shape[0], x * res[1] / shape[1], gradients) for x in range(shape[1])] for y in range(shape[0])]
+        [
+            [scalar_perlin(y * res[0] / shape[0], x * res[1] / shape[1], gradients) for x in range(shape[1])]
+            for y in range(shape[0])
+        ]
     )
     np.testing.assert_allclose(noise, expected, atol=1e-6)
 
@@ -158,7 +162,7 @@ def test_coverage_falls_as_threshold_rises():
     for threshold in (-0.5, 0.0, 0.3, 0.5, 0.7):
         rng = np.random.default_rng(12)  # the same fields for every threshold
         coverages.append(np.mean([perlin_mask((32, 32), rng, threshold=threshold).mean() for _ in range(60)]))
-    assert all(a > b for a, b in zip(coverages, coverages[1:]))
+    assert all(a > b for a, b in itertools.pairwise(coverages))
     assert 0.4 < coverages[1] < 0.6  # symmetric noise: about half above 0
 
 
@@ -203,7 +207,9 @@ def test_torch_noise_equals_numpy_for_same_gradients(shape, res):
     batch = perlin_noise_torch(3, shape, res, gradients=torch.from_numpy(gradients), device="cpu")
     assert batch.shape == (3, *shape) and batch.dtype == torch.float32
     for index in range(3):
-        np.testing.assert_allclose(batch[index].numpy(), perlin_noise_from_gradients(shape, res, gradients[index]), atol=1e-5)
+        np.testing.assert_allclose(
+            batch[index].numpy(), perlin_noise_from_gradients(shape, res, gradients[index]), atol=1e-5
+        )
     shared = perlin_noise_torch(2, shape, res, gradients=gradients[0])  # one lattice for the batch
     np.testing.assert_allclose(shared[1].numpy(), perlin_noise_from_gradients(shape, res, gradients[0]), atol=1e-5)
 

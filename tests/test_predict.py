@@ -127,7 +127,10 @@ def test_expand_inputs_files_folders_and_globs(tmp_path):
     for name in ("a.png", "b.JPG", "c.txt", "sub/d.bmp"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"x")
-    names = lambda paths: [p.relative_to(tmp_path).as_posix() for p in paths]  # noqa: E731
+
+    def names(paths):
+        return [p.relative_to(tmp_path).as_posix() for p in paths]
+
     assert names(expand_inputs([tmp_path])) == ["a.png", "b.JPG"]
     assert names(expand_inputs([tmp_path], recursive=True)) == ["a.png", "b.JPG", "sub/d.bmp"]
     assert names(expand_inputs([str(tmp_path / "*.JPG"), tmp_path / "a.png", tmp_path / "a.png"])) == ["b.JPG", "a.png"]
@@ -184,10 +187,11 @@ def test_predict_defaults_to_the_fast_backend_with_the_eager_results(product):
     assert inferencer.backend_name == "fast" and isinstance(inferencer.backend, FoldedTorchBackend)
     verdicts = [result.verdict for result in fast.results]
     assert verdicts == [result.verdict for result in reference.results] and None not in verdicts
-    for mine, theirs in zip(fast.results, reference.results):
+    for mine, theirs in zip(fast.results, reference.results, strict=True):
         assert abs(mine.score - theirs.score) < 1e-4
         assert np.abs(mine.anomaly_map - theirs.anomaly_map).max() < 1e-4
-        assert np.mean((mine.mask > 0) != (theirs.mask > 0)) < 1e-3  # only pixels within 1e-4 of the threshold may differ
+        # only pixels within 1e-4 of the threshold may differ
+        assert np.mean((mine.mask > 0) != (theirs.mask > 0)) < 1e-3
 
 
 def test_predict_images_python_api_without_output(product):
@@ -239,7 +243,11 @@ def test_evaluate_and_calibrate_on_plain_folders_at_64x128(product, labelled, tm
 
     run = tmp_path / "run"
     shutil.copytree(product["run"], run)
-    folders = {"test_good_dir": labelled / "good", "test_defect_dir": labelled / "defect", "mask_dir": labelled / "masks"}
+    folders = {
+        "test_good_dir": labelled / "good",
+        "test_defect_dir": labelled / "defect",
+        "mask_dir": labelled / "masks",
+    }
     metrics = evaluate_checkpoint(run / "best.pt", out_dir=tmp_path / "eval", device="cpu", progress=False,
                                   folders=folders)
     assert metrics["n_good"] == 2 and metrics["n_defective"] == 4 and metrics["image_size"] == [64, 128]
@@ -256,7 +264,10 @@ def test_evaluate_and_calibrate_on_plain_folders_at_64x128(product, labelled, tm
     assert thresholds.details["image_f1"] == pytest.approx(f1_optimal_threshold(scores, labels).f1, abs=1e-6)
     assert load_checkpoint(run / "best.pt")["thresholds"] == thresholds.to_dict()
     # The last model (checkpoint.pt) keeps its own thresholds; thresholds.json is the deployed best.pt's.
-    assert load_checkpoint(run / "checkpoint.pt")["thresholds"] == load_checkpoint(product["run"] / "checkpoint.pt")["thresholds"]
+    assert (
+        load_checkpoint(run / "checkpoint.pt")["thresholds"]
+        == load_checkpoint(product["run"] / "checkpoint.pt")["thresholds"]
+    )
     assert load_thresholds(run / "thresholds.json") == thresholds
     best_thresholds = thresholds.to_dict()
     last = calibrate_checkpoint(run / "checkpoint.pt", device="cpu", progress=False, folders=no_masks_of(folders))
@@ -264,7 +275,9 @@ def test_evaluate_and_calibrate_on_plain_folders_at_64x128(product, labelled, tm
     assert load_checkpoint(run / "best.pt")["thresholds"] == best_thresholds
     assert load_thresholds(run / "thresholds.json").to_dict() == best_thresholds
     again = evaluate_checkpoint(run / "best.pt", device="cpu", progress=False, folders=folders)
-    assert again["threshold_source"] == "calibration" and again["image_f1"] == pytest.approx(thresholds.details["image_f1"])
+    assert again["threshold_source"] == "calibration" and again["image_f1"] == pytest.approx(
+        thresholds.details["image_f1"]
+    )
     # Calibration moves thresholds only: the threshold-free pixel AUROC and AUPRO are unchanged.
     assert (again["pixel_auroc"], again["aupro"]) == pytest.approx((metrics["pixel_auroc"], metrics["aupro"]), abs=1e-9)
 

@@ -61,7 +61,8 @@ def test_jobs_2_killed_midway_then_restarted_finishes_without_redoing(three_cate
     out = tmp_path / "reproduce"
     script = (
         "import json, sys; from memseg_lite.experiments.reproduce import reproduce; "
-        "reproduce(sys.argv[1], json.loads(sys.argv[4]), sys.argv[2], progress=False, jobs=2, **json.loads(sys.argv[3]))"
+        "reproduce(sys.argv[1], json.loads(sys.argv[4]), sys.argv[2], progress=False, jobs=2, "
+        "**json.loads(sys.argv[3]))"
     )
     command = [sys.executable, "-c", script, str(three_categories), str(out),
                json.dumps(_overrides(three_categories, tmp_path)), json.dumps(CATEGORIES)]
@@ -119,8 +120,22 @@ def test_results_table_records_the_fallbacks(tmp_path):
     from memseg_lite.experiments.reproduce import write_results
 
     rows = [
-        {"category": "bottle", "image_auroc": 90.0, "pixel_auroc": 80.0, "aupro": 70.0, "backbone": "imagenet", "textures": "dtd"},
-        {"category": "cable", "image_auroc": 70.0, "pixel_auroc": 60.0, "aupro": 50.0, "backbone": "random", "textures": "procedural"},
+        {
+            "category": "bottle",
+            "image_auroc": 90.0,
+            "pixel_auroc": 80.0,
+            "aupro": 70.0,
+            "backbone": "imagenet",
+            "textures": "dtd",
+        },
+        {
+            "category": "cable",
+            "image_auroc": 70.0,
+            "pixel_auroc": 60.0,
+            "aupro": 50.0,
+            "backbone": "random",
+            "textures": "procedural",
+        },
     ]
     md_path, csv_path = write_results(tmp_path, rows)
     with csv_path.open() as stream:
@@ -155,7 +170,9 @@ def test_results_table_has_the_last_checkpoint_beside_the_best(tmp_path):
     assert [r["last_image_auroc"] for r in table] == ["80.00", "75.00", "77.50"]
     assert [r["image_auroc"] for r in table] == ["90.00", "70.00", "80.00"]
     assert table[0]["best_step"] == "300" and table[0]["last_step"] == "500"
-    assert "| bottle | 90.00 | 50.00 | 40.00 | 80.00 | 50.00 | 40.00 | 300 / 500 | imagenet | dtd |" in md_path.read_text()
+    assert (
+        "| bottle | 90.00 | 50.00 | 40.00 | 80.00 | 50.00 | 40.00 | 300 / 500 | imagenet | dtd |" in md_path.read_text()
+    )
 
 
 def test_train_and_evaluate_resumes_skips_and_adds_the_last_evaluation(tiny_demo, tmp_path, monkeypatch):

@@ -8,22 +8,22 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display in tests
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import cv2
+import numpy as np
+import pytest
+import torch
 
-from memseg_lite.core.transforms import image_to_tensor  # noqa: E402
-from memseg_lite.simulation.foreground import ForegroundSettings  # noqa: E402
-from memseg_lite.simulation.settings import (  # noqa: E402
+from memseg_lite.core.transforms import image_to_tensor
+from memseg_lite.simulation.foreground import ForegroundSettings
+from memseg_lite.simulation.settings import (
     FORMAT_NAME,
     FORMAT_VERSION,
     SimulationSettings,
     load_simulation_settings,
     save_simulation_settings,
 )
-from memseg_lite.simulation.textures import TextureSource  # noqa: E402
-from memseg_lite.training.config import TrainConfig  # noqa: E402
+from memseg_lite.simulation.textures import TextureSource
+from memseg_lite.training.config import TrainConfig
 
 
 def custom_settings() -> SimulationSettings:
@@ -183,7 +183,9 @@ def test_explorer_settings_reproduce_in_the_trainer(tmp_path):
         np.testing.assert_array_equal(mask.numpy(), preview.mask)
     # a forced kind and delta in the preview is the simulator with that kind and delta
     c["kind"].value, c["delta"].value, c["seed"].value = "texture", 0.7, 3
-    _equal(make_synthesizer(config).sample(picture, np.random.default_rng(3), kind="texture", delta=0.7), explorer.result)
+    _equal(
+        make_synthesizer(config).sample(picture, np.random.default_rng(3), kind="texture", delta=0.7), explorer.result
+    )
     # and without the file, the trainer's default simulation differs
     default = make_synthesizer(TrainConfig(**config_args))
     assert any(

@@ -137,7 +137,8 @@ def test_augmentation_values():
     rng = np.random.default_rng(0)
     np.testing.assert_array_equal(apply_augmentation(image, "invert", rng), 255 - image)
     stretched = apply_augmentation(image, "autocontrast", rng)
-    assert (stretched.reshape(-1, 3).min(0) <= 1).all() and (stretched.reshape(-1, 3).max(0) >= 254).all()  # torchvision truncates
+    channels = stretched.reshape(-1, 3)
+    assert (channels.min(0) <= 1).all() and (channels.max(0) >= 254).all()  # torchvision truncates
     posterized = apply_augmentation(image, "posterize", rng)  # at most 5 bits kept
     assert (posterized % 8 == 0).all()
     solarized = apply_augmentation(image, "solarize", rng)  # pixels at or above the threshold are inverted
@@ -213,7 +214,9 @@ def test_torch_augmentation_uses_one_parameter_per_image():
         {"gain": torch.tensor([p["gain"] for p in params]), "offset": torch.tensor([p["offset"] for p in params])},
     )
     for k in range(4):
-        np.testing.assert_array_equal(as_image(batched[k]), apply_augmentation(images[k], "brightness", np.random.default_rng(0), params[k]))
+        np.testing.assert_array_equal(
+            as_image(batched[k]), apply_augmentation(images[k], "brightness", np.random.default_rng(0), params[k])
+        )
 
 
 @pytest.mark.parametrize("name", [n for n in AUGMENTATIONS if n not in ("invert", "autocontrast", "equalize")])
@@ -230,7 +233,8 @@ def test_torch_parameter_draws_follow_the_numpy_distributions(name):
         if np.all(reference == np.rint(reference)):  # integer parameters: the same set of values
             assert set(values.tolist()) == set(reference.tolist()), (name, key)
         for column in range(values.reshape(1500, -1).shape[1]):
-            assert ks_2samp(values.reshape(1500, -1)[:, column], reference.reshape(1500, -1)[:, column]).pvalue > 1e-3, (name, key)
+            test = ks_2samp(values.reshape(1500, -1)[:, column], reference.reshape(1500, -1)[:, column])
+            assert test.pvalue > 1e-3, (name, key)
 
 
 def test_augment_textures_torch_is_seeded_per_sample_and_keeps_the_input():
@@ -274,11 +278,13 @@ def test_texture_pool_streams_a_large_source_in_shuffled_passes():
     for _ in range(4):
         before = pool.ids.clone()
         pool.begin_batch(2)
-        loaded += [int(i) for i, j in zip(pool.ids.tolist(), before.tolist()) if i != j]
+        loaded += [int(i) for i, j in zip(pool.ids.tolist(), before.tolist(), strict=True) if i != j]
     # 4 + 6 loads (2 per batch from the second batch on): one full pass over the 10 textures
     assert pool.textures_loaded == 10 and sorted(loaded) == list(range(10))
     for slot, index in enumerate(pool.ids.tolist()):
-        np.testing.assert_array_equal(pool.textures[slot].permute(1, 2, 0).numpy(), resize_to(source.image(index), (12, 12)))
+        np.testing.assert_array_equal(
+            pool.textures[slot].permute(1, 2, 0).numpy(), resize_to(source.image(index), (12, 12))
+        )
     textures, ids = pool.draw(500, torch.Generator().manual_seed(0))
     assert textures.shape == (500, 3, 12, 12) and set(ids.tolist()) == set(pool.ids.tolist())
     counts = np.bincount([pool.ids.tolist().index(i) for i in ids.tolist()], minlength=4)

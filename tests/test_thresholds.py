@@ -26,10 +26,11 @@ from memseg_lite.evaluation.thresholds import (
 def brute_force_best_f1(scores, labels):
     """Try every distinct score as the threshold of ``score >= t``; plain Python counting."""
     best = 0.0
+    pairs = list(zip(scores, labels, strict=True))
     for t in sorted(set(scores.tolist())):
-        tp = sum(1 for s, l in zip(scores, labels) if s >= t and l)
-        fp = sum(1 for s, l in zip(scores, labels) if s >= t and not l)
-        fn = sum(1 for s, l in zip(scores, labels) if s < t and l)
+        tp = sum(1 for score, label in pairs if score >= t and label)
+        fp = sum(1 for score, label in pairs if score >= t and not label)
+        fn = sum(1 for score, label in pairs if score < t and label)
         f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
         best = max(best, f1)
     return best
@@ -103,10 +104,11 @@ def brute_force_f1_threshold(scores, labels, negative_weight=1.0):
     defective). Returns (threshold, F1)."""
     distinct = sorted({float(s) for s in scores}, reverse=True)
     best_f1, best_index = -1.0, 0
+    pairs = list(zip(scores, labels, strict=True))
     for index, t in enumerate(distinct):
-        tp = sum(1 for s, l in zip(scores, labels) if s >= t and l)
-        fp = sum(1 for s, l in zip(scores, labels) if s >= t and not l)
-        fn = sum(1 for s, l in zip(scores, labels) if s < t and l)
+        tp = sum(1 for score, label in pairs if score >= t and label)
+        fp = sum(1 for score, label in pairs if score >= t and not label)
+        fn = sum(1 for score, label in pairs if score < t and label)
         f1 = 2 * tp / (2 * tp + negative_weight * fp + fn)
         if f1 > best_f1 + 1e-12:  # strictly better only: among ties the first (highest) cut stays
             best_f1, best_index = f1, index
@@ -246,7 +248,8 @@ def test_thresholds_file_round_trip(tmp_path):
 # Operating points (issue 21): a target recall or a maximum false-alarm rate, against brute force
 # --------------------------------------------------------------------------------------------
 def brute_force_candidates(scores):
-    """Every threshold worth trying: half-way between consecutive distinct scores, the lowest score, and above the top."""
+    """Every threshold worth trying: half-way between consecutive distinct scores, the lowest score, and above
+    the top."""
     distinct = np.unique(scores)
     return np.r_[distinct[0], 0.5 * (distinct[1:] + distinct[:-1]), distinct[-1] + 1.0]
 

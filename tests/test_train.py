@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -106,7 +107,9 @@ def test_training_never_reads_the_test_split(tiny_demo, tmp_path):
 
 
 def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(tiny_demo, tmp_path):
-    trainer = Trainer(tiny_config(tiny_demo, tmp_path / "run", steps=6, checkpoint_every=2, val_every=10), progress=False)
+    trainer = Trainer(
+        tiny_config(tiny_demo, tmp_path / "run", steps=6, checkpoint_every=2, val_every=10), progress=False
+    )
     real = trainer.criterion
     calls = {"n": 0}
 
@@ -143,18 +146,20 @@ def test_config_validation_names_the_field():
 def test_warmup_cosine_schedule():
     factors = [warmup_cosine(step, 100, 0.1) for step in range(100)]
     assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
-    assert all(a < b for a, b in zip(factors[:9], factors[1:10]))
-    assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
+    assert all(a < b for a, b in itertools.pairwise(factors[:10]))
+    assert all(a >= b for a, b in itertools.pairwise(factors[10:]))
     assert factors[55] == pytest.approx(0.5 * (1 + math.cos(math.pi * 45 / 90)))
 
 
 def test_cli_train_evaluate_predict(tiny_demo, tmp_path, capsys):
     run = tmp_path / "run"
     code = cli(["train", "--data-root", str(tiny_demo), "--category", "button", "--out", str(run), "--steps", "2",
-                "--batch-size", "2", "--image-size", "64", "--memory-size", "4", "--val-images", "2", "--val-every", "1",
-                "--backbone-weights", "none", "--no-progress"])
+                "--batch-size", "2", "--image-size", "64", "--memory-size", "4", "--val-images", "2",
+                "--val-every", "1", "--backbone-weights", "none", "--no-progress"])
     assert code == 0 and (run / "best.pt").is_file()
-    code = cli(["evaluate", "--checkpoint", str(run / "best.pt"), "--data-root", str(tiny_demo), "--category", "button"])
+    code = cli(
+        ["evaluate", "--checkpoint", str(run / "best.pt"), "--data-root", str(tiny_demo), "--category", "button"]
+    )
     assert code == 0
     metrics = json.loads((run / "evaluation" / "metrics.json").read_text())
     assert metrics["n_images"] == 4 + 4 * 2 and 0 <= metrics["aupro"] <= 1
@@ -292,7 +297,8 @@ def test_pixel_average_precision_matches_scikit_learn():
     maps = np.round(rng.random((4, 16, 16)) * 0.6 + 0.5 * masks, 1).astype(np.float32)  # many ties
     expected = average_precision_score(masks.ravel(), maps.ravel())
     assert pixel_average_precision(maps, masks) == pytest.approx(expected, abs=1e-12)
-    assert pixel_average_precision(torch.from_numpy(maps), torch.from_numpy(masks)) == pytest.approx(expected, abs=1e-12)
+    from_tensors = pixel_average_precision(torch.from_numpy(maps), torch.from_numpy(masks))
+    assert from_tensors == pytest.approx(expected, abs=1e-12)
     assert pixel_average_precision(masks.astype(np.float32), masks) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="no anomalous pixel"):
         pixel_average_precision(maps, np.zeros_like(masks))
@@ -388,7 +394,8 @@ def test_validation_metrics_against_independent_computations():
     assert metrics["pixel_ap"] == pytest.approx(average_precision_score(masks.ravel(), maps.ravel()))
     assert metrics["aupro"] == pytest.approx(naive_aupro(maps, masks, 0.3))
     assert selection_score(metrics, "ap_aupro_mean") == pytest.approx((metrics["pixel_ap"] + metrics["aupro"]) / 2)
-    assert selection_score(metrics, "auroc_mean") == pytest.approx((metrics["image_auroc"] + metrics["pixel_auroc"]) / 2)
+    auroc_mean = (metrics["image_auroc"] + metrics["pixel_auroc"]) / 2
+    assert selection_score(metrics, "auroc_mean") == pytest.approx(auroc_mean)
     assert set(SELECTION_METRICS) == {"pixel_ap", "aupro", "ap_aupro_mean", "auroc_mean"}
     with pytest.raises(ValueError, match="unknown selection metric 'f1'"):
         selection_score(metrics, "f1")

@@ -51,7 +51,9 @@ def test_letterbox_keeps_the_aspect_ratio_and_pads_black():
     assert (fitted[:16] == 0).all() and (fitted[48:] == 0).all() and (fitted[16:48] == 200).all()
     # Same aspect ratio as the target: a plain resize, no border.
     same = np.random.default_rng(1).integers(0, 256, (32, 64, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(fit_image(same, (64, 128)), cv2.resize(same, (128, 64), interpolation=cv2.INTER_LINEAR))
+    np.testing.assert_array_equal(
+        fit_image(same, (64, 128)), cv2.resize(same, (128, 64), interpolation=cv2.INTER_LINEAR)
+    )
     stretched = fit_image(image, (64, 128), mode="stretch")
     assert stretched.shape == (64, 128, 3) and (stretched == 200).all()
     with pytest.raises(ValueError, match="resize mode"):

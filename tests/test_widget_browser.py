@@ -108,7 +108,9 @@ def jupyterlab(tmp_path):
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             if server.poll() is not None:
-                pytest.fail(f"JupyterLab exited with {server.returncode}:\n{(tmp_path / 'jupyterlab.log').read_text()[-3000:]}")
+                pytest.fail(
+                    f"JupyterLab exited with {server.returncode}:\n{(tmp_path / 'jupyterlab.log').read_text()[-3000:]}"
+                )
             try:
                 with urllib.request.urlopen(f"{base}/api/status?token={TOKEN}", timeout=5) as answer:
                     json.load(answer)
@@ -127,7 +129,9 @@ def stop_server(server: subprocess.Popen, base: str, runtime: Path) -> None:
     """Ask the server to shut down (it stops its kernels), then make sure: SIGTERM, SIGKILL, by process id."""
     if server.poll() is None:
         try:
-            request = urllib.request.Request(f"{base}/api/shutdown", method="POST", headers={"Authorization": f"token {TOKEN}"})
+            request = urllib.request.Request(
+                f"{base}/api/shutdown", method="POST", headers={"Authorization": f"token {TOKEN}"}
+            )
             urllib.request.urlopen(request, timeout=10).close()
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             pass
@@ -214,7 +218,10 @@ def wait(driver, condition, what: str, timeout: float = STEP_TIMEOUT, shots: Pat
     except TimeoutException:
         if shots is not None:
             driver.save_screenshot(str(shots / "failure.png"))
-        pytest.fail(f"timed out after {timeout} s waiting for {what}" + (f" (screenshot {shots / 'failure.png'})" if shots else ""))
+        pytest.fail(
+            f"timed out after {timeout} s waiting for {what}"
+            + (f" (screenshot {shots / 'failure.png'})" if shots else "")
+        )
 
 
 def test_moving_the_delta_slider_redraws_the_picture(browser, jupyterlab, tmp_path):  # browser first: a skip is quick
@@ -222,10 +229,15 @@ def test_moving_the_delta_slider_redraws_the_picture(browser, jupyterlab, tmp_pa
     from selenium.webdriver.common.keys import Keys
 
     browser.get(f"{jupyterlab}/lab/tree/explorer.ipynb?token={TOKEN}")
-    wait(browser, lambda d: d.execute_script(KERNEL_IDLE_JS) == "idle", "the notebook's kernel to start", shots=tmp_path)
+    wait(
+        browser, lambda d: d.execute_script(KERNEL_IDLE_JS) == "idle", "the notebook's kernel to start", shots=tmp_path
+    )
     browser.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells');")
     slider = wait(
-        browser, lambda d: d.find_elements(By.XPATH, SLIDER.format(label="delta (preview)")), "the explorer's delta slider", shots=tmp_path
+        browser,
+        lambda d: d.find_elements(By.XPATH, SLIDER.format(label="delta (preview)")),
+        "the explorer's delta slider",
+        shots=tmp_path,
     )[0]
     before = wait(browser, lambda d: d.execute_script(PICTURE_JS), "the explorer's first picture", shots=tmp_path)
     assert before.startswith("data:image/png;base64,")
@@ -241,7 +253,10 @@ def test_moving_the_delta_slider_redraws_the_picture(browser, jupyterlab, tmp_pa
     moved = float(readout.text)
     assert 0.5 < moved <= 1.0
     after = wait(
-        browser, lambda d: (src := d.execute_script(PICTURE_JS)) not in (None, before) and src, "a redrawn picture", shots=tmp_path
+        browser,
+        lambda d: (src := d.execute_script(PICTURE_JS)) not in (None, before) and src,
+        "a redrawn picture",
+        shots=tmp_path,
     )
     assert after.startswith("data:image/png;base64,") and after != before
     width = wait(browser, lambda d: d.execute_script(PICTURE_WIDTH_JS), "the redrawn picture to decode", shots=tmp_path)

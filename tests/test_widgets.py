@@ -6,12 +6,12 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display in tests
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pytest
 
-from memseg_lite.simulation.foreground import ForegroundSettings, ForegroundWarning  # noqa: E402
-from memseg_lite.simulation.textures import TextureSource  # noqa: E402
-from memseg_lite.teaching.widgets import anomaly_explorer, mask_overlay, result_figure  # noqa: E402
+from memseg_lite.simulation.foreground import ForegroundSettings, ForegroundWarning
+from memseg_lite.simulation.textures import TextureSource
+from memseg_lite.teaching.widgets import anomaly_explorer, mask_overlay, result_figure
 
 
 def images() -> dict[str, np.ndarray]:
@@ -24,7 +24,9 @@ def images() -> dict[str, np.ndarray]:
 
 @pytest.fixture()
 def explorer():
-    return anomaly_explorer(images(), texture_source=TextureSource(None, n_procedural=4, procedural_size=32), draw=False)
+    return anomaly_explorer(
+        images(), texture_source=TextureSource(None, n_procedural=4, procedural_size=32), draw=False
+    )
 
 
 def values(explorer) -> dict:
@@ -41,7 +43,17 @@ def test_controls_and_first_render(explorer):
     # delta within the method's [0.15, 1], for the preview and for training's range
     for name in ("delta", "delta_range"):
         assert (explorer.controls[name].min, explorer.controls[name].max) == (0.15, 1.0)
-    for name in ("seed", "scale_range", "threshold", "delta", "grid_rows", "grid_cols", "delta_range", "fg_threshold", "fg_kernel"):
+    for name in (
+        "seed",
+        "scale_range",
+        "threshold",
+        "delta",
+        "grid_rows",
+        "grid_cols",
+        "delta_range",
+        "fg_threshold",
+        "fg_kernel",
+    ):
         assert explorer.controls[name].continuous_update is False
     assert explorer.output.layout.height is not None  # fixed height against flicker
     # interactive_output ran the callback once with the defaults
@@ -112,7 +124,9 @@ def test_drawing_works_headless():
     assert len(figure.axes) == 4
     titles = [axis.get_title() for axis in figure.axes]
     assert "white" in titles[0] and "blue" not in titles[0]  # the legend names the colour M is drawn in
-    with_original = result_figure(explorer.result, original=images()["button"], foreground=explorer.result.foreground_mask)
+    with_original = result_figure(
+        explorer.result, original=images()["button"], foreground=explorer.result.foreground_mask
+    )
     assert next(axis.get_title() for axis in with_original.axes) == "original" and len(with_original.axes) == 6
     import matplotlib.pyplot as plt
 
@@ -159,7 +173,9 @@ def test_foreground_controls_change_the_mask(explorer):
 
 def test_delta_outside_the_method_range_is_refused():
     with pytest.raises(ValueError, match="0.15"):
-        anomaly_explorer(images(), delta=0.1, draw=False, texture_source=TextureSource(None, n_procedural=2, procedural_size=32))
+        anomaly_explorer(
+            images(), delta=0.1, draw=False, texture_source=TextureSource(None, n_procedural=2, procedural_size=32)
+        )
     with pytest.raises(ValueError, match="delta_range"):
         anomaly_explorer(images(), delta_range=(0.0, 1.0), draw=False,
                          texture_source=TextureSource(None, n_procedural=2, procedural_size=32))

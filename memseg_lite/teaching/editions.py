@@ -100,7 +100,8 @@ def has_core(cell: dict) -> bool:
 
 
 def resolve_regions(text: str, edition: str, where: str = "cell", markers: dict | None = None) -> str:
-    """``text`` as ``edition`` (``"student"`` or ``"solutions"``) sees it: markers dropped, the other edition's lines cut.
+    """``text`` as ``edition`` (``"student"`` or ``"solutions"``) sees it: markers dropped, the other
+    edition's lines cut.
 
     With ``markers=CORE_MARKERS`` the same for the core regions: ``edition`` ``"core"`` (the
     worked editions) or ``"assignment"``.
@@ -259,7 +260,9 @@ def build(root: Path = ROOT, check: bool = False) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m memseg_lite.teaching.editions", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m memseg_lite.teaching.editions", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--check", action="store_true", help="only report editions that differ from the source")
     parser.add_argument("--root", type=Path, default=ROOT, help="the repository [this checkout]")
     args = parser.parse_args(argv)
@@ -267,7 +270,11 @@ def main(argv: list[str] | None = None) -> int:
     for path in differed:
         print(f"{'out of date' if args.check else 'written'}: {path}")
     if args.check and differed:
-        print("edit instructor/source/ and run `make editions`; never edit notebooks/, solutions/ or assignments/ by hand", file=sys.stderr)
+        print(
+            "edit instructor/source/ and run `make editions`; "
+            "never edit notebooks/, solutions/ or assignments/ by hand",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

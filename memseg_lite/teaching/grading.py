@@ -131,7 +131,8 @@ def _resolve_tests_folder(tests: str | os.PathLike | None) -> Path:
 
 def chapter_of(notebook: dict, path: Path) -> str | None:
     """The chapter ``NN`` of a notebook: its metadata (``memseg_lite.chapter``), else ``NN_`` in the file name."""
-    chapter = (notebook.get("metadata") or {}).get("memseg_lite", {}).get("chapter") if isinstance(notebook.get("metadata"), dict) else None
+    metadata = notebook.get("metadata")
+    chapter = metadata.get("memseg_lite", {}).get("chapter") if isinstance(metadata, dict) else None
     if isinstance(chapter, str) and re.fullmatch(r"\d\d", chapter):
         return chapter
     match = _CHAPTER_IN_NAME.search(path.name)
@@ -188,7 +189,10 @@ def _memseg_grade(namespace, tests_file, data_root, names, results_file, token, 
     import importlib.util, inspect, json, signal, sys
 
     # Fresh copies of the check modules: patches the notebook made to the loaded ones do not count.
-    for name in [name for name in sys.modules if name == "memseg_lite.teaching" or name.startswith("memseg_lite.teaching.")]:
+    loaded = [
+        name for name in sys.modules if name == "memseg_lite.teaching" or name.startswith("memseg_lite.teaching.")
+    ]
+    for name in loaded:
         del sys.modules[name]
     spec = importlib.util.spec_from_file_location("memseg_hidden_tests", tests_file)
     hidden = importlib.util.module_from_spec(spec)
@@ -299,15 +303,19 @@ def grade_notebook(
     points = hidden_tests_of(load_hidden_tests(tests_folder, grade.chapter), track)
     try:
         import nbformat
-        from nbclient import NotebookClient
         from jupyter_core.utils import run_sync
+        from nbclient import NotebookClient
         from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
     except ImportError as error:
-        raise GradingUnavailableError("grading needs nbclient: pip install 'memseg-lite[workbook]' (or pip install nbclient)") from error
+        raise GradingUnavailableError(
+            "grading needs nbclient: pip install 'memseg-lite[workbook]' (or pip install nbclient)"
+        ) from error
     try:
         parsed = nbformat.reads(json.dumps(content), as_version=4)
     except Exception as error:  # nbformat's own validation errors
-        raise ValueError(f"{path} is not a valid notebook ({type(error).__name__}); ask for the .ipynb file again") from None
+        raise ValueError(
+            f"{path} is not a valid notebook ({type(error).__name__}); ask for the .ipynb file again"
+        ) from None
 
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="memseg-grade-") as private:
@@ -343,8 +351,9 @@ def grade_notebook(
                             raise CellTimeoutError.error_from_timeout_and_cell("time limit reached", left, cell)
                         client.timeout = max(1, math.ceil(left))
                         client.execute_cell(cell, index)
-                        if grade.error is None and any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
-                            error = next(o for o in cell.outputs if o.get("output_type") == "error")
+                        errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+                        if grade.error is None and errors:
+                            error = errors[0]
                             grade.error, grade.error_cell = _one_line(f"{error.ename}: {error.evalue}"), index + 1
                 except CellTimeoutError:
                     grade.error, grade.error_cell = "time limit reached", index + 1
@@ -392,10 +401,13 @@ def _read_results(path: Path, token: str) -> list[dict] | None:
 
 
 def student_names(notebooks: Sequence[Path]) -> list[str]:
-    """A student per notebook: its folder's name, or the file's name when a folder holds two notebooks of one chapter."""
+    """A student per notebook: its folder's name, or the file's name when a folder holds two notebooks of one
+    chapter."""
     keys = [(Path(n).resolve().parent, chapter_of({}, Path(n))) for n in notebooks]
     shared = {key for key in keys if keys.count(key) > 1}
-    return [Path(n).stem if key in shared else Path(n).resolve().parent.name for n, key in zip(notebooks, keys)]
+    return [
+        Path(n).stem if key in shared else Path(n).resolve().parent.name for n, key in zip(notebooks, keys, strict=True)
+    ]
 
 
 def grade_notebooks(notebooks: Sequence[str | os.PathLike], **options) -> list[NotebookGrade]:
@@ -405,13 +417,14 @@ def grade_notebooks(notebooks: Sequence[str | os.PathLike], **options) -> list[N
     if options.get("track", "worked") not in TRACK_TESTS:
         raise ValueError(f"track must be one of {', '.join(TRACK_TESTS)}, got {options['track']!r}")
     grades = []
-    for path, student in zip(paths, student_names(paths)):
+    for path, student in zip(paths, student_names(paths), strict=True):
         try:
             grades.append(grade_notebook(path, student=student, **options))
         except GradingUnavailableError:
             raise
         except (OSError, ValueError) as error:
-            grades.append(NotebookGrade(path, student=student, chapter=chapter_of({}, path), error=_one_line(str(error))))
+            failed = NotebookGrade(path, student=student, chapter=chapter_of({}, path), error=_one_line(str(error)))
+            grades.append(failed)
     return grades
 
 
@@ -447,7 +460,9 @@ def format_table(grades: Sequence[NotebookGrade]) -> str:
     """A plain-text student x exercise table (points per exercise, total) and the failure reasons below it."""
     header, rows = gradebook(grades)
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows]]
+    # every row has the header's cells, one per width
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+             for row in [header, *rows]]
     lines.insert(1, "  ".join("-" * width for width in widths))
     reasons = [f"  {grade.student} {grade.chapter}.{result.label}: {result.status}"
                f"{': ' + result.reason if result.reason else ''}"

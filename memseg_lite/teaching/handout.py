@@ -66,14 +66,18 @@ def _member(relative: Path) -> str:
     return relative.as_posix()
 
 
-def write_handout(out: str | os.PathLike, root: Path = ROOT, prefix: str = "memseg-lite", track: str = "worked") -> Path:
+def write_handout(
+    out: str | os.PathLike, root: Path = ROOT, prefix: str = "memseg-lite", track: str = "worked"
+) -> Path:
     """Write the handout zip to ``out`` (every member under ``prefix/``); the path written."""
     out = Path(out)
     shipped = handout_files(root, track)
     stale = [path for path in build(root, check=True) if path.parent.name in ("notebooks", "assignments")]
     if stale:
         names = ", ".join(path.name for path in stale)
-        raise ValueError(f"the student editions are not what instructor/source gives ({names}); run `make editions` first")
+        raise ValueError(
+            f"the student editions are not what instructor/source gives ({names}); run `make editions` first"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     os.close(handle)
@@ -92,10 +96,18 @@ def write_handout(out: str | os.PathLike, root: Path = ROOT, prefix: str = "mems
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m memseg_lite.teaching.handout", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("outputs/handout.zip"), help="zip to write [outputs/handout.zip]")
-    parser.add_argument("--track", choices=TRACKS, default="worked",
-                        help="worked: the student editions; assignment: the assignment editions where a chapter has one")
+    parser = argparse.ArgumentParser(
+        prog="python -m memseg_lite.teaching.handout", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("outputs/handout.zip"), help="zip to write [outputs/handout.zip]"
+    )
+    parser.add_argument(
+        "--track",
+        choices=TRACKS,
+        default="worked",
+        help="worked: the student editions; assignment: the assignment editions where a chapter has one",
+    )
     args = parser.parse_args(argv)
     try:
         print(f"handout: {write_handout(args.out, track=args.track)}")
