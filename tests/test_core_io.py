@@ -1,13 +1,15 @@
-"""core.io's folder staging: build beside the target, rename into place, all or nothing."""
+"""core.io's folder staging (build beside the target, rename into place, all or nothing) and atomic CSV tables."""
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 from pathlib import Path
 
 import pytest
 
-from memseg_lite.core.io import missing_folders, remove_empty_folders, staging_folder
+from memseg_lite.core.io import missing_folders, remove_empty_folders, staging_folder, write_csv_atomic
 
 
 def tree(folder: Path) -> dict[str, bytes | None]:
@@ -112,3 +114,33 @@ def test_missing_folders_and_remove_empty_folders(tmp_path):
     remove_empty_folders(missing)
     assert not (tmp_path / "x" / "y").exists(), "the empty ones go, innermost first"
     assert (tmp_path / "x" / "keep.txt").read_text() == "kept", "a folder holding a file stays"
+
+
+CSV_ROWS = [
+    {"name": "plain", "value": "1.50", "note": ""},
+    {"name": 'comma, and "quotes"', "value": "2", "note": "line\nbreak"},
+    {"name": "short row"},  # missing fields are written empty
+]
+
+
+def test_write_csv_atomic_writes_what_the_csv_module_writes(tmp_path):
+    expected = io.StringIO(newline="")
+    writer = csv.DictWriter(expected, fieldnames=["name", "value", "note"])
+    writer.writeheader()
+    for row in CSV_ROWS:
+        writer.writerow(row)
+    path = write_csv_atomic(tmp_path / "sub" / "table.csv", iter(CSV_ROWS), ["name", "value", "note"])
+    assert path == tmp_path / "sub" / "table.csv"
+    assert path.read_bytes() == expected.getvalue().encode()
+    assert path.read_bytes().startswith(b"name,value,note\r\nplain,1.50,\r\n")
+    with path.open(newline="") as stream:
+        assert [dict(r) for r in csv.DictReader(stream)][1] == {**CSV_ROWS[1]}
+
+
+def test_write_csv_atomic_keeps_the_old_table_when_a_row_is_bad(tmp_path):
+    path = tmp_path / "table.csv"
+    path.write_text("old table\n")
+    with pytest.raises(ValueError, match="unknown"):
+        write_csv_atomic(path, [{"name": "ok"}, {"name": "x", "unknown": 1}], ["name"])
+    assert path.read_text() == "old table\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["table.csv"], "no temporary file left"

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import cv2
@@ -43,6 +44,20 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` to ``path`` atomically (see :func:`atomic_output`)."""
     with atomic_output(path) as temporary:
         temporary.write_text(text)
+    return Path(path)
+
+
+def write_csv_atomic(path: str | os.PathLike, rows: Iterable[Mapping[str, object]], fieldnames: Sequence[str]) -> Path:
+    """Write ``rows`` as a CSV table with a header of ``fieldnames``, atomically (see :func:`atomic_output`).
+
+    Exactly what :class:`csv.DictWriter` writes with its defaults (commas, ``\r\n`` line ends,
+    quotes only where needed): a field a row lacks is left empty, and a key that is not one of
+    ``fieldnames`` raises ``ValueError``. Values are written with ``str``: format numbers first.
+    """
+    with atomic_output(path) as temporary, temporary.open("w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=fieldnames)
+        writer.writeheader()
+        writer.writerows(rows)
     return Path(path)
 
 
