@@ -26,7 +26,8 @@ from _common import write_result  # noqa: E402
 
 from memseg_lite.core.checkpoint import load_checkpoint  # noqa: E402
 from memseg_lite.deployment.fast import BACKENDS  # noqa: E402
-from memseg_lite.evaluation.evaluate import compute_metrics, labelled_files, load_model, predict_test_files  # noqa: E402
+from memseg_lite.evaluation.evaluate import compute_metrics, labelled_files, predict_test_files  # noqa: E402
+from memseg_lite.network.model import load_model  # noqa: E402
 
 METRICS = ("image_auroc", "pixel_auroc", "aupro")
 
