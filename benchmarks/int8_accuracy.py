@@ -26,7 +26,8 @@ from _common import write_result
 
 from memseg_lite.core.checkpoint import load_checkpoint
 from memseg_lite.deployment.fast import BACKENDS
-from memseg_lite.evaluation.evaluate import compute_metrics, labelled_files, load_model, predict_test_files
+from memseg_lite.evaluation.evaluate import compute_metrics, labelled_files, predict_test_files
+from memseg_lite.network.model import load_model
 
 METRICS = ("image_auroc", "pixel_auroc", "aupro")
 

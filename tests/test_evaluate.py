@@ -142,7 +142,8 @@ def test_eager_backend_gives_the_metrics_of_no_backend(tiny_demo, random_checkpo
 
 def test_folded_backend_maps_match_the_eager_model(tiny_demo, random_checkpoint):
     from memseg_lite.deployment.fast import FoldedTorchBackend, fast_backend
-    from memseg_lite.evaluation.evaluate import load_model, predict_test_files
+    from memseg_lite.evaluation.evaluate import predict_test_files
+    from memseg_lite.network.model import load_model
 
     model, payload = load_model(random_checkpoint, "cpu")
     files = scan_category(tiny_demo, "button")
@@ -211,9 +212,10 @@ def letterbox_checkpoint(narrow_data, tmp_path_factory):
 
 
 def test_letterbox_padding_is_left_out_of_the_pixel_metrics(narrow_data, letterbox_checkpoint, tmp_path):
-    from memseg_lite.evaluation.evaluate import load_model, predict_test_files
+    from memseg_lite.evaluation.evaluate import predict_test_files
     from memseg_lite.evaluation.metrics import aupro, pixel_auroc
     from memseg_lite.evaluation.thresholds import precision_recall_f1
+    from memseg_lite.network.model import load_model
 
     metrics = evaluate_checkpoint(letterbox_checkpoint, narrow_data, "button", tmp_path / "eval", device="cpu",
                                   progress=False)
@@ -237,12 +239,9 @@ def test_letterbox_padding_is_left_out_of_the_pixel_metrics(narrow_data, letterb
 
 
 def test_square_images_count_every_pixel_as_before(tiny_demo, random_checkpoint):
-    from memseg_lite.evaluation.evaluate import (
-        compute_metrics,
-        load_model,
-        predict_test_files,
-    )
+    from memseg_lite.evaluation.evaluate import compute_metrics, predict_test_files
     from memseg_lite.evaluation.metrics import aupro, pixel_auroc
+    from memseg_lite.network.model import load_model
 
     model, payload = load_model(random_checkpoint, "cpu")
     predictions, _ = predict_test_files(model, payload, scan_category(tiny_demo, "button"), progress=False)

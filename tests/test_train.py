@@ -64,7 +64,7 @@ def test_resume_reproduces_an_uninterrupted_run_exactly(tiny_demo, tmp_path):
 
 
 def test_run_folder_contents_and_checkpoint_round_trip(tiny_demo, tmp_path):
-    from memseg_lite.evaluation.evaluate import load_model
+    from memseg_lite.network.model import load_model
 
     result = train(tiny_config(tiny_demo, tmp_path / "run"), progress=False)
     run = tmp_path / "run"
@@ -433,8 +433,8 @@ def test_selection_picks_the_best_by_the_chosen_metric(tiny_demo, tmp_path, monk
 
 
 def test_last_and_best_checkpoints_carry_their_own_thresholds(tiny_demo, tmp_path, monkeypatch):
-    from memseg_lite.evaluation.evaluate import load_model
     from memseg_lite.evaluation.thresholds import load_thresholds, validation_thresholds
+    from memseg_lite.network.model import load_model
 
     _scripted_validation(monkeypatch, pixel_aps=[0.2, 0.5, 0.4], aurocs=[0.9, 0.9, 0.9])
     run = tmp_path / "run"

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from memseg_lite.core.io import atomic_output
+from memseg_lite.core.sizes import parse_size
 
 FORMAT = "memseg-lite"
 FORMAT_VERSION = 1
@@ -114,3 +115,15 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         if key not in payload:
             raise ValueError(f"checkpoint {path} has no {key!r} entry")
     return payload
+
+
+def input_size(payload: dict) -> tuple[int | tuple[int, int], int | None]:
+    """(size images are fitted to: ``S`` or ``(H, W)``, center crop or None) the checkpoint's model was trained with."""
+    train_config = payload.get("train_config", {})
+    height, width = parse_size(train_config.get("image_size", 256))
+    return (height if height == width else (height, width)), train_config.get("center_crop")
+
+
+def resize_mode(payload: dict) -> str:
+    """How the checkpoint's model saw other shapes: ``"letterbox"`` or ``"stretch"`` (older checkpoints)."""
+    return payload.get("train_config", {}).get("resize", "stretch")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import cv2
@@ -43,6 +45,113 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     with atomic_output(path) as temporary:
         temporary.write_text(text)
     return Path(path)
+
+
+def write_csv_atomic(path: str | os.PathLike, rows: Iterable[Mapping[str, object]], fieldnames: Sequence[str]) -> Path:
+    """Write ``rows`` as a CSV table with a header of ``fieldnames``, atomically (see :func:`atomic_output`).
+
+    Exactly what :class:`csv.DictWriter` writes with its defaults (commas, ``\r\n`` line ends,
+    quotes only where needed): a field a row lacks is left empty, and a key that is not one of
+    ``fieldnames`` raises ``ValueError``. Values are written with ``str``: format numbers first.
+    """
+    with atomic_output(path) as temporary, temporary.open("w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=fieldnames)
+        writer.writeheader()
+        writer.writerows(rows)
+    return Path(path)
+
+
+def missing_folders(folder: str | os.PathLike) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, outermost first."""
+    missing = []
+    for candidate in (Path(folder), *Path(folder).parents):
+        if candidate.exists():
+            break
+        missing.append(candidate)
+    return missing[::-1]
+
+
+def remove_empty_folders(folders: Iterable[Path]) -> None:
+    """Remove ``folders`` (a :func:`missing_folders` list: innermost last) where they are still empty."""
+    for folder in reversed(list(folders)):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+class StagingFolder:
+    """The scratch folder of :func:`staging_folder`; ``path`` is where the new content is built."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._moved = 0
+
+    def swap_in(self, pairs: Iterable[tuple[Path, Path]]) -> None:
+        """Rename each ``(source, target)`` pair's finished ``source`` to ``target``, all or nothing.
+
+        ``source`` is a file or folder built (under :attr:`path`, or anywhere on the same file
+        system); ``target`` may be missing, a file or a non-empty folder. A target that exists is
+        first renamed into :attr:`path` (so it is deleted with the scratch folder, never in place),
+        then the source takes its name: every step is one rename, nothing is copied. If any rename
+        fails, the pairs already swapped are undone (new content moved out, old content back,
+        parent folders created here removed again) and the error is raised: the targets end up
+        exactly as they were.
+        """
+        swapped: list[tuple[Path, Path | None]] = []
+        created: list[Path] = []
+        try:
+            for source, target in pairs:
+                created += missing_folders(target.parent)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                retired = None
+                if target.exists() or target.is_symlink():
+                    retired = self._aside("replaced", target)
+                    os.replace(target, retired)
+                try:
+                    os.replace(source, target)
+                except BaseException:
+                    if retired is not None:
+                        os.replace(retired, target)
+                    raise
+                swapped.append((target, retired))
+        except BaseException:
+            for target, retired in reversed(swapped):
+                os.replace(target, self._aside("undone", target))
+                if retired is not None:
+                    os.replace(retired, target)
+            remove_empty_folders(created)
+            raise
+
+    def _aside(self, why: str, target: Path) -> Path:
+        """A fresh name in the scratch folder for ``target``'s content (deleted with the scratch folder)."""
+        self._moved += 1
+        return self.path / f".{why}-{self._moved}-{target.name}"
+
+
+@contextlib.contextmanager
+def staging_folder(parent: str | os.PathLike, prefix: str = ".memseg-staging-") -> Iterator[StagingFolder]:
+    """A fresh hidden scratch folder in ``parent`` for building content that then replaces what is there.
+
+    The way to write a folder (or several) so that an interruption (Ctrl-C, a crash, a full disk,
+    a bad input found half-way) never leaves a half-written result::
+
+        with staging_folder(out.parent, prefix=f".{out.name}.partial-") as staging:
+            build(staging.path / "new")                      # write everything here first
+            staging.swap_in([(staging.path / "new", out)])   # then rename it into place
+
+    ``parent`` is the folder that will hold the targets. The scratch folder is made there, or in
+    its nearest existing ancestor when ``parent`` does not exist yet (nothing is created outside
+    it before the swap), so it is on the targets' file system and moving out of it is a rename.
+    It is removed on exit, whether the block succeeds or fails, together with whatever is left in
+    it: half-built content, and the old content that :meth:`StagingFolder.swap_in` replaced.
+    A caller can also move files out of ``staging.path`` its own way (``os.replace`` per file).
+    """
+    missing = missing_folders(parent)
+    anchor = missing[0].parent if missing else Path(parent)
+    scratch = Path(tempfile.mkdtemp(dir=anchor, prefix=prefix))
+    try:
+        yield StagingFolder(scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:

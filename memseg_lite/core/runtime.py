@@ -1,7 +1,9 @@
-"""Device selection and seeding, shared by the trainer, the CLI and the notebooks."""
+"""Device selection, seeding and mixed precision (autocast), shared by the trainer, evaluation, deployment and the
+notebooks."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 
@@ -81,6 +83,16 @@ def autocast_settings(device: torch.device, amp: str) -> tuple[torch.dtype | Non
     if amp == "bf16" or (amp == "auto" and _native_bf16()):
         return torch.bfloat16, False
     return torch.float16, device.type == "cuda"
+
+
+def autocast_for(payload: dict, device: torch.device):
+    """Autocast as in training (the checkpoint payload's ``train_config["amp"]``, default ``"auto"``) on ``device``.
+
+    A context manager: :func:`torch.autocast` with the dtype :func:`autocast_settings` picks, or a
+    no-op where mixed precision is off (always on the CPU with ``"auto"``).
+    """
+    dtype, _ = autocast_settings(device, payload.get("train_config", {}).get("amp", "auto"))
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
 def _native_bf16() -> bool:

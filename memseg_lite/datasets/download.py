@@ -15,26 +15,26 @@ your notes, extra files) is never touched; an existing category is replaced only
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import http.client
 import lzma
 import os
 import shutil
 import tarfile
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
 import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from memseg_lite.core.io import missing_folders, remove_empty_folders, staging_folder
 from memseg_lite.core.offline import is_loopback_url, network_allowed
 from memseg_lite.datasets.mvtec import MVTEC_CATEGORIES
 
 CHUNK = 1 << 20
+#: The hidden scratch folder an archive is unpacked into, inside ``dest`` (see core.io.staging_folder).
+UNPACK_PREFIX = ".memseg-unpack-"
 
 
 class DownloadError(RuntimeError):
@@ -278,23 +278,6 @@ def _check_member(member: tarfile.TarInfo, root: Path) -> None:
             )
 
 
-def _missing_folders(folder: Path) -> list[Path]:
-    """``folder`` and those of its parents that do not exist yet, outermost first."""
-    missing = []
-    for candidate in (folder, *folder.parents):
-        if candidate.exists():
-            break
-        missing.append(candidate)
-    return missing[::-1]
-
-
-def _remove_empty(folders: list[Path]) -> None:
-    """Remove the folders we created (innermost first), where they are still empty."""
-    for folder in reversed(folders):
-        with contextlib.suppress(OSError):
-            folder.rmdir()
-
-
 def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
     """Extract a tar archive (.tar, .tar.gz, .tar.xz, ...) into ``dest``, refusing unsafe members.
 
@@ -306,7 +289,7 @@ def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
     archive, dest = Path(archive), Path(dest)
     if not archive.is_file():
         raise FileNotFoundError(f"archive {archive} does not exist")
-    created = _missing_folders(dest)
+    created = missing_folders(dest)
     try:
         try:
             tar = tarfile.open(archive)
@@ -343,49 +326,8 @@ def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
 
 
 # --------------------------------------------------------------------------------------------
-# Transactional imports
+# Transactional imports (the scratch folder and the all-or-nothing swap: core.io.staging_folder)
 # --------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def _staging_area(dest: Path) -> Iterator[Path]:
-    """A hidden scratch folder on ``dest``'s file system (inside ``dest``, or in its nearest existing
-    parent when ``dest`` is new), so that moving out of it is a rename; removed on exit."""
-    missing = _missing_folders(dest)
-    anchor = missing[0].parent if missing else dest
-    scratch = Path(tempfile.mkdtemp(dir=anchor, prefix=".memseg-unpack-"))
-    try:
-        yield scratch
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _swap_in(pairs: list[tuple[Path, Path]], scratch: Path) -> None:
-    """Rename each staged ``source`` to its ``target``; a replaced target is put aside in ``scratch``.
-
-    All or nothing: if any rename fails, the targets already swapped get their old contents back.
-    """
-    done: list[tuple[Path, Path | None]] = []
-    created = _missing_folders(pairs[0][1].parent) if pairs else []
-    try:
-        for index, (source, target) in enumerate(pairs):
-            target.parent.mkdir(parents=True, exist_ok=True)
-            retired = None
-            if target.exists() or target.is_symlink():
-                retired = scratch / f".replaced-{index}-{target.name}"
-                os.replace(target, retired)
-            done.append((target, retired))
-            os.replace(source, target)
-    except BaseException:
-        for target, retired in reversed(done):
-            if retired is not None and retired.exists():
-                if target.is_dir() and not target.is_symlink():
-                    shutil.rmtree(target, ignore_errors=True)
-                elif target.exists() or target.is_symlink():
-                    target.unlink()
-                os.replace(retired, target)
-        _remove_empty(created)
-        raise
-
-
 def _refuse_existing(existing: list[Path], what: str, dest: Path) -> None:
     if existing:
         names = ", ".join(str(path) for path in existing)
@@ -399,14 +341,14 @@ def _refuse_existing(existing: list[Path], what: str, dest: Path) -> None:
 # Data sets
 # --------------------------------------------------------------------------------------------
 def _fetch(source: Source, urls: list[str], archive_dir: Path, sha256: str | None, dest: Path, progress: bool) -> Path:
-    created = _missing_folders(archive_dir)
+    created = missing_folders(archive_dir)
     failures = []
     for url in urls:
         try:
             return download_file(url, archive_dir / source.filename, sha256=sha256, progress=progress)
         except DownloadError as error:
             failures.append(str(error))
-    _remove_empty(created)  # a partial file (kept to resume) keeps its folder
+    remove_empty_folders(created)  # a partial file (kept to resume) keeps its folder
     tried = "\n  ".join(failures)
     raise DownloadError(
         f"could not download {source.name}. Tried:\n  {tried}\n{source.manual.format(dest=dest)}"
@@ -474,8 +416,8 @@ def download_mvtec(
         print(f"{archive_path.name}: sha256 {sha256_of(archive_path)}")
     else:
         archive_path = _fetch(MVTEC, [url] if url else list(MVTEC.urls), archive_dir, sha256, dest, progress)
-    with _staging_area(dest) as scratch:
-        extracted = _unpack(archive_path, scratch, downloaded=archive is None)
+    with staging_folder(dest, prefix=UNPACK_PREFIX) as staging:
+        extracted = _unpack(archive_path, staging.path, downloaded=archive is None)
         # Unwrap a single wrapper folder (e.g. "mvtec_anomaly_detection/") that holds the categories.
         top = _single_top_folder(extracted)
         if top is not None and not (top / "train").is_dir() and any((c / "train").is_dir() for c in top.iterdir()):
@@ -499,10 +441,10 @@ def download_mvtec(
                 for entry in sorted(extracted.iterdir())
                 if entry.is_file() and not entry.name.startswith(".") and not (dest / entry.name).exists()
             ]
-        _swap_in(pairs, scratch)
+        staging.swap_in(pairs)
     if not keep_archive and archive is None:
         archive_path.unlink(missing_ok=True)
-        _remove_empty([archive_dir])
+        remove_empty_folders([archive_dir])
     return dest
 
 
@@ -533,8 +475,8 @@ def download_dtd(
             raise FileNotFoundError(f"archive {archive_path} does not exist")
     else:
         archive_path = _fetch(DTD, [url] if url else list(DTD.urls), archive_dir, sha256, dest, progress)
-    with _staging_area(dest) as scratch:
-        extracted = _unpack(archive_path, scratch, downloaded=archive is None)
+    with staging_folder(dest, prefix=UNPACK_PREFIX) as staging:
+        extracted = _unpack(archive_path, staging.path, downloaded=archive is None)
         top = _single_top_folder(extracted)  # the DTD archive holds one folder "dtd/"
         source = top if top is not None and (top / "images").is_dir() else extracted
         if not (source / "images").is_dir():  # checked before dest is touched
@@ -545,8 +487,8 @@ def download_dtd(
         existing = [dest / entry.name for entry in entries if (dest / entry.name).exists()]
         if not force:
             _refuse_existing(existing, "DTD's folders", dest)
-        _swap_in([(entry, dest / entry.name) for entry in entries], scratch)
+        staging.swap_in([(entry, dest / entry.name) for entry in entries])
     if not keep_archive and archive is None:
         archive_path.unlink(missing_ok=True)
-        _remove_empty([archive_dir])
+        remove_empty_folders([archive_dir])
     return dest

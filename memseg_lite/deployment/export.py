@@ -48,11 +48,10 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from memseg_lite.core.checkpoint import load_checkpoint
+from memseg_lite.core.checkpoint import input_size, load_checkpoint, resize_mode
 from memseg_lite.core.io import atomic_output
 from memseg_lite.core.sizes import parse_size
 from memseg_lite.core.transforms import IMAGENET_MEAN, IMAGENET_STD
-from memseg_lite.evaluation.evaluate import input_size, resize_mode
 from memseg_lite.network.attention import spatial_attention_maps
 from memseg_lite.network.memory import memory_distances, select_indices
 from memseg_lite.network.model import MemSeg, memseg_from_state

@@ -37,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from memseg_lite.core.runtime import resolve_device
+from memseg_lite.core.runtime import autocast_for, resolve_device
 from memseg_lite.deployment.export import (
     BACKEND_OUTPUT_NAMES,
     INPUT_NAME,
@@ -45,8 +45,8 @@ from memseg_lite.deployment.export import (
     ablation_switches,
     trace_to_onnx,
 )
-from memseg_lite.evaluation.evaluate import autocast_for, load_model
 from memseg_lite.network.memory import memory_distances, select_indices
+from memseg_lite.network.model import load_model
 
 Backend = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 #: Every backend by name (the Inferencer, ``predict``, ``evaluate`` and the CLI use this one registry).

@@ -34,12 +34,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from memseg_lite.core.checkpoint import input_size, resize_mode
 from memseg_lite.core.io import read_image
 from memseg_lite.core.runtime import resolve_device
 from memseg_lite.core.sizes import parse_size
 from memseg_lite.core.transforms import ensure_rgb, image_to_tensor, resize_image, unfit_map
 from memseg_lite.deployment.fast import BACKENDS
-from memseg_lite.evaluation.evaluate import input_size, load_model, resize_mode
 from memseg_lite.evaluation.thresholds import (
     THRESHOLDS_NAME,
     Thresholds,
@@ -47,6 +47,7 @@ from memseg_lite.evaluation.thresholds import (
     normalise_scores,
     thresholds_of,
 )
+from memseg_lite.network.model import load_model
 
 
 @dataclass

@@ -93,8 +93,8 @@ def good_image_paths(payload: dict, calibration=None) -> list[Path]:
 
 def calibration_pixels(payload: dict, calibration=None) -> list[np.ndarray]:
     """uint8 ``[1, H, W, 3]`` fitted good images (the exported pipeline's input)."""
+    from memseg_lite.core.checkpoint import resize_mode
     from memseg_lite.core.transforms import fit_image
-    from memseg_lite.evaluation.evaluate import resize_mode
 
     if isinstance(calibration, np.ndarray):
         return [image[None] for image in calibration]
@@ -106,8 +106,8 @@ def calibration_pixels(payload: dict, calibration=None) -> list[np.ndarray]:
 
 def calibration_batches(payload: dict, calibration=None) -> list[np.ndarray]:
     """Normalised float ``[1, 3, H, W]`` good images (the backends' graph input), as ``preprocess`` makes them."""
+    from memseg_lite.core.checkpoint import input_size, resize_mode
     from memseg_lite.core.transforms import ensure_rgb, image_to_tensor, resize_image
-    from memseg_lite.evaluation.evaluate import input_size, resize_mode
 
     if isinstance(calibration, torch.Tensor):
         return [image[None].numpy() for image in calibration.float()]

@@ -36,15 +36,13 @@ import csv
 import glob
 import json
 import os
-import shutil
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from memseg_lite.core.io import IMAGE_SUFFIXES, list_images, write_image, write_text_atomic
+from memseg_lite.core.io import IMAGE_SUFFIXES, list_images, staging_folder, write_image, write_text_atomic
 from memseg_lite.core.overlays import draw_mask_outline, heatmap_overlay
 from memseg_lite.deployment.inferencer import Inferencer, InferenceResult
 
@@ -196,9 +194,8 @@ def _check_inputs_outside(paths: list[Path], out: Path) -> None:
             )
 
 
-def _prepare_out(out: Path, names: list[str]) -> tuple[Path, set[str]]:
-    """Check ``out`` may receive the outputs; return a fresh staging folder beside it and the files predict
-    wrote before.
+def _prepare_out(out: Path, names: list[str]) -> set[str]:
+    """Check ``out`` may receive the outputs; return the files predict wrote there before.
 
     Nothing in ``out`` is changed here. A folder holding files and no ``predictions.jsonl`` (not
     written by predict) is refused, and so is an output name that is taken by a file predict did not write.
@@ -220,8 +217,7 @@ def _prepare_out(out: Path, names: list[str]) -> tuple[Path, set[str]]:
                 + (f" (and {len(taken) - 1} more)" if len(taken) > 1 else "")
                 + ", which predict did not write; nothing was changed. Move it, or choose another --out"
             )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.staging-")), previous
+    return previous
 
 
 def _write_manifest(out: Path, files: set[str]) -> None:
@@ -304,9 +300,13 @@ def predict_images(
         if checkpoint is None:
             raise ValueError("predict_images needs a checkpoint or an inferencer")
         inferencer = Inferencer(checkpoint, device=device, backend=backend, batch_size=batch_size, threads=threads)
-    staging, previous = _prepare_out(out, names) if out is not None else (None, set())
+    previous = _prepare_out(out, names) if out is not None else set()
     keep_arrays = out is None if keep_arrays is None else keep_arrays
-    try:
+    # The outputs are written beside ``out`` first; _move_in then moves them in file by file (not the
+    # whole folder: files predict did not write stay), so the staging folder's swap_in is not used.
+    scratch = staging_folder(out.parent, prefix=f".{out.name}.staging-") if out is not None else None
+    with scratch if scratch is not None else contextlib.nullcontext() as area:
+        staging = area.path if area is not None else None
         records: list[dict] = []
         done: dict[int, InferenceResult] = {}
         failed: list[tuple[Path, str]] = []
@@ -348,7 +348,4 @@ def predict_images(
             _write_tables(staging, records)
             write_text_atomic(staging / PROVENANCE_NAME, json.dumps(inferencer.provenance(), indent=2) + "\n")
             _move_in(staging, out, previous)
-        return PredictReport(results=results, failed=failed, out_dir=out, records=records)
-    finally:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
+    return PredictReport(results=results, failed=failed, out_dir=out, records=records)

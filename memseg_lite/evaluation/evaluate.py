@@ -50,11 +50,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from memseg_lite.core.checkpoint import load_checkpoint
+from memseg_lite.core.checkpoint import input_size, load_checkpoint, resize_mode
 from memseg_lite.core.io import atomic_output, write_text_atomic
-from memseg_lite.core.runtime import autocast_settings, resolve_device
-from memseg_lite.core.sizes import parse_size
+from memseg_lite.core.runtime import autocast_for
 from memseg_lite.datasets.mvtec import EvaluationSet, scan_category
+from memseg_lite.network.model import load_model
 
 
 @dataclass
@@ -88,28 +88,6 @@ class Predictions:
             return self.maps.ravel(), self.masks.ravel()
         inside = valid.astype(bool)
         return self.maps[inside], self.masks[inside]
-
-
-def load_model(checkpoint: str | Path | dict, device: str | torch.device = "auto"):
-    """(model in eval mode on ``device``, checkpoint payload) from a checkpoint path or payload."""
-    from memseg_lite.network.model import memseg_from_state
-
-    payload = load_checkpoint(checkpoint) if not isinstance(checkpoint, dict) else checkpoint
-    model = memseg_from_state(payload["model_config"], payload["model"])
-    model = model.to(resolve_device(device)).eval()
-    return model, payload
-
-
-def input_size(payload: dict) -> tuple[int | tuple[int, int], int | None]:
-    """(size images are fitted to: ``S`` or ``(H, W)``, center crop or None) the checkpoint's model was trained with."""
-    train_config = payload.get("train_config", {})
-    height, width = parse_size(train_config.get("image_size", 256))
-    return (height if height == width else (height, width)), train_config.get("center_crop")
-
-
-def resize_mode(payload: dict) -> str:
-    """How the checkpoint's model saw other shapes: ``"letterbox"`` or ``"stretch"`` (older checkpoints)."""
-    return payload.get("train_config", {}).get("resize", "stretch")
 
 
 def labelled_files(payload: dict, data_root=None, category: str | None = None, folders: dict | None = None):
@@ -159,12 +137,6 @@ def threshold_metrics(predictions: Predictions, thresholds, with_pixels: bool = 
         pixel = precision_recall_f1(*predictions.pixel_values(), thresholds.pixel)
         result.update(pixel_precision=pixel.precision, pixel_recall=pixel.recall, pixel_f1=pixel.f1)
     return result
-
-
-def autocast_for(payload: dict, device: torch.device):
-    """Autocast as in training (the checkpoint's ``amp`` setting), on this device."""
-    dtype, _ = autocast_settings(device, payload.get("train_config", {}).get("amp", "auto"))
-    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
 def _checked_output(output, images: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor]:

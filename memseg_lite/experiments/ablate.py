@@ -39,13 +39,12 @@ by hand.
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from memseg_lite.core.io import atomic_output, write_text_atomic
+from memseg_lite.core.io import write_csv_atomic, write_text_atomic
 from memseg_lite.experiments.runs import METRICS_FILE, train_and_evaluate  # noqa: F401 - notebook 11 imports METRICS_FILE from here
 from memseg_lite.experiments.variants import (  # noqa: F401 - VARIANTS: notebook 11 imports the study's names from here
     COMMON_ONLY,
@@ -154,17 +153,15 @@ def write_results(out: Path, rows: list[dict], category: str, description: str =
     def number(value) -> str:
         return "" if value is None else f"{value:.2f}"
 
-    csv_path = out / "results.csv"
-    with atomic_output(csv_path) as temporary, temporary.open("w", newline="") as stream:
-        writer = csv.DictWriter(stream, fieldnames=fields)
-        writer.writeheader()
-        for row in rows:
-            record = {"variant": row["variant"], "seeds": " ".join(map(str, row["seeds"]))}
-            for key in COLUMNS:
-                spread = row.get(key) or _spread([])
-                for stat in ("mean", "std", "min", "max"):
-                    record[f"{key}_{stat}"] = number(spread[stat])
-            writer.writerow(record)
+    records = []
+    for row in rows:
+        record = {"variant": row["variant"], "seeds": " ".join(map(str, row["seeds"]))}
+        for key in COLUMNS:
+            spread = row.get(key) or _spread([])
+            for stat in ("mean", "std", "min", "max"):
+                record[f"{key}_{stat}"] = number(spread[stat])
+        records.append(record)
+    csv_path = write_csv_atomic(out / "results.csv", records, fields)
 
     def cell(spread: dict | None) -> str:
         if spread is None or spread["mean"] is None:

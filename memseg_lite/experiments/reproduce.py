@@ -21,13 +21,12 @@ Either way one ``results.md`` / ``results.csv`` holds every category.
 
 from __future__ import annotations
 
-import csv
 import datetime
 import json
 import os
 from pathlib import Path
 
-from memseg_lite.core.io import atomic_output, write_text_atomic
+from memseg_lite.core.io import write_csv_atomic, write_text_atomic
 from memseg_lite.core.runtime import auto_device_setting
 from memseg_lite.datasets.mvtec import MVTEC_CATEGORIES, list_categories
 from memseg_lite.experiments.reference_numbers import REPORTED
@@ -267,14 +266,10 @@ def write_results(out: Path, rows: list[dict]) -> tuple[Path, Path]:
     def number(value) -> str:
         return "" if value is None else f"{value:.2f}"
 
-    csv_path = out / "results.csv"
-    with atomic_output(csv_path) as temporary, temporary.open("w", newline="") as stream:
-        writer = csv.DictWriter(stream, fieldnames=["category", *keys, *steps, *sources])
-        writer.writeheader()
-        for row in table:
-            writer.writerow({"category": row["category"], **{k: number(row.get(k)) for k in keys},
-                             **{k: "" if row.get(k) is None else row[k] for k in steps},
-                             **{name: row.get(name, "unknown") for name in sources}})
+    records = [{"category": row["category"], **{k: number(row.get(k)) for k in keys},
+                **{k: "" if row.get(k) is None else row[k] for k in steps},
+                **{name: row.get(name, "unknown") for name in sources}} for row in table]
+    csv_path = write_csv_atomic(out / "results.csv", records, ["category", *keys, *steps, *sources])
 
     def cell(value) -> str:
         return "-" if value is None else f"{value:.2f}"

@@ -38,6 +38,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from memseg_lite.core.checkpoint import load_checkpoint
 from memseg_lite.core.runtime import resolve_device
 from memseg_lite.network.attention import spatial_attention_maps
 from memseg_lite.network.decoder import UNetDecoder
@@ -366,6 +367,18 @@ def memseg_from_state(
     except RuntimeError as error:
         raise ValueError(f"state_dict does not fit a MemSeg built from config {config}: {error}") from error
     return model.to(resolve_device(device) if device is not None else torch.device("cpu"))
+
+
+def load_model(checkpoint: str | os.PathLike | dict, device: str | torch.device = "auto") -> tuple[MemSeg, dict]:
+    """(model in eval mode on ``device``, checkpoint payload) from a checkpoint path or an already loaded payload.
+
+    The path is read with :func:`memseg_lite.core.checkpoint.load_checkpoint` (``weights_only=True``)
+    and the network rebuilt with :func:`memseg_from_state`.
+    """
+    payload = load_checkpoint(checkpoint) if not isinstance(checkpoint, dict) else checkpoint
+    model = memseg_from_state(payload["model_config"], payload["model"])
+    model = model.to(resolve_device(device)).eval()
+    return model, payload
 
 
 def _count(module: nn.Module) -> dict[str, int]:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
-import uuid
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -14,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from memseg_lite.core.io import write_image
+from memseg_lite.core.io import staging_folder, write_image
 from memseg_lite.datasets.demo.catalogue import (
     CATEGORIES,
     GENERATOR_VERSION,
@@ -91,18 +89,17 @@ def write_demo_dataset(
         for split, count, defect in _splits(CATEGORIES[name], n_train, n_test_good, n_per_defect)
         for index in range(count)
     ]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.parent / f".{target.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
-    try:
+    # Built in full beside the target, then renamed into place (an old set is deleted only then).
+    with staging_folder(target.parent, prefix=f".{target.name}.partial-") as staging:
+        built = staging.path / target.name
         digits = max(3, len(str(max(n_train, n_test_good, n_per_defect) - 1)))
         for name, split, index, defect in tqdm(jobs, desc="demo data", unit="img", disable=None, leave=False):
             sample = render_sample(name, size, sample_seed(seed, name, split, index), defect)
             stem = f"{index:0{digits}d}"
-            write_image(staging / name / split / f"{stem}.png", sample.image)
+            write_image(built / name / split / f"{stem}.png", sample.image)
             if defect is not None:
                 mask = sample.mask.astype(np.uint8) * np.uint8(255)
-                write_image(staging / name / "ground_truth" / defect / f"{stem}_mask.png", mask)
+                write_image(built / name / "ground_truth" / defect / f"{stem}_mask.png", mask)
         counts = {
             name: {split: count for split, count, _ in _splits(CATEGORIES[name], n_train, n_test_good, n_per_defect)}
             for name in names
@@ -124,11 +121,8 @@ def write_demo_dataset(
                 for name in names
             },
         }
-        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        _swap_in(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        (built / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        staging.swap_in([(built, target)])
     return DemoDatasetSummary(root=out, seed=seed, size=size, counts=counts, seconds=time.perf_counter() - start)
 
 
@@ -180,21 +174,6 @@ def _splits(spec: CategorySpec, n_train: int, n_test_good: int, n_per_defect: in
     yield "test/good", n_test_good, None
     for defect in spec.defects:
         yield f"test/{defect}", n_per_defect, defect
-
-
-def _swap_in(staging: Path, out: Path) -> None:
-    """Move the finished ``staging`` folder to ``out``; an old ``out`` is removed only afterwards."""
-    if not out.exists():
-        os.replace(staging, out)
-        return
-    retired = out.parent / f".{out.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    os.replace(out, retired)
-    try:
-        os.replace(staging, out)
-    except BaseException:
-        os.replace(retired, out)  # put the old set back
-        raise
-    shutil.rmtree(retired, ignore_errors=True)
 
 
 def ensure_demo_data(root: str | os.PathLike = "data/demo", **kwargs) -> Path:
