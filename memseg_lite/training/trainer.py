@@ -44,7 +44,7 @@ from filelock import FileLock, Timeout
 from torch.utils.data import DataLoader
 
 from memseg_lite.core.checkpoint import load_checkpoint, save_checkpoint
-from memseg_lite.core.io import write_text_atomic
+from memseg_lite.core.io import missing_folders, remove_empty_folders, write_text_atomic
 from memseg_lite.core.runtime import autocast_settings, resolve_device, seed_everything
 from memseg_lite.core.transforms import normalise_batch
 from memseg_lite.datasets.folder import files_for_config
@@ -394,32 +394,19 @@ def _remove_leftover_temporaries(out_dir: Path) -> list[str]:
     return removed
 
 
-def _missing_folders(folder: Path) -> list[Path]:
-    """``folder`` and those of its parents that do not exist yet, deepest first."""
-    missing = []
-    while not folder.exists() and folder != folder.parent:
-        missing.append(folder)
-        folder = folder.parent
-    return missing
-
-
 def _remove_unused_run_folder(out_dir: Path, created: list[Path]) -> None:
     """A run that failed before writing anything leaves no folder behind (only one this run created).
 
     A bad option found once the folder was locked (a missing backbone file, say) would otherwise
     leave an empty run folder holding only the lock file.
     """
-    if not created or created[0] != out_dir or not out_dir.is_dir():
+    if not created or created[-1] != out_dir or not out_dir.is_dir():
         return
     if any(entry.name not in (LOCK_NAME, OWNER_NAME) for entry in out_dir.iterdir()):
         return
     for name in (OWNER_NAME, LOCK_NAME):
         (out_dir / name).unlink(missing_ok=True)
-    for folder in created:
-        try:
-            folder.rmdir()
-        except OSError:  # not empty (something else was put there): keep it
-            return
+    remove_empty_folders(created)  # a folder something else was put into meanwhile is kept
 
 
 def _clear_run(out_dir: Path) -> None:
@@ -837,7 +824,7 @@ class Trainer:
         if not self.dist.is_main:  # rank 0 owns the folder for all ranks
             self.dist.barrier()  # ... and has checked (and with restart, cleared) it
             return self._fit(resume, stop_after)
-        created = _missing_folders(self.out_dir)
+        created = missing_folders(self.out_dir)
         try:
             with run_folder_lock(self.out_dir):
                 check_run_folder(self.out_dir, resume=resume, restart=restart, check_lock=False)
