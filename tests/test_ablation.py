@@ -15,12 +15,8 @@ from conftest import tiny_config
 import memseg_lite.network.model as model_module
 from memseg_lite.cli import main
 from memseg_lite.experiments import ablate as ablate_module
-from memseg_lite.experiments.ablate import (
-    ablate,
-    parse_list,
-    summarise,
-    variant_options,
-)
+from memseg_lite.experiments.ablate import ablate, parse_list, summarise
+from memseg_lite.experiments.variants import variant_options
 from memseg_lite.network.attention import CoordinateAttention
 from memseg_lite.network.model import (
     MemSeg,

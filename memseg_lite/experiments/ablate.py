@@ -12,7 +12,7 @@ is skipped; a run with a checkpoint is resumed; a run folder without one (killed
 checkpoint) is started over. A run whose saved settings differ from what its variant asks for now
 (other steps, image size, ...) is an error: use another ``--out`` for other settings.
 
-The variants (:data:`VARIANTS`) change one thing against ``full`` (the method as the paper
+The variants (``experiments.variants.VARIANTS``) change one thing against ``full`` (the method as the paper
 describes it; the defaults of :class:`memseg_lite.training.config.TrainConfig`):
 
 =================  ==============================================================================
@@ -45,13 +45,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from memseg_lite.core.io import write_csv_atomic, write_text_atomic
-from memseg_lite.experiments.runs import METRICS_FILE, train_and_evaluate  # noqa: F401 - notebook 11 imports METRICS_FILE from here
-from memseg_lite.experiments.variants import (  # noqa: F401 - VARIANTS: notebook 11 imports the study's names from here
-    COMMON_ONLY,
-    DEFAULT_VARIANTS,
-    VARIANTS,
-    variant_options,
-)
+from memseg_lite.experiments.runs import train_and_evaluate
+from memseg_lite.experiments.variants import COMMON_ONLY, DEFAULT_VARIANTS, variant_options
 from memseg_lite.training.config import TrainConfig
 
 METRIC_KEYS = ("image_auroc", "pixel_auroc", "aupro")
@@ -212,7 +207,7 @@ def ablate(
     Args:
         data_root, category: the data (MVTec AD layout) to train and test on.
         out_dir: the study's folder.
-        variants: names from :data:`VARIANTS` (default :data:`DEFAULT_VARIANTS`), a list or ``"a,b"``.
+        variants: names from ``variants.VARIANTS`` (default ``variants.DEFAULT_VARIANTS``), a list or ``"a,b"``.
         seeds: training seeds, a list or ``"0,1"``.
         progress: progress bars.
         figures: write the evaluation figures of each run.
