@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import statistics
 
 import pytest
@@ -60,6 +61,28 @@ def test_bad_results_line_is_named(tmp_path):
     with pytest.raises(ValueError, match="results.jsonl, line 2"):
         read_results(path)
     assert read_results(tmp_path / "missing.jsonl") == []
+
+
+def _append_many(path, worker, count):
+    for index in range(count):
+        study._append(path, {"key": f"w{worker}/{index}", "worker": worker, "index": index})
+
+
+def test_concurrent_appends_lose_no_line(tmp_path):
+    # Two study processes on one results file (one per core): each append reads and rewrites the
+    # file, so without the lock one process's line can be overwritten by the other's rewrite.
+    path = tmp_path / "results.jsonl"
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_append_many, args=(path, worker, 30)) for worker in range(3)]
+    for process in workers:
+        process.start()
+    for process in workers:
+        process.join(timeout=120)
+        assert process.exitcode == 0
+    keys = [record["key"] for record in read_results(path)]
+    assert sorted(keys) == sorted(f"w{w}/{i}" for w in range(3) for i in range(30))
+    for worker in range(3):  # each process's lines stay in its own order
+        assert [k for k in keys if k.startswith(f"w{worker}/")] == [f"w{worker}/{i}" for i in range(30)]
 
 
 @pytest.mark.slow

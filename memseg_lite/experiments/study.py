@@ -131,12 +131,18 @@ def read_results(path: str | os.PathLike) -> list[dict]:
 
 
 def _append(path: Path, record: dict) -> None:
-    """Append one line; the file is rewritten atomically so a kill never leaves half a line."""
-    old = path.read_text() if path.is_file() else ""
-    if old and not old.endswith("\n"):
-        old += "\n"
+    """Append one line; the file is rewritten atomically so a kill never leaves half a line.
+
+    A lock file beside it makes read-and-rewrite one step, so several study processes (say one per
+    core, each given other ``--cells``) can share one results file without losing lines."""
+    from filelock import FileLock
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, old + json.dumps(record, sort_keys=True) + "\n")
+    with FileLock(str(path.with_name(path.name + ".lock"))):
+        old = path.read_text() if path.is_file() else ""
+        if old and not old.endswith("\n"):
+            old += "\n"
+        write_text_atomic(path, old + json.dumps(record, sort_keys=True) + "\n")
 
 
 def _record(cell: str, category: str, seed: int, key: str, options: dict, run_dir: Path,
