@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import multiprocessing
 import statistics
@@ -115,3 +116,82 @@ def test_table_goes_between_the_markers_only():
     assert study.replace_between_markers(new, "| new |\n") == new  # idempotent
     with pytest.raises(ValueError, match="docs/x.md has no"):
         study.replace_between_markers("no markers", "t", "docs/x.md")
+
+
+def test_chance_apart_matches_counting_the_orderings():
+    # Independent count: every way to place the a values among the n_a + n_b ranks is equally likely.
+    for n_a, n_b in [(2, 2), (3, 3), (2, 3), (1, 4)]:
+        total = apart_count = 0
+        for a_ranks in itertools.combinations(range(n_a + n_b), n_a):
+            b_ranks = [r for r in range(n_a + n_b) if r not in a_ranks]
+            total += 1
+            apart_count += min(a_ranks) > max(b_ranks) or max(a_ranks) < min(b_ranks)
+        assert study.chance_apart(n_a, n_b) == pytest.approx(apart_count / total)
+    assert study.chance_apart(3, 3) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="at least one value"):
+        study.chance_apart(0, 3)
+
+
+def metric_record(cell, category, seed, image, pixel, pro):
+    metrics = {"image_auroc": image, "pixel_auroc": pixel, "aupro": pro}
+    return {"key": f"{cell}/{category}/seed{seed}/x", "cell": cell, "category": category, "seed": seed,
+            "best": metrics, "last": metrics, "best_step": 200, "last_step": 200, "validation_score": 0.5}
+
+
+def grid_records(cell, seeds, shift):
+    """Three seeds per category; ``shift[category]`` = (image, pixel, AU-PRO) added to full's values."""
+    out = []
+    for category, (di, dp, dr) in shift.items():
+        for i, seed in enumerate(seeds):
+            noise = 0.001 * i  # a spread of 0.2 points
+            out.append(metric_record(cell, category, seed, 0.80 + di + noise, 0.90 + dp + noise, 0.70 + dr + noise))
+    return out
+
+
+def test_default_rule_qualifies_and_confirms_by_the_written_rule():
+    zero = (0.0, 0.0, 0.0)
+    seeds = study.SEEDS
+    records = grid_records("full", seeds, {"mesh": zero, "wood": zero, "button": zero})
+    # beats beyond the spread on mesh (AU-PRO) and wood (image), within on button: qualifies
+    records += grid_records("avgpool3", seeds, {"mesh": (0, 0, 0.05), "wood": (0.03, 0, 0), "button": zero})
+    # beats on two categories but loses button's pixel AUROC: does not qualify
+    records += grid_records("no_memory", seeds, {"mesh": (0.02, 0, 0), "wood": (0.02, 0, 0),
+                                                 "button": (0, -0.01, 0)})
+    # would qualify, but is not run on button yet: incomplete
+    records += grid_records("di_x100", seeds, {"mesh": (0.02, 0, 0), "wood": (0.02, 0, 0)})
+    verdicts = study.default_rule(records)
+    assert verdicts["avgpool3"]["qualifies"] and verdicts["avgpool3"]["confirm"] is None
+    assert verdicts["avgpool3"]["wins"] == [("mesh", "aupro", 5.0), ("wood", "image_auroc", 3.0)]
+    assert not verdicts["no_memory"]["qualifies"] and verdicts["no_memory"]["losses"] == [
+        ("button", "pixel_auroc", -1.0)]
+    assert not verdicts["di_x100"]["qualifies"] and not verdicts["di_x100"]["complete"]
+    text = study.render_rule(records)
+    assert "pending: `--cells full,avgpool3 --categories mesh,wood --seeds 3,4,5`" in text
+    assert "incomplete (2 of 3 categories)" in text
+
+    fresh = study.CONFIRM_SEEDS
+    confirm = grid_records("full", fresh, {"mesh": zero, "wood": zero})
+    # on fresh seeds: mesh AU-PRO beyond the spread again, wood image ahead within the spread
+    repeat = confirm + grid_records("avgpool3", fresh, {"mesh": (0, 0, 0.04), "wood": (0.001, 0, 0)})
+    verdict = study.default_rule(records + repeat)["avgpool3"]["confirm"]
+    assert verdict["confirmed"] and verdict["repeated"] == [("mesh", "aupro", 4.0)]
+    assert "**confirmed**" in study.render_rule(records + repeat)
+    # behind on one of the stage-1 wins: not confirmed
+    behind = confirm + grid_records("avgpool3", fresh, {"mesh": (0, 0, 0.04), "wood": (-0.01, 0, 0)})
+    verdict = study.default_rule(records + behind)["avgpool3"]["confirm"]
+    assert not verdict["confirmed"] and verdict["behind"][0][:2] == ("wood", "image_auroc")
+    # the seeds table keeps seeds 0-2 only; the confirmation runs get their own table
+    table = render_table(records + repeat)
+    rows = [line for line in table.splitlines() if line.startswith("| `avgpool3` | 3 |") and " ± " in line]
+    assert len(rows) == 5  # mesh, wood, button on seeds 0-2, then mesh and wood on the fresh seeds
+    assert "confirmation, fresh seeds 3, 4, 5" in table
+
+
+def test_grid_categories_filter_and_cli_seed_errors(capsys):
+    runs = grid_runs(seeds=study.CONFIRM_SEEDS, cells=["full", "no_attention"], categories=["button", "mesh"])
+    assert len(runs) == 12 and {seed for _, _, seed in runs} == {3, 4, 5}
+    assert {category for _, category, _ in runs} == {"button", "mesh"}
+    with pytest.raises(ValueError, match="unknown study categor"):
+        grid_runs(categories=["carpet"])
+    assert study.main(["run", "--seeds", "3,x", "--results", "unused.jsonl"]) == 2
+    assert "--seeds takes comma-separated whole numbers" in capsys.readouterr().err

@@ -68,6 +68,8 @@ CELLS: dict = {
     "val_basic": {"val_recipe": "basic"},
 }
 SEEDS = (0, 1, 2)
+#: Fresh seeds on which a cell that passes :func:`default_rule` must repeat before a default changes.
+CONFIRM_SEEDS = (3, 4, 5)
 #: The grid in the order it is run: (cells, categories), seeds inner; the paper's ablation and the
 #: authors' code on the category that learns best (mesh) first, then the other switches, then
 #: the other categories.
@@ -89,14 +91,23 @@ def cell_options(cell: str, category: str) -> dict:
     return dict(options(category) if callable(options) else options)
 
 
-def grid_runs(grid: Sequence = GRID, seeds: Sequence[int] = SEEDS, cells: Iterable[str] | None = None) -> list[tuple]:
-    """The (cell, category, seed) runs of ``grid`` in order, without repeats; ``cells`` keeps only those."""
+def grid_runs(grid: Sequence = GRID, seeds: Sequence[int] = SEEDS, cells: Iterable[str] | None = None,
+              categories: Iterable[str] | None = None) -> list[tuple]:
+    """The (cell, category, seed) runs of ``grid`` in order, without repeats; ``cells`` and
+    ``categories`` keep only those."""
     wanted = None if cells is None else set(cells)
     if wanted is not None and wanted - set(CELLS):
         raise ValueError(f"unknown study cell(s) {sorted(wanted - set(CELLS))}; known cells: {', '.join(CELLS)}")
+    known_categories = {category for _, group_categories in grid for category in group_categories}
+    wanted_categories = None if categories is None else set(categories)
+    if wanted_categories is not None and wanted_categories - known_categories:
+        raise ValueError(f"unknown study categor(ies) {sorted(wanted_categories - known_categories)}; "
+                         f"the grid has {', '.join(sorted(known_categories))}")
     runs: list[tuple] = []
-    for group_cells, categories in grid:
-        for category in categories:
+    for group_cells, group_categories in grid:
+        for category in group_categories:
+            if wanted_categories is not None and category not in wanted_categories:
+                continue
             for seed in seeds:
                 for cell in group_cells:
                     run = (cell, category, seed)
@@ -223,11 +234,12 @@ def spread(values: Sequence[float]) -> dict:
     return {"mean": mean, "std": std, "min": min(values), "max": max(values), "n": len(values)}
 
 
-def summarise(records: Sequence[dict]) -> dict:
+def summarise(records: Sequence[dict], seeds: Iterable[int] | None = None) -> dict:
     """(category, cell) -> {"best": {metric: spread in %}, "last": {...}, "seeds": [...]}.
 
-    The latest line per key wins."""
-    latest = {record["key"]: record for record in records}
+    The latest line per key wins; ``seeds`` keeps only the runs of those seeds."""
+    wanted = None if seeds is None else set(seeds)
+    latest = {record["key"]: record for record in records if wanted is None or record["seed"] in wanted}
     groups: dict = {}
     for record in latest.values():
         groups.setdefault((record["category"], record["cell"]), []).append(record)
@@ -255,6 +267,122 @@ def apart(a: dict, b: dict) -> str:
     return "yes" if a["min"] > b["max"] or a["max"] < b["min"] else "no"
 
 
+def chance_apart(n_a: int, n_b: int) -> float:
+    """How often the seed ranges of two cells that do not differ at all are apart by chance.
+
+    With exchangeable, continuous results every ordering of the ``n_a + n_b`` values is equally
+    likely; exactly two of the ``C(n_a + n_b, n_a)`` ways to place the ``a`` values among them put
+    all of ``a`` above all of ``b`` or all below. Half of that is "beats", half "loses"."""
+    if n_a < 1 or n_b < 1:
+        raise ValueError(f"chance_apart needs at least one value on each side, got n_a={n_a}, n_b={n_b}")
+    return 2 / math.comb(n_a + n_b, n_a)
+
+
+def _beyond(summary: dict, category: str, cell: str, reference: str) -> tuple[list, list]:
+    """The (category, metric, Δ) where ``cell`` beats / loses to ``reference`` beyond the spread."""
+    wins, losses = [], []
+    row, ref = summary.get((category, cell)), summary.get((category, reference))
+    if row is None or ref is None:
+        return wins, losses
+    for k in METRIC_KEYS:
+        a, b = row["best"][k], ref["best"][k]
+        if a["mean"] is None or b["mean"] is None or apart(a, b) != "yes":
+            continue
+        (wins if a["mean"] > b["mean"] else losses).append((category, k, round(a["mean"] - b["mean"], 1)))
+    return wins, losses
+
+
+def default_rule(records: Sequence[dict], reference: str = "full", min_categories: int = 2) -> dict:
+    """Which cells would change a default, by the rule of ``docs/ablations.md``, applied to every cell.
+
+    Stage 1 (seeds :data:`SEEDS`): a cell *qualifies* when it beats ``reference`` beyond the spread
+    (seed ranges apart) on some metric on at least ``min_categories`` categories and loses beyond the
+    spread on none. Stage 2 (fresh seeds :data:`CONFIRM_SEEDS`): a qualified cell is *confirmed* when,
+    on those seeds, it beats ``reference`` beyond the spread again on at least one of its stage-1 wins,
+    is ahead (mean) on all of them, and loses beyond the spread on none. Only a confirmed cell changes a
+    default. A cell not yet run on every category does not qualify (``complete`` is False).
+    Returns cell -> {"wins", "losses", "categories", "complete", "qualifies", "confirm": None | {...}}."""
+    first = summarise(records, SEEDS)
+    fresh = summarise(records, CONFIRM_SEEDS)
+    categories = sorted({category for category, _ in first})
+    verdicts = {}
+    for cell in sorted({cell for _, cell in first if cell != reference}, key=_cell_order):
+        wins, losses = [], []
+        for category in categories:
+            w, lo = _beyond(first, category, cell, reference)
+            wins += w
+            losses += lo
+        measured = [c for c in categories  # measured: every seed of SEEDS run for cell and reference
+                    if all(first.get((c, x), {}).get("seeds") == sorted(SEEDS) for x in (cell, reference))]
+        complete = len(measured) == len(categories)
+        qualifies = complete and len({c for c, _, _ in wins}) >= min_categories and not losses
+        confirm = None
+        if qualifies and any((c, cell) in fresh and (c, reference) in fresh for c, _, _ in wins):
+            repeated, behind, fresh_losses, missing = [], [], [], []
+            for c, k, _ in wins:
+                row, ref = fresh.get((c, cell)), fresh.get((c, reference))
+                if row is None or ref is None or row["best"][k]["n"] < 2 or ref["best"][k]["n"] < 2:
+                    missing.append((c, k))
+                    continue
+                delta = round(row["best"][k]["mean"] - ref["best"][k]["mean"], 1)
+                if apart(row["best"][k], ref["best"][k]) == "yes" and delta > 0:
+                    repeated.append((c, k, delta))
+                if delta <= 0:
+                    behind.append((c, k, delta))
+            for c in categories:
+                fresh_losses += _beyond(fresh, c, cell, reference)[1]
+            confirm = {"repeated": repeated, "behind": behind, "losses": fresh_losses, "missing": missing,
+                       "confirmed": bool(repeated) and not behind and not fresh_losses and not missing}
+        verdicts[cell] = {"wins": wins, "losses": losses, "categories": measured, "complete": complete,
+                          "qualifies": qualifies,
+                          "confirm": confirm}
+    return verdicts
+
+
+def _cell_order(cell: str) -> int:
+    order = list(CELLS)
+    return order.index(cell) if cell in order else len(order)
+
+
+def _list_text(items: Sequence[tuple]) -> str:
+    return ", ".join(f"{c} {METRIC_NAMES[k]} {d:+.1f}" for c, k, d in items) or "none"
+
+
+def render_rule(records: Sequence[dict], reference: str = "full") -> str:
+    """The Markdown of :func:`default_rule`: one row per cell, and what it decides."""
+    verdicts = default_rule(records, reference)
+    n_categories = len({r["category"] for r in records if r["seed"] in SEEDS})
+    chance = chance_apart(len(SEEDS), len(SEEDS))
+    lines = [
+        f"**Default rule, applied to every cell** (seeds {', '.join(map(str, SEEDS))}; beyond the spread = "
+        f"seed ranges apart, which two cells that do not differ at all reach by chance "
+        f"{chance:.0%} of the time per metric, half of it as a win; confirmation on fresh seeds "
+        f"{', '.join(map(str, CONFIRM_SEEDS))})",
+        "",
+        "| cell | categories | beats `full` beyond the spread | loses beyond the spread | stage 1 | confirmation |",
+        "|---|---|---|---|---|---|",
+    ]
+    for cell, v in verdicts.items():
+        if not v["qualifies"]:
+            stage2 = "-"
+        elif v["confirm"] is None:
+            won = ",".join(sorted({c for c, _, _ in v["wins"]}))
+            stage2 = (f"pending: `--cells {reference},{cell} --categories {won} "
+                      f"--seeds {','.join(map(str, CONFIRM_SEEDS))}`")
+        else:
+            c = v["confirm"]
+            stage2 = ("**confirmed**" if c["confirmed"] else "not confirmed") + (
+                f" (again beyond: {_list_text(c['repeated'])}; behind: {_list_text(c['behind'])}; "
+                f"losses: {_list_text(c['losses'])}"
+                + (f"; not run: {', '.join(f'{a} {METRIC_NAMES[k]}' for a, k in c['missing'])}" if c["missing"] else "")
+                + ")")
+        stage1 = ("qualifies" if v["qualifies"] else "no" if v["complete"]
+                  else f"incomplete ({len(v['categories'])} of {n_categories} categories)")
+        lines.append(f"| `{cell}` | {len(v['categories'])} | {_list_text(v['wins'])} | {_list_text(v['losses'])} | "
+                     f"{stage1} | {stage2} |")
+    return "\n".join(lines) + "\n"
+
+
 def _cell_text(s: dict) -> str:
     if s["mean"] is None:
         return "-"
@@ -263,19 +391,14 @@ def _cell_text(s: dict) -> str:
     return f"{s['mean']:.1f} ± {s['std']:.1f}"
 
 
-def render_table(records: Sequence[dict], command: str = "") -> str:
-    """The Markdown of the study: per category, the cells table, then best vs last per run."""
-    summary = summarise(records)
-    order = {cell: i for i, cell in enumerate(CELLS)}
+def _cells_tables(summary: dict, seeds_text: str) -> list[str]:
+    """Per category: each cell's mean ± std, Δ against ``full``, whether apart, and the last checkpoint's."""
     lines = []
-    if command:
-        lines += [f"Command: `{command}`", ""]
-    categories = sorted({category for category, _ in summary})
-    for category in categories:
-        cells = sorted((cell for c, cell in summary if c == category), key=lambda c: order.get(c, len(order)))
+    for category in sorted({category for category, _ in summary}):
+        cells = sorted((cell for c, cell in summary if c == category), key=_cell_order)
         reference = summary.get((category, "full"))
         lines += [
-            f"**{category}** (test split, %, mean ± sample std over n seeds; Δ: mean minus `full`'s; "
+            f"**{category}** ({seeds_text}; test split, %, mean ± sample std over n seeds; Δ: mean minus `full`'s; "
             "apart: the seed ranges do not overlap)",
             "",
             "| cell | n | image AUROC | pixel AUROC | AU-PRO | Δ image | Δ pixel | Δ AU-PRO | apart (img/pix/PRO) "
@@ -302,6 +425,22 @@ def render_table(records: Sequence[dict], command: str = "") -> str:
                          + " | ".join(deltas) + " | " + "/".join(aparts) + " | "
                          + " | ".join(_cell_text(row["last"][k]) for k in METRIC_KEYS) + " |")
         lines.append("")
+    return lines
+
+
+def render_table(records: Sequence[dict], command: str = "") -> str:
+    """The Markdown of the study: per category the cells table (seeds :data:`SEEDS`), the default
+    rule's verdict per cell, the confirmation runs (seeds :data:`CONFIRM_SEEDS`), then best vs last per run."""
+    lines = []
+    if command:
+        lines += [f"Command: `{command}`", ""]
+    lines += _cells_tables(summarise(records, SEEDS), f"seeds {', '.join(map(str, SEEDS))}")
+    if any(r["seed"] in SEEDS for r in records):
+        lines += [render_rule(records)]
+    confirmation = summarise(records, CONFIRM_SEEDS)
+    if confirmation:
+        lines += _cells_tables(confirmation, f"confirmation, fresh seeds {', '.join(map(str, CONFIRM_SEEDS))}")
+    order = {cell: i for i, cell in enumerate(CELLS)}
     latest = sorted({r["key"]: r for r in records}.values(),
                     key=lambda r: (r["category"], order.get(r["cell"], len(order)), r["seed"]))
     if latest:
@@ -334,6 +473,16 @@ def replace_between_markers(text: str, table: str, where: str = "the document") 
     return text[: start + len(TABLE_START)] + "\n" + table + text[end:]
 
 
+def _int_list(text: str, name: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"{name} takes comma-separated whole numbers such as 3,4,5, got {text!r}") from None
+    if not values:
+        raise ValueError(f"{name} is empty; give comma-separated whole numbers such as 3,4,5")
+    return values
+
+
 RUN_COMMAND = ("OMP_NUM_THREADS=1 nice -n 19 python -m memseg_lite.experiments.study run "
                "--results docs/results/accuracy_study.jsonl --out runs/study")
 
@@ -348,6 +497,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--out", default="runs/study", help="where the run folders go [runs/study]")
     run.add_argument("--data-root", default="data/demo")
     run.add_argument("--cells", help="comma-separated cells to run (others skipped) [all of the grid]")
+    run.add_argument("--categories", help="comma-separated categories to run [all of the grid]")
+    run.add_argument("--seeds", help=f"comma-separated seeds [{','.join(map(str, SEEDS))}]; "
+                     f"{','.join(map(str, CONFIRM_SEEDS))} confirm a cell the default rule lets through")
     run.add_argument("--max-runs", type=int, help="stop after this many new runs")
     run.add_argument("--threads", type=int, default=1, help="torch CPU threads [1]")
     table = commands.add_parser("table", help="render --results as Markdown")
@@ -361,7 +513,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             torch.set_num_threads(args.threads)
             cells = None if args.cells is None else [c.strip() for c in args.cells.split(",") if c.strip()]
-            run_study(args.results, args.out, args.data_root, runs=grid_runs(cells=cells), max_runs=args.max_runs)
+            categories = None if args.categories is None else [c.strip() for c in args.categories.split(",")
+                                                                if c.strip()]
+            seeds = SEEDS if args.seeds is None else _int_list(args.seeds, "--seeds")
+            runs = grid_runs(seeds=seeds, cells=cells, categories=categories)
+            run_study(args.results, args.out, args.data_root, runs=runs, max_runs=args.max_runs)
         else:
             text = render_table(read_results(args.results), RUN_COMMAND)
             if args.into:
