@@ -195,3 +195,30 @@ def test_grid_categories_filter_and_cli_seed_errors(capsys):
         grid_runs(categories=["carpet"])
     assert study.main(["run", "--seeds", "3,x", "--results", "unused.jsonl"]) == 2
     assert "--seeds takes comma-separated whole numbers" in capsys.readouterr().err
+
+
+def test_run_study_skips_runs_another_process_owns_or_finished(tiny_demo, tmp_path, monkeypatch):
+    from memseg_lite.experiments import runs as runs_module
+    from memseg_lite.training.trainer import run_folder_lock
+
+    settings = {k: v for k, v in tiny_config(tiny_demo, tmp_path / "unused", steps=2, val_every=1,
+                                             checkpoint_every=1).to_dict().items()
+                if k not in ("data_root", "category", "out_dir", "seed")}
+    results, out = tmp_path / "results.jsonl", tmp_path / "runs"
+    plan = [("full", "button", 0), ("no_memory", "button", 0), ("no_msff", "button", 0)]
+    real_train_and_evaluate, trained = runs_module.train_and_evaluate, []
+
+    def train_then_another_process_finishes_no_msff(config, progress=True):
+        trained.append(config.out_dir)
+        answer = real_train_and_evaluate(config, progress)
+        key = study.run_key("no_msff", "button", 0, {**settings, "fusion": "plain", "data_root": str(tiny_demo)})
+        study._append(results, {**record("no_msff", 0, 0.5, 0.5, "button"), "key": key})
+        return answer
+
+    monkeypatch.setattr(runs_module, "train_and_evaluate", train_then_another_process_finishes_no_msff)
+    with run_folder_lock(out / "no_memory" / "button" / "seed0"):  # another process trains no_memory
+        added = run_study(results, out, tiny_demo, runs=plan, settings=settings, progress=False)
+    assert [r["cell"] for r in added] == ["full"]
+    # no_memory was tried and found busy (the real lock check), no_msff was never started
+    assert trained == [str(out / "full" / "button" / "seed0"), str(out / "no_memory" / "button" / "seed0")]
+    assert [r["cell"] for r in read_results(results)] == ["no_msff", "full"]

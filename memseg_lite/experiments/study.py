@@ -178,10 +178,13 @@ def run_study(results: str | os.PathLike, out_dir: str | os.PathLike, data_root:
               progress: bool = True) -> list[dict]:
     """Train and evaluate every run of ``runs`` (default :func:`grid_runs`) not yet in ``results``.
 
-    Each finished run is appended to ``results`` at once. Returns the records added.
+    Each finished run is appended to ``results`` at once. Several processes may work through the same
+    runs: a run another one has finished (in ``results``) or is training (its run folder locked) is
+    skipped, so one identical command per core shares the grid. Returns the records added.
     """
     from memseg_lite.experiments.runs import train_and_evaluate
     from memseg_lite.training.config import TrainConfig
+    from memseg_lite.training.trainer import RunFolderBusyError
 
     results, out_dir = Path(results), Path(out_dir)
     settings = dict(STUDY_SETTINGS if settings is None else settings)
@@ -202,11 +205,20 @@ def run_study(results: str | os.PathLike, out_dir: str | os.PathLike, data_root:
         print(f"[study] {len(runs) - len(planned)} of {len(runs)} runs in {results} already; {len(planned)} to go"
               + (f", this session at most {max_runs}" if max_runs else ""), flush=True)
     added = []
-    for cell, category, seed, key, options, config in planned[:max_runs]:
+    for cell, category, seed, key, options, config in planned:
+        if max_runs is not None and len(added) >= max_runs:
+            break
+        if key in {record["key"] for record in read_results(results)}:  # another process finished it meanwhile
+            continue
         if progress:
             print(f"[study] {time.strftime('%H:%M:%S')} {cell} {category} seed {seed}: {config.out_dir}", flush=True)
         started = time.perf_counter()
-        status, metrics = train_and_evaluate(config, progress=False)
+        try:
+            status, metrics = train_and_evaluate(config, progress=False)
+        except RunFolderBusyError as error:  # another study process trains it: go on with the next run
+            if progress:
+                print(f"[study] skipped, {error}", flush=True)
+            continue
         if status == "interrupted":
             raise KeyboardInterrupt
         record = _record(cell, category, seed, key, options, Path(config.out_dir), metrics["best"], metrics["last"],
