@@ -222,3 +222,24 @@ def test_run_study_skips_runs_another_process_owns_or_finished(tiny_demo, tmp_pa
     # no_memory was tried and found busy (the real lock check), no_msff was never started
     assert trained == [str(out / "full" / "button" / "seed0"), str(out / "no_memory" / "button" / "seed0")]
     assert [r["cell"] for r in read_results(results)] == ["no_msff", "full"]
+
+
+def test_defaults_follow_the_committed_study():
+    """A cell the committed study confirms (both stages of the rule) must be the default; no other may be."""
+    import dataclasses
+    from pathlib import Path
+
+    from memseg_lite.training.config import TrainConfig
+
+    results = Path(__file__).resolve().parents[1] / "docs" / "results" / "accuracy_study.jsonl"
+    records = read_results(results)
+    assert records, f"{results} is empty or missing: the study's results are committed"
+    defaults = {field.name: field.default for field in dataclasses.fields(TrainConfig)}
+    for cell, verdict in study.default_rule(records).items():
+        options = study.cell_options(cell, "mesh")
+        is_default = all(defaults[name] == value for name, value in options.items())
+        confirmed = bool(verdict["confirm"] and verdict["confirm"]["confirmed"])
+        assert is_default == confirmed, (
+            f"cell {cell!r} is {'confirmed' if confirmed else 'not confirmed'} by {results.name} but its options "
+            f"{options} are {'' if is_default else 'not '}the TrainConfig defaults: change the default "
+            "(and say so in README and notebook 11) or correct the study")
