@@ -243,3 +243,26 @@ def test_defaults_follow_the_committed_study():
             f"cell {cell!r} is {'confirmed' if confirmed else 'not confirmed'} by {results.name} but its options "
             f"{options} are {'' if is_default else 'not '}the TrainConfig defaults: change the default "
             "(and say so in README and notebook 11) or correct the study")
+
+
+def test_a_run_recorded_meanwhile_by_another_process_is_not_recorded_twice(tiny_demo, tmp_path, monkeypatch):
+    from memseg_lite.experiments import runs as runs_module
+
+    settings = {k: v for k, v in tiny_config(tiny_demo, tmp_path / "unused", steps=2, val_every=1,
+                                             checkpoint_every=1).to_dict().items()
+                if k not in ("data_root", "category", "out_dir", "seed")}
+    results = tmp_path / "results.jsonl"
+    real_train_and_evaluate = runs_module.train_and_evaluate
+
+    def another_process_records_it_first(config, progress=True):
+        answer = real_train_and_evaluate(config, progress)
+        key = study.run_key("full", "button", 0, {**settings, "data_root": str(tiny_demo)})
+        study._append(results, {**record("full", 0, 0.5, 0.5, "button"), "key": key, "seconds": 300.0})
+        return answer
+
+    monkeypatch.setattr(runs_module, "train_and_evaluate", another_process_records_it_first)
+    added = run_study(results, tmp_path / "runs", tiny_demo, runs=[("full", "button", 0)], settings=settings,
+                      progress=False)
+    assert added == []
+    lines = read_results(results)
+    assert len(lines) == 1 and lines[0]["seconds"] == 300.0  # the first process's line, kept alone

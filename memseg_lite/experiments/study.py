@@ -141,19 +141,24 @@ def read_results(path: str | os.PathLike) -> list[dict]:
     return records
 
 
-def _append(path: Path, record: dict) -> None:
+def _append(path: Path, record: dict, unless_recorded: bool = False) -> bool:
     """Append one line; the file is rewritten atomically so a kill never leaves half a line.
 
     A lock file beside it makes read-and-rewrite one step, so several study processes (say one per
-    core, each given other ``--cells``) can share one results file without losing lines."""
+    core) can share one results file without losing lines. With ``unless_recorded`` nothing is
+    written when a line with the record's key is already there (another process finished the same
+    run first). Returns whether the line was written."""
     from filelock import FileLock
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path.with_name(path.name + ".lock"))):
+        if unless_recorded and record["key"] in {r["key"] for r in read_results(path)}:
+            return False
         old = path.read_text() if path.is_file() else ""
         if old and not old.endswith("\n"):
             old += "\n"
         write_text_atomic(path, old + json.dumps(record, sort_keys=True) + "\n")
+    return True
 
 
 def _record(cell: str, category: str, seed: int, key: str, options: dict, run_dir: Path,
@@ -223,7 +228,9 @@ def run_study(results: str | os.PathLike, out_dir: str | os.PathLike, data_root:
             raise KeyboardInterrupt
         record = _record(cell, category, seed, key, options, Path(config.out_dir), metrics["best"], metrics["last"],
                          time.perf_counter() - started)
-        _append(results, record)
+        # Another process may have finished and recorded this run while this one waited or evaluated.
+        if not _append(results, record, unless_recorded=True):
+            continue
         added.append(record)
         if progress:
             print(
